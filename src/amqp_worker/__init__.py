@@ -1,0 +1,49 @@
+"""amqp-worker: background jobs on RabbitMQ with Buffalo's small Worker interface.
+
+Start with :class:`SimpleWorker` (in process, no broker) and switch to
+:class:`AMQPWorker` for durable, confirmed jobs; both follow :class:`Worker`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import (
+    AmqpWorkerError,
+    BrokerUnavailable,
+    ConfigurationError,
+    HandlerAlreadyRegistered,
+    HandlerNotRegistered,
+    InvalidArgs,
+    InvalidHandler,
+    PublishError,
+    PublishNacked,
+    PublishReturned,
+    TopologyConflict,
+)
+from .handlers import Handler
+from .job import Job
+from .protocol import Worker
+from .simple import SimpleWorker
+
+try:
+    __version__ = version("amqp-worker")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AmqpWorkerError",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "Handler",
+    "HandlerAlreadyRegistered",
+    "HandlerNotRegistered",
+    "InvalidArgs",
+    "InvalidHandler",
+    "Job",
+    "PublishError",
+    "PublishNacked",
+    "PublishReturned",
+    "SimpleWorker",
+    "TopologyConflict",
+    "Worker",
+    "__version__",
+]

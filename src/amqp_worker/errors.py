@@ -1,0 +1,93 @@
+"""Every error amqp-worker raises on purpose.
+
+All of them derive from one base class, so ``except AmqpWorkerError`` catches
+everything the library raises deliberately. Where a builtin exception fits the
+meaning too (a bad argument is a ``ValueError``, a missing handler a
+``LookupError``), the class also derives from it, so code that already catches
+builtins keeps working.
+
+The tree::
+
+    AmqpWorkerError
+    ├── InvalidHandler            (ValueError)   register() got a bad name or callable
+    ├── HandlerAlreadyRegistered  (ValueError)   register() got a name already taken
+    ├── HandlerNotRegistered      (LookupError)  no handler is registered under a name
+    ├── InvalidArgs               (ValueError)   args failed the handler's model
+    ├── ConfigurationError        (ValueError)   a setting or URL is unusable
+    ├── TopologyConflict                         a queue exists with other arguments
+    └── PublishError                             a job was not safely enqueued
+        ├── PublishNacked                        the broker refused the message
+        ├── PublishReturned                      no queue was bound for the message
+        └── BrokerUnavailable                    no connection within the deadline
+
+``Job(...)`` itself raises :class:`pydantic.ValidationError` (a ``ValueError``),
+which names the offending field.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmqpWorkerError",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "HandlerAlreadyRegistered",
+    "HandlerNotRegistered",
+    "InvalidArgs",
+    "InvalidHandler",
+    "PublishError",
+    "PublishNacked",
+    "PublishReturned",
+    "TopologyConflict",
+]
+
+
+class AmqpWorkerError(Exception):
+    """Base class of every error amqp-worker raises on purpose."""
+
+
+class InvalidHandler(AmqpWorkerError, ValueError):
+    """A handler name or callable given to ``register`` is unusable."""
+
+
+class HandlerAlreadyRegistered(AmqpWorkerError, ValueError):
+    """A handler is already registered under this name on this worker."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a handler is already registered under {name!r}")
+        self.name = name
+
+
+class HandlerNotRegistered(AmqpWorkerError, LookupError):
+    """No handler is registered under this name on this worker."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no handler is registered under {name!r}")
+        self.name = name
+
+
+class InvalidArgs(AmqpWorkerError, ValueError):
+    """A job's args failed validation into its handler's args model; never retried."""
+
+
+class ConfigurationError(AmqpWorkerError, ValueError):
+    """A setting, URL or option is unusable; the message says which and why."""
+
+
+class TopologyConflict(AmqpWorkerError):
+    """A queue or exchange already exists on the broker with different arguments."""
+
+
+class PublishError(AmqpWorkerError):
+    """A job was not confirmed by the broker, so it may not be enqueued."""
+
+
+class PublishNacked(PublishError):
+    """The broker answered the publish with a negative confirm (basic.nack)."""
+
+
+class PublishReturned(PublishError):
+    """The broker returned the message as unroutable: no queue is bound for it."""
+
+
+class BrokerUnavailable(PublishError):
+    """No broker connection could be had within the configured deadline."""

@@ -1,0 +1,125 @@
+"""The :class:`Job` envelope: the wire contract between publishers and workers.
+
+A job travels as one UTF-8 JSON object (see ``docs/job.schema.json``)::
+
+    {"handler": "send_email", "queue": "default", "args": {"user_id": 123},
+     "id": "6f1c...", "attempt": 0, "enqueued_at": "2026-11-28T04:00:00Z"}
+
+Only ``handler`` is required; a publisher in any language may omit the rest.
+Fields this version does not know are kept and sent on unchanged, so an older
+worker never strips what a newer publisher added.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+
+__all__ = ["Job", "JsonArgs", "validate_name"]
+
+#: AMQP short strings (queue names, routing keys) hold at most 255 bytes.
+MAX_NAME_BYTES = 255
+
+
+def validate_name(value: str) -> str:
+    """Check a queue or handler name; return it unchanged or raise ``ValueError``.
+
+    A name must be non-empty, at most 255 bytes of UTF-8 (an AMQP short
+    string) and free of control characters, which break logs and headers.
+    """
+    if not value:
+        raise ValueError("must not be empty")
+    size = len(value.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"must be at most {MAX_NAME_BYTES} bytes of UTF-8, got {size}")
+    for char in value:
+        if unicodedata.category(char) == "Cc":
+            raise ValueError(f"must not contain control characters, found {char!r}")
+    return value
+
+
+def _reject_non_finite(value: Any, path: str = "args") -> None:
+    # JSON has no NaN or Infinity: Python's json module would emit them anyway,
+    # and every other language's parser would then reject the whole job.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path} holds {value!r}, which JSON cannot represent")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_non_finite(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_non_finite(item, f"{path}[{index}]")
+
+
+def _finite_json(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    _reject_non_finite(value)
+    return value
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must be timezone-aware (a naive datetime is ambiguous)")
+    return value.astimezone(UTC)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+Name = Annotated[str, AfterValidator(validate_name)]
+
+#: Handler arguments: a JSON object of JSON values (no NaN, bytes, sets or objects).
+JsonArgs = Annotated[dict[str, JsonValue], AfterValidator(_finite_json)]
+
+
+class Job(BaseModel):
+    """One unit of work: which handler runs, on which queue, with which args.
+
+    A ``Job`` is immutable. Construction validates everything that will go on
+    the wire, so bad input fails here with a :class:`pydantic.ValidationError`
+    naming the field, before anything is published.
+
+    Performing the same ``Job`` twice enqueues it twice under the same ``id``;
+    build a new ``Job`` per enqueue when ids must differ.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="allow",
+        json_schema_extra={"$id": "https://amqp-worker.dev/schema/job.json"},
+    )
+
+    handler: Name = Field(description="Name of the registered handler that runs this job.")
+    queue: Name = Field(default="default", description="Work queue the job is placed into.")
+    args: JsonArgs = Field(
+        default_factory=dict,
+        description="Arguments passed to the handler: a JSON object.",
+    )
+    id: Name = Field(default_factory=_new_id, description="Unique job id; a UUID by default.")
+    attempt: int = Field(
+        default=0,
+        ge=0,
+        description="How many times this job has been tried before; 0 on first delivery.",
+    )
+    enqueued_at: Annotated[datetime, AfterValidator(_aware_utc)] = Field(
+        default_factory=_utc_now,
+        description="When the job was enqueued: an RFC 3339 time with an offset, kept as UTC.",
+    )
+
+    def to_json(self) -> bytes:
+        """Serialise to the UTF-8 JSON wire format, unknown fields included."""
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Job:
+        """Parse and validate the wire format; raise ``ValidationError`` if it is not a job."""
+        return cls.model_validate_json(data)
