@@ -4,7 +4,8 @@ Start with :class:`SimpleWorker` (in process, no broker) and switch to
 :class:`AMQPWorker` for durable, confirmed jobs; both follow :class:`Worker`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from .errors import (
     AmqpWorkerError,
@@ -25,8 +26,8 @@ from .protocol import Worker
 from .simple import SimpleWorker
 
 try:
-    __version__ = version("amqp-worker")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("amqp-worker")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [

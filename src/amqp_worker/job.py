@@ -18,9 +18,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
-__all__ = ["Job", "JsonArgs", "validate_name"]
+__all__ = ["Job", "JsonArgs", "job_schema_json", "validate_name"]
 
 #: AMQP short strings (queue names, routing keys) hold at most 255 bytes.
 MAX_NAME_BYTES = 255
@@ -75,7 +75,12 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-Name = Annotated[str, AfterValidator(validate_name)]
+Name = Annotated[
+    str,
+    # The schema states the bounds; validate_name enforces the byte limit exactly.
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_BYTES}),
+    AfterValidator(validate_name),
+]
 
 #: Handler arguments: a JSON object of JSON values (no NaN, bytes, sets or objects).
 JsonArgs = Annotated[dict[str, JsonValue], AfterValidator(_finite_json)]
@@ -95,7 +100,14 @@ class Job(BaseModel):
     model_config = ConfigDict(
         frozen=True,
         extra="allow",
-        json_schema_extra={"$id": "https://amqp-worker.dev/schema/job.json"},
+        json_schema_extra={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://amqp-worker.dev/schema/job.json",
+            "description": (
+                "An amqp-worker job: the UTF-8 JSON body of one AMQP message. "
+                "Only `handler` is required. Unknown properties are kept and passed on."
+            ),
+        },
     )
 
     handler: Name = Field(description="Name of the registered handler that runs this job.")
@@ -123,3 +135,10 @@ class Job(BaseModel):
     def from_json(cls, data: bytes | str) -> Job:
         """Parse and validate the wire format; raise ``ValidationError`` if it is not a job."""
         return cls.model_validate_json(data)
+
+
+def job_schema_json() -> str:
+    """The published JSON Schema of the wire format, as committed in ``docs/job.schema.json``."""
+    import json
+
+    return json.dumps(Job.model_json_schema(mode="serialization"), indent=2, sort_keys=True) + "\n"
