@@ -1,0 +1,147 @@
+"""``AMQPSettings``: the immutable configuration of an :class:`~amqp_worker.AMQPWorker`.
+
+Values come, highest priority first, from explicit arguments, then
+``AMQP_WORKER_*`` environment variables (``AMQP_WORKER_URL``,
+``AMQP_WORKER_QUEUES=emails,reports``, ...), then defaults. The broker URL is
+a secret: it never appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Self
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .job import validate_name
+from .topology import DelayPlan, QueueType, Topology
+
+__all__ = ["AMQPSettings", "describe_url"]
+
+
+def describe_url(url: str) -> str:
+    """Scheme, host, port and vhost of an AMQP URL, for logs and banners: never credentials."""
+    parts = urlsplit(url)
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return f"{parts.scheme}://{parts.hostname}:{port} vhost={vhost}"
+
+
+class AMQPSettings(BaseSettings):
+    """Everything an ``AMQPWorker`` needs to know; immutable once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AMQP_WORKER_",
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@localhost:5672/"),
+        description="amqp:// or amqps:// URL; the path is the vhost, the query holds TLS options.",
+    )
+    name: str = Field(
+        default="amqp_worker", description="Namespace of the exchanges and internal queues."
+    )
+    queues: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("default",), description="Job queues this process consumes."
+    )
+    max_concurrency: int = Field(default=25, ge=1, description="Handlers running at once.")
+    prefetch: int | None = Field(
+        default=None, ge=1, description="Unacked deliveries per consumer; 2 x max_concurrency."
+    )
+    queue_prefix: str = Field(default="", description="Prepended to every Job.queue.")
+    connection_name: str | None = Field(
+        default=None, description="Shown in the RabbitMQ management UI."
+    )
+    queue_type: QueueType = Field(default="classic", description="classic or quorum.")
+    delay_window_ms: int = Field(
+        default=1000,
+        ge=DelayPlan.MIN_WINDOW_MS,
+        le=DelayPlan.MAX_WINDOW_MS,
+        description="Longest a worker holds a delayed job before it is due.",
+    )
+    delay_prefetch: int = Field(
+        default=1000, ge=1, description="Delayed jobs a worker may hold at once."
+    )
+    publish_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest perform() waits for a connection and the broker's confirm.",
+    )
+    heartbeat_s: int = Field(default=60, ge=0, description="AMQP heartbeat; 0 disables.")
+    reconnect_interval_s: float = Field(default=1.0, gt=0, description="Wait between reconnects.")
+    shutdown_timeout_s: float = Field(
+        default=30.0, ge=0, description="How long stop() waits for running handlers by default."
+    )
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> Self:
+        """Settings for ``url``; other fields from ``overrides``, the environment, or defaults."""
+        return cls(url=SecretStr(url), **overrides)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("amqp", "amqps"):
+            # Say what is wrong without echoing the URL, which may hold a password.
+            raise ValueError(f"must start with amqp:// or amqps://, not {parts.scheme or '?'}://")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise ValueError("has a malformed port") from None
+        return value
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _split_queues(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(q.strip() for q in value.split(",") if q.strip())
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return validate_name(value)
+
+    @field_validator("queues")
+    @classmethod
+    def _check_queues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name at least one queue")
+        for queue in value:
+            validate_name(queue)
+        return tuple(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _check_derived_names(self) -> Self:
+        topology = self.topology
+        for queue in self.queues:
+            topology.failed_queue(queue)
+            topology.due_queue(queue)
+        return self
+
+    @property
+    def topology(self) -> Topology:
+        """The names and arguments these settings imply."""
+        return Topology(
+            name=self.name,
+            queue_prefix=self.queue_prefix,
+            queue_type=self.queue_type,
+            delay=DelayPlan(self.delay_window_ms),
+        )
+
+    @property
+    def effective_prefetch(self) -> int:
+        """``prefetch``, or twice ``max_concurrency`` so a free slot never waits on the network."""
+        return self.prefetch or 2 * self.max_concurrency
+
+    @property
+    def broker(self) -> str:
+        """Where the broker is, for logs: scheme, host, port and vhost, never credentials."""
+        return describe_url(self.url.get_secret_value())

@@ -1,0 +1,79 @@
+"""AMQPSettings: validation, environment, secrecy."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from amqp_worker.settings import AMQPSettings, describe_url
+
+
+def test_defaults() -> None:
+    s = AMQPSettings()
+    assert s.name == "amqp_worker"
+    assert s.queues == ("default",)
+    assert s.max_concurrency == 25
+    assert s.effective_prefetch == 50
+    assert s.queue_type == "classic"
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMQP_WORKER_URL", "amqps://u:p@rabbit.internal/prod")
+    monkeypatch.setenv("AMQP_WORKER_QUEUES", "emails, reports")
+    monkeypatch.setenv("AMQP_WORKER_MAX_CONCURRENCY", "4")
+    s = AMQPSettings()
+    assert s.queues == ("emails", "reports")
+    assert s.max_concurrency == 4
+    assert s.broker == "amqps://rabbit.internal:5671 vhost=prod"
+    # explicit arguments win over the environment
+    assert AMQPSettings(max_concurrency=7).max_concurrency == 7
+
+
+def test_from_url() -> None:
+    s = AMQPSettings.from_url("amqp://guest:guest@127.0.0.1:5673/%2F", prefetch=3)
+    assert s.broker == "amqp://127.0.0.1:5673 vhost=/"
+    assert s.effective_prefetch == 3
+
+
+def test_settings_are_immutable() -> None:
+    with pytest.raises(ValidationError):
+        AMQPSettings().name = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:hunter2@host/", "hunter2", "amqp://user:hunter2@/", "amqp://h:99999999/"]
+)
+def test_bad_urls_are_refused_without_echoing_the_password(url: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        AMQPSettings(url=SecretStr(url))
+    assert "hunter2" not in str(info.value)
+
+
+def test_the_url_never_shows_in_a_repr() -> None:
+    s = AMQPSettings.from_url("amqp://user:hunter2@host/")
+    assert "hunter2" not in repr(s)
+    assert "hunter2" not in str(s)
+    assert "hunter2" not in s.broker
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("queues", ()),
+        ("queues", ("ok", "")),
+        ("name", ""),
+        ("max_concurrency", 0),
+        ("delay_window_ms", 50),
+        ("delay_window_ms", 5000),
+        ("queue_type", "stream"),
+        ("queue_prefix", "p" * 250),
+        ("nonsense", 1),
+    ],
+)
+def test_bad_values_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValidationError):
+        AMQPSettings(**{field: value})
+
+
+def test_describe_url_defaults() -> None:
+    assert describe_url("amqp://localhost") == "amqp://localhost:5672 vhost=/"
