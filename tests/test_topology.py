@@ -67,10 +67,13 @@ def test_delay_queues_dead_letter_one_level_down_then_to_the_due_exchange() -> N
 
 def test_delay_bindings_send_zero_digits_down_a_level() -> None:
     t = Topology()
-    bindings = dict(t.delay_bindings(2))
-    assert bindings[t.delay_exchange(1)] == {"x-match": "all", "aw-delay-2": "0"}
-    assert bindings[t.delay_queue(2, 3)] == {"x-match": "all", "aw-delay-2": "3"}
-    assert dict(t.delay_bindings(0))[t.due_exchange] == {"x-match": "all", "aw-delay-0": "0"}
+    bindings = {b.destination: b for b in t.delay_bindings(2)}
+    assert bindings[t.delay_exchange(1)].kind == "exchange"
+    assert bindings[t.delay_exchange(1)].arguments == {"x-match": "all", "aw-delay-2": "0"}
+    assert bindings[t.delay_queue(2, 3)].kind == "queue"
+    assert bindings[t.delay_queue(2, 3)].arguments == {"x-match": "all", "aw-delay-2": "3"}
+    bottom = {b.destination: b for b in t.delay_bindings(0)}
+    assert bottom[t.due_exchange].arguments == {"x-match": "all", "aw-delay-0": "0"}
 
 
 @pytest.mark.parametrize("window_ms", [100, 250, 1000, 2000])

@@ -7,8 +7,10 @@ Start with :class:`SimpleWorker` (in process, no broker) and switch to
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from .amqp import AMQPWorker
 from .errors import (
     AmqpWorkerError,
+    BrokerError,
     BrokerUnavailable,
     ConfigurationError,
     HandlerAlreadyRegistered,
@@ -23,6 +25,7 @@ from .errors import (
 from .handlers import Handler
 from .job import Job
 from .protocol import Worker
+from .settings import AMQPSettings
 from .simple import SimpleWorker
 
 try:
@@ -31,7 +34,10 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "AMQPSettings",
+    "AMQPWorker",
     "AmqpWorkerError",
+    "BrokerError",
     "BrokerUnavailable",
     "ConfigurationError",
     "Handler",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self, TypeVar
@@ -99,6 +99,10 @@ class BaseWorker(abc.ABC):
     async def perform_in(self, job: Job, delay: timedelta | float) -> str:
         delay_s = seconds(delay)
         return await self._enqueue(self._outgoing(job), delay_s)
+
+    async def perform_many(self, jobs: Iterable[Job]) -> list[str]:
+        """Enqueue several jobs to run as soon as possible; return their ids in order."""
+        return [await self.perform(job) for job in jobs]
 
     def _outgoing(self, job: Job) -> Job:
         """The copy that is enqueued: stamped with the enqueue time; ``job`` itself is untouched."""

@@ -14,11 +14,12 @@ The tree::
     ├── HandlerNotRegistered      (LookupError)  no handler is registered under a name
     ├── InvalidArgs               (ValueError)   args failed the handler's model
     ├── ConfigurationError        (ValueError)   a setting or URL is unusable
-    ├── TopologyConflict                         a queue exists with other arguments
-    └── PublishError                             a job was not safely enqueued
-        ├── PublishNacked                        the broker refused the message
-        ├── PublishReturned                      no queue was bound for the message
-        └── BrokerUnavailable                    no connection within the deadline
+    └── BrokerError                              RabbitMQ did not do what was asked
+        ├── BrokerUnavailable     (ConnectionError)  no connection within the deadline
+        ├── TopologyConflict                     a queue exists with other arguments
+        └── PublishError                         a job was not confirmed as enqueued
+            ├── PublishNacked                    the broker refused the message
+            └── PublishReturned                  no queue was bound for the message
 
 ``Job(...)`` itself raises :class:`pydantic.ValidationError` (a ``ValueError``),
 which names the offending field.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "AmqpWorkerError",
+    "BrokerError",
     "BrokerUnavailable",
     "ConfigurationError",
     "HandlerAlreadyRegistered",
@@ -73,12 +75,27 @@ class ConfigurationError(AmqpWorkerError, ValueError):
     """A setting, URL or option is unusable; the message says which and why."""
 
 
-class TopologyConflict(AmqpWorkerError):
+class BrokerError(AmqpWorkerError):
+    """RabbitMQ could not be reached or refused what was asked of it."""
+
+
+class BrokerUnavailable(BrokerError, ConnectionError):
+    """No broker connection could be had within the configured deadline."""
+
+
+class TopologyConflict(BrokerError):
     """A queue or exchange already exists on the broker with different arguments."""
 
 
-class PublishError(AmqpWorkerError):
-    """A job was not confirmed by the broker, so it may not be enqueued."""
+class PublishError(BrokerError):
+    """A job was not confirmed by the broker, so it may not be enqueued.
+
+    ``job_ids`` lists the jobs that were not confirmed (for ``perform_many``).
+    """
+
+    def __init__(self, message: str, job_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
 
 
 class PublishNacked(PublishError):
@@ -87,7 +104,3 @@ class PublishNacked(PublishError):
 
 class PublishReturned(PublishError):
     """The broker returned the message as unroutable: no queue is bound for it."""
-
-
-class BrokerUnavailable(PublishError):
-    """No broker connection could be had within the configured deadline."""

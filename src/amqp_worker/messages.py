@@ -35,6 +35,7 @@ __all__ = [
     "FailureReason",
     "failure_headers",
     "job_message",
+    "republish_headers",
     "strip_death_headers",
 ]
 
@@ -71,6 +72,18 @@ def strip_death_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
         key: value
         for key, value in headers.items()
         if key != "x-death" and not key.startswith(("x-first-death-", "x-last-death-"))
+    }
+
+
+def republish_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Headers of a received message made safe to publish again.
+
+    Death bookkeeping is stripped, and byte strings (which the client cannot
+    publish back) are decoded as UTF-8, with undecodable bytes replaced.
+    """
+    return {
+        key: value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else value
+        for key, value in strip_death_headers(headers).items()
     }
 
 

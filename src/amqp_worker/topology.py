@@ -32,6 +32,7 @@ __all__ = [
     "DELAY_DIGIT_HEADER",
     "DELAY_RADIX",
     "ONE_YEAR_MS",
+    "Binding",
     "DelayPlan",
     "DelayRoute",
     "QueueType",
@@ -94,6 +95,15 @@ def queue_arguments(
             args["x-dead-letter-strategy"] = "at-least-once"
             args["x-overflow"] = "reject-publish"
     return args
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A binding from a delay exchange to a queue or to another exchange."""
+
+    destination: str
+    kind: Literal["queue", "exchange"]
+    arguments: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,19 +248,19 @@ class Topology:
             dead_letter_exchange=target,
         )
 
-    def delay_bindings(self, level: int) -> list[tuple[str, dict[str, Any]]]:
-        """Bindings of delay ``level``'s exchange: ``(queue or exchange, arguments)``.
+    def delay_bindings(self, level: int) -> list[Binding]:
+        """Bindings from delay ``level``'s exchange.
 
         Digit ``d`` > 0 goes into that digit's queue; digit 0 skips straight
         to the next level down (or to the due exchange below level 0).
         """
         header = DELAY_DIGIT_HEADER.format(level=level)
         skip_to = self.delay_exchange(level - 1) if level > 0 else self.due_exchange
-        bindings: list[tuple[str, dict[str, Any]]] = [
-            (self.delay_queue(level, digit), {"x-match": "all", header: str(digit)})
+        bindings = [
+            Binding(self.delay_queue(level, digit), "queue", {"x-match": "all", header: str(digit)})
             for digit in range(1, DELAY_RADIX)
         ]
-        bindings.append((skip_to, {"x-match": "all", header: "0"}))
+        bindings.append(Binding(skip_to, "exchange", {"x-match": "all", header: "0"}))
         return bindings
 
     def delay_route(self, delay_ms: float) -> DelayRoute:

@@ -1,0 +1,444 @@
+"""``AMQPWorker``: the RabbitMQ-backed :class:`~amqp_worker.Worker`.
+
+Publishing (``perform*``) works without :meth:`AMQPWorker.start`: the first
+perform connects, declares the target queue, and waits for the broker's
+confirm. :meth:`AMQPWorker.start` is what consumes.
+
+Delivery is at-least-once. A message is acked only after its handler
+succeeded or after it was safely parked in its failed-jobs queue (confirmed);
+anything this process could not finish goes back to RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import ssl
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, TypedDict, Unpack
+
+import aiormq.exceptions as amqp_errors
+from aio_pika import DeliveryMode, Message
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    ExchangeType,
+)
+from pydantic import SecretStr, ValidationError
+
+from .base import BaseWorker
+from .broker import Broker, raise_first
+from .errors import (
+    BrokerError,
+    ConfigurationError,
+    HandlerNotRegistered,
+    InvalidArgs,
+    PublishReturned,
+)
+from .job import Job
+from .messages import (
+    DUE_HEADER,
+    FailureReason,
+    failure_headers,
+    job_message,
+    republish_headers,
+)
+from .protocol import DEFAULT_STOP_TIMEOUT_S
+from .settings import AMQPSettings
+from .topology import QueueType
+
+__all__ = ["AMQPWorker", "WorkerOptions"]
+
+logger = logging.getLogger("amqp_worker")
+
+#: Wait before handing back a message that could not be parked, so it cannot spin.
+PARK_RETRY_PAUSE_S = 1.0
+
+
+class WorkerOptions(TypedDict, total=False):
+    """Keyword options of :class:`AMQPWorker`; see :class:`AMQPSettings` for each."""
+
+    name: str
+    queues: Sequence[str]
+    max_concurrency: int
+    prefetch: int | None
+    queue_prefix: str
+    connection_name: str | None
+    queue_type: QueueType
+    delay_window_ms: int
+    delay_prefetch: int
+    publish_timeout_s: float
+    heartbeat_s: int
+    reconnect_interval_s: float
+    shutdown_timeout_s: float
+
+
+def _settings(
+    url: str | None, settings: AMQPSettings | None, options: WorkerOptions
+) -> AMQPSettings:
+    fields: dict[str, Any] = dict(settings) if settings is not None else {}
+    fields.update(options)
+    if url is not None:
+        fields["url"] = SecretStr(url)
+    try:
+        return AMQPSettings(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid AMQPWorker settings: {problems}") from None
+
+
+def _now_ms() -> float:
+    return time.time() * 1000
+
+
+class AMQPWorker(BaseWorker):
+    """Runs jobs from durable RabbitMQ queues; publishes persistent, confirmed jobs.
+
+    ``url``, ``settings`` and keyword options combine: explicit options win,
+    then ``settings``, then ``AMQP_WORKER_*`` environment variables, then
+    defaults. Bad values raise :class:`~amqp_worker.errors.ConfigurationError`.
+
+    Pass ``connection`` to reuse an aio-pika connection (make it with
+    ``connect_robust`` to keep reconnects); the worker then never closes it.
+    Pass ``ssl_context`` with an ``amqps://`` URL for custom TLS.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: AMQPSettings | None = None,
+        connection: AbstractConnection | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        **options: Unpack[WorkerOptions],
+    ) -> None:
+        self.settings = _settings(url, settings, options)
+        super().__init__(max_concurrency=self.settings.max_concurrency)
+        self.topology = self.settings.topology
+        self._broker = Broker(self.settings, connection=connection, ssl_context=ssl_context)
+        self._running = False
+        self._channels: list[AbstractChannel] = []
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._held: dict[int, tuple[asyncio.TimerHandle, str, AbstractIncomingMessage]] = {}
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return (
+            f"<AMQPWorker {state} {self.settings.broker} name={self.settings.name!r} "
+            f"queues={list(self.settings.queues)!r}>"
+        )
+
+    @property
+    def broker(self) -> Broker:
+        """The connection and publishing side, for tools and tests."""
+        return self._broker
+
+    # -- publishing -------------------------------------------------------------
+
+    async def _enqueue(self, job: Job, delay_s: float) -> str:
+        if delay_s <= 0:
+            await self._publish_now(job)
+        else:
+            await self._publish_delayed(job, math.ceil(_now_ms() + delay_s * 1000))
+        return job.id
+
+    async def _publish_now(self, job: Job) -> None:
+        await self._with_declared(
+            job.queue,
+            lambda: self._broker.ensure_work_queue(job.queue),
+            self.topology.exchange,
+            job_message(job),
+        )
+
+    async def _publish_delayed(
+        self, job: Job, due_ms: int, headers: dict[str, Any] | None = None
+    ) -> None:
+        route = self.topology.delay_route(due_ms - _now_ms())
+        message = job_message(job, headers={**(headers or {}), **route.headers}, due_ms=due_ms)
+        await self._with_declared(
+            job.queue, lambda: self._broker.ensure_due_queue(job.queue), route.exchange, message
+        )
+
+    async def _with_declared(
+        self,
+        queue: str,
+        declare: Any,
+        exchange: str,
+        message: Message,
+    ) -> None:
+        await declare()
+        try:
+            await self._broker.publish(exchange, queue, message)
+        except PublishReturned:
+            # Someone deleted the queue since we declared it: declare again, publish once more.
+            self._broker.forget(queue)
+            await declare()
+            await self._broker.publish(exchange, queue, message)
+
+    async def perform_many(self, jobs: Iterable[Job]) -> list[str]:
+        """Enqueue many jobs with pipelined publisher confirms; return their ids.
+
+        Returns once every job is confirmed. If any was not, raises a
+        :class:`~amqp_worker.errors.PublishError` whose ``job_ids`` lists those
+        jobs; the others are enqueued.
+        """
+        outgoing = [self._outgoing(job) for job in jobs]
+        for queue in dict.fromkeys(job.queue for job in outgoing):
+            await self._broker.ensure_work_queue(queue)
+        results = await self._broker.publish_confirmed(
+            (self.topology.exchange, job.queue, job_message(job)) for job in outgoing
+        )
+        ids = [job.id for job in outgoing]
+        raise_first(results, ids)
+        return ids
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, declare this worker's queues, and consume them."""
+        if self._running:
+            return
+        settings, topology = self.settings, self.topology
+        await self._broker.connect()
+        self._pool.open()
+        self._running = True
+        try:
+            work = await self._broker.channel()
+            due = await self._broker.channel()
+            self._channels = [work, due]
+            await work.set_qos(prefetch_count=settings.effective_prefetch)
+            # Held jobs wait unacked on their own channel, so they never use up the
+            # prefetch of ordinary jobs, and ordinary jobs never delay them.
+            await due.set_qos(prefetch_count=settings.delay_prefetch)
+            for queue in settings.queues:
+                await self._broker.ensure_failed_queue(queue)
+                await self._broker.ensure_due_queue(queue)
+                await self._broker.declare_exchange(topology.exchange, ExchangeType.DIRECT, work)
+                work_queue = await self._broker.declare_queue(
+                    topology.work_queue(queue),
+                    topology.work_queue_arguments(),
+                    [(topology.exchange, queue, None)],
+                    channel=work,
+                )
+                due_queue = await self._broker.declare_queue(
+                    topology.due_queue(queue), topology.work_queue_arguments(), channel=due
+                )
+                for consumed, callback in (
+                    (work_queue, functools.partial(self._on_message, queue)),
+                    (due_queue, functools.partial(self._on_due, queue)),
+                ):
+                    tag = await consumed.consume(callback)
+                    self._consumers.append((consumed, tag))
+        except BaseException:
+            await self.stop(timeout_s=0)
+            raise
+        logger.info(
+            "worker started: %s queues=%s handlers=%s max_concurrency=%d prefetch=%d",
+            settings.broker,
+            ",".join(settings.queues),
+            ",".join(self.handlers) or "-",
+            settings.max_concurrency,
+            settings.effective_prefetch,
+        )
+
+    async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """Stop consuming, let running handlers finish, hand the rest back to RabbitMQ.
+
+        Prefetched jobs that never started and delayed jobs held for later are
+        nacked with requeue, so none is lost and none runs twice here. Closes
+        the connection only if the worker opened it. Also closes the publishing
+        connection of a worker that was never started.
+        """
+        was_running, self._running = self._running, False
+        if was_running:
+            for queue, tag in self._consumers:
+                await self._settle(queue.cancel(tag), "cancel consumer")
+            self._consumers.clear()
+            held = list(self._held.values())
+            self._held.clear()
+            for timer, _, message in held:
+                timer.cancel()
+                self._hand_back(message)
+            await self._drain(timeout_s)
+            while self._settling:
+                await asyncio.gather(*self._settling, return_exceptions=True)
+        channels, self._channels = self._channels, []
+        for channel in channels:
+            if not channel.is_closed:
+                await self._settle(channel.close(), "close channel")
+        await self._broker.close()
+
+    # -- consuming ------------------------------------------------------------------
+
+    async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+        self._accept(queue, message)
+
+    async def _on_due(self, queue: str, message: AbstractIncomingMessage) -> None:
+        headers = message.headers or {}
+        due_ms = headers.get(DUE_HEADER)
+        remaining_ms = float(due_ms) - _now_ms() if isinstance(due_ms, int | float) else 0.0
+        if remaining_ms <= 0:
+            self._accept(queue, message)
+        elif remaining_ms > 2 * self.settings.delay_window_ms:
+            # Far from due (a delay longer than one pass of the topology, or clock skew):
+            # send it round again rather than hold it in memory.
+            self._track(self._redelay(queue, message, int(due_ms)))  # type: ignore[arg-type]
+        else:
+            key = id(message)
+            timer = asyncio.get_running_loop().call_later(remaining_ms / 1000, self._release, key)
+            self._held[key] = (timer, queue, message)
+
+    def _release(self, key: int) -> None:
+        entry = self._held.pop(key, None)
+        if entry is not None and self._running:
+            _, queue, message = entry
+            self._accept(queue, message)
+
+    def _decode(self, queue: str, message: AbstractIncomingMessage) -> Job | None:
+        try:
+            return Job.from_json(message.body)
+        except ValidationError as exc:
+            bad_json = any(err["type"] == "json_invalid" for err in exc.errors())
+            reason = FailureReason.INVALID_JSON if bad_json else FailureReason.INVALID_JOB
+            self._track(self._park(queue, message, reason, exc))
+            return None
+
+    def _accept(self, queue: str, message: AbstractIncomingMessage) -> None:
+        job = self._decode(queue, message)
+        if job is None:
+            return
+        if job.handler not in self._handlers:
+            self._track(
+                self._park(
+                    queue, message, FailureReason.UNKNOWN_HANDLER, HandlerNotRegistered(job.handler)
+                )
+            )
+            return
+        self._pool.submit(
+            lambda: self._run(queue, message, job), on_abandon=lambda: self._hand_back(message)
+        )
+
+    async def _run(self, queue: str, message: AbstractIncomingMessage, job: Job) -> None:
+        if _stale(message):
+            return  # its channel closed since delivery: RabbitMQ redelivers it
+        try:
+            await self._invoke(job)
+        except asyncio.CancelledError:
+            self._hand_back(message)
+            raise
+        except InvalidArgs as exc:
+            await self._park(queue, message, FailureReason.INVALID_ARGS, exc, job)
+        except HandlerNotRegistered as exc:
+            await self._park(queue, message, FailureReason.UNKNOWN_HANDLER, exc, job)
+        except Exception as exc:
+            self._log_failure(job, exc)
+            await self._on_handler_error(queue, message, job, exc)
+        else:
+            await self._settle(message.ack(), f"ack job {job.id}")
+
+    async def _on_handler_error(
+        self, queue: str, message: AbstractIncomingMessage, job: Job, exc: Exception
+    ) -> None:
+        """What happens after a handler raised. The retry policy plugs in here."""
+        await self._park(queue, message, FailureReason.HANDLER_ERROR, exc, job)
+
+    async def _park(
+        self,
+        queue: str,
+        message: AbstractIncomingMessage,
+        reason: FailureReason,
+        exc: BaseException,
+        job: Job | None = None,
+    ) -> None:
+        """Move ``message`` to ``queue``'s failed-jobs queue with the reason, then ack it."""
+        failed_queue = self.topology.failed_queue(queue)
+        what = f"job {job.id}" if job else f"message {message.message_id or '(no id)'}"
+        parked = Message(
+            message.body,
+            headers={
+                **republish_headers(message.headers),
+                **failure_headers(reason, queue, exc),
+            },
+            content_type=message.content_type,
+            delivery_mode=DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            type=message.type,
+            timestamp=message.timestamp,
+        )
+        try:
+            await self._broker.ensure_failed_queue(queue)
+            await self._broker.publish("", failed_queue, parked)
+        except BrokerError as error:
+            logger.error(
+                "could not park %s in %s (%s); handing it back to RabbitMQ",
+                what,
+                failed_queue,
+                error,
+            )
+            await asyncio.sleep(PARK_RETRY_PAUSE_S)
+            self._hand_back(message)
+            return
+        log = logger.error if reason is FailureReason.UNKNOWN_HANDLER else logger.warning
+        log(
+            "%s parked in %s: %s: %s",
+            what,
+            failed_queue,
+            reason.value,
+            exc,
+            extra={"job_id": job.id if job else None, "queue": queue, "reason": reason.value},
+        )
+        await self._settle(message.ack(), f"ack parked {what}")
+
+    async def _redelay(self, queue: str, message: AbstractIncomingMessage, due_ms: int) -> None:
+        job = self._decode(queue, message)
+        if job is None:
+            return
+        headers = {
+            key: value
+            for key, value in republish_headers(message.headers).items()
+            if not key.startswith("aw-delay-")
+        }
+        try:
+            await self._publish_delayed(job, due_ms, headers)
+        except BrokerError as error:
+            logger.warning("could not re-delay job %s (%s); handing it back", job.id, error)
+            self._hand_back(message)
+            return
+        await self._settle(message.ack(), f"ack re-delayed job {job.id}")
+
+    # -- settling messages ------------------------------------------------------------
+
+    def _track(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    def _hand_back(self, message: AbstractIncomingMessage) -> None:
+        """Return an unfinished message to RabbitMQ (nack, requeue); it is redelivered."""
+        self._track(self._settle(message.nack(requeue=True), "hand back a message"))
+
+    async def _settle(self, action: Awaitable[Any], what: str) -> None:
+        try:
+            await action
+        except (amqp_errors.AMQPError, RuntimeError) as exc:
+            # The channel is gone (reconnect or shutdown): RabbitMQ already requeued the
+            # message, and acking it on a new channel would hit the wrong delivery tag.
+            logger.warning("could not %s: %s; RabbitMQ redelivers it", what, type(exc).__name__)
+
+
+def _stale(message: AbstractIncomingMessage) -> bool:
+    """True if the channel that delivered ``message`` is closed (it will be redelivered)."""
+    try:
+        message.channel  # noqa: B018 - raises once that channel is closed
+    except (amqp_errors.ChannelInvalidStateError, RuntimeError):
+        return True
+    return False

@@ -1,0 +1,386 @@
+"""The RabbitMQ side of :class:`~amqp_worker.AMQPWorker`: connection, declarations, publishing.
+
+One robust connection (made lazily, or handed in by the user) carries:
+
+- a *topology* channel for declarations, so a 406 from a conflicting
+  declaration never closes a channel that publishes or consumes. It is robust:
+  after a reconnect, aio-pika re-declares everything declared through it;
+- a *publish* channel with publisher confirms and ``mandatory`` returns;
+- consumer channels, opened by the worker.
+
+Publishing waits for the broker's confirm. A nack, a return or a lost channel
+becomes a typed :class:`~amqp_worker.errors.BrokerError`; a lost connection
+is waited out up to ``publish_timeout_s``, then reported. Success is never
+reported for a message that was not confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import aio_pika
+import aiormq.exceptions as amqp_errors
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+    ExchangeType,
+)
+from aio_pika.message import Message
+
+from .errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    PublishError,
+    PublishNacked,
+    PublishReturned,
+    TopologyConflict,
+)
+from .settings import AMQPSettings
+from .topology import DELAY_RADIX, Topology
+
+__all__ = ["Broker"]
+
+logger = logging.getLogger("amqp_worker")
+
+T = TypeVar("T")
+
+#: Errors that mean "the channel or connection went away", not "the broker said no".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    amqp_errors.ChannelInvalidStateError,
+    amqp_errors.AMQPConnectionError,
+    amqp_errors.ConnectionClosed,
+    ConnectionError,
+    RuntimeError,  # aio-pika: "Connection was not opened" and friends
+)
+
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
+
+
+def _conflict(kind: str, name: str, exc: BaseException, wanted: dict[str, Any]) -> TopologyConflict:
+    reply = str(exc.args[0]) if exc.args else str(exc)
+    match = _INEQUIVALENT.search(reply)
+    argument = f"argument {match.group(1)!r}" if match else "its arguments"
+    return TopologyConflict(
+        f"{kind} {name!r} already exists on the broker with a different {argument}: "
+        f"{reply}. amqp-worker declares it with {wanted or 'no arguments'}. "
+        "Use a different name or queue_prefix, match queue_type to the existing queue, "
+        "or move its messages away and delete it so amqp-worker can declare it."
+    )
+
+
+class Broker:
+    """Connection, channels, declarations and confirmed publishing for one worker."""
+
+    def __init__(
+        self,
+        settings: AMQPSettings,
+        *,
+        connection: AbstractConnection | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if ssl_context is not None and not settings.url.get_secret_value().startswith("amqps:"):
+            # aio-pika silently ignores an SSL context on an amqp:// URL: refuse instead.
+            raise ConfigurationError("an ssl_context needs an amqps:// URL")
+        self.settings = settings
+        self.topology: Topology = settings.topology
+        self._ssl_context = ssl_context
+        self._given = connection
+        self._connection: AbstractConnection | None = connection
+        self._connect_lock = asyncio.Lock()
+        self._declare_lock = asyncio.Lock()
+        self._declared: set[str] = set()
+        self._topology_channel: AbstractChannel | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._secret = settings.url.get_secret_value()
+
+    def __repr__(self) -> str:
+        return f"<Broker {self.settings.broker}>"
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the URL and its password removed, for messages and logs."""
+        from urllib.parse import urlsplit
+
+        password = urlsplit(self._secret).password
+        text = text.replace(self._secret, self.settings.broker)
+        return text.replace(password, "***") if password else text
+
+    # -- connection -----------------------------------------------------------
+
+    @property
+    def connection(self) -> AbstractConnection | None:
+        """The current connection, if any."""
+        return self._connection
+
+    async def connect(self, timeout_s: float | None = None) -> AbstractConnection:
+        """The connection, made on first use; retried until ``timeout_s`` (publish_timeout_s)."""
+        if self._connection is not None and not self._connection.is_closed:
+            return self._connection
+        async with self._connect_lock:
+            if self._connection is not None and not self._connection.is_closed:
+                return self._connection
+            if self._given is not None:
+                raise BrokerUnavailable("the connection given to the worker is closed")
+            self._connection = await self._dial(timeout_s or self.settings.publish_timeout_s)
+            return self._connection
+
+    async def _dial(self, timeout_s: float) -> AbstractConnection:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        properties: dict[str, Any] = {}
+        if settings.connection_name:
+            properties["connection_name"] = settings.connection_name
+        last: BaseException | None = None
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                connection = await aio_pika.connect_robust(
+                    self._secret,
+                    ssl_context=self._ssl_context,
+                    client_properties=properties,
+                    timeout=max(0.1, min(remaining, 10.0)),
+                    heartbeat=settings.heartbeat_s,
+                    reconnect_interval=settings.reconnect_interval_s,
+                )
+            except (OSError, TimeoutError, amqp_errors.AMQPError) as exc:
+                last = exc
+                if isinstance(exc, amqp_errors.ProbableAuthenticationError):
+                    break  # waiting will not fix a wrong password
+            else:
+                logger.info("connected to %s", settings.broker)
+                connection.close_callbacks.add(self._on_connection_close)
+                if isinstance(connection, AbstractRobustConnection):
+                    connection.reconnect_callbacks.add(self._on_reconnect)
+                return connection
+            if loop.time() + settings.reconnect_interval_s > deadline:
+                break
+            await asyncio.sleep(settings.reconnect_interval_s)
+        reason = self.scrub(f"{type(last).__name__}: {last}") if last else "timed out"
+        raise BrokerUnavailable(
+            f"cannot connect to {settings.broker} within {timeout_s:g}s ({reason})"
+        ) from None
+
+    def _on_connection_close(self, _connection: object, exc: BaseException | None) -> None:
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
+            logger.warning(
+                "connection to %s lost (%s); reconnecting", self.settings.broker, type(exc).__name__
+            )
+
+    def _on_reconnect(self, _connection: object) -> None:
+        logger.info("reconnected to %s; topology re-declared", self.settings.broker)
+
+    async def channel(self, *, publisher_confirms: bool = False) -> AbstractChannel:
+        """A new channel on the connection."""
+        connection = await self.connect()
+        if publisher_confirms:
+            return await connection.channel(publisher_confirms=True, on_return_raises=True)
+        return await connection.channel(publisher_confirms=False)
+
+    async def close(self) -> None:
+        """Close the channels, and the connection if this broker made it."""
+        channels = (self._publish_channel, self._topology_channel)
+        self._publish_channel = self._topology_channel = None
+        self._declared.clear()
+        if self._given is not None:
+            for channel in channels:
+                if channel is not None and not channel.is_closed:
+                    await channel.close()
+            return
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            await connection.close()
+
+    # -- declarations -----------------------------------------------------------
+
+    async def _topology(self) -> AbstractChannel:
+        if self._topology_channel is None or self._topology_channel.is_closed:
+            self._topology_channel = await self.channel()
+        return self._topology_channel
+
+    async def declare_exchange(
+        self, name: str, kind: ExchangeType, channel: AbstractChannel | None = None
+    ) -> AbstractExchange:
+        """Declare a durable exchange, translating a 406 into :class:`TopologyConflict`."""
+        channel = channel or await self._topology()
+        try:
+            return await channel.declare_exchange(name, kind, durable=True)
+        except amqp_errors.ChannelPreconditionFailed as exc:
+            raise _conflict("exchange", name, exc, {"type": kind.value}) from None
+
+    async def declare_queue(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        bindings: Iterable[tuple[str, str | None, dict[str, Any] | None]] = (),
+        channel: AbstractChannel | None = None,
+    ) -> AbstractQueue:
+        """Declare a durable queue and its ``(exchange, routing_key, arguments)`` bindings."""
+        channel = channel or await self._topology()
+        try:
+            queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+        except amqp_errors.ChannelPreconditionFailed as exc:
+            raise _conflict("queue", name, exc, arguments) from None
+        for exchange, routing_key, binding_args in bindings:
+            await queue.bind(exchange, routing_key, arguments=binding_args)
+        return queue
+
+    async def _once(self, key: str, declare: Callable[[], Awaitable[None]]) -> None:
+        # Declarations are cached per process: one round trip per queue, not per job.
+        if key in self._declared:
+            return
+        async with self._declare_lock:
+            if key not in self._declared:
+                await declare()
+                self._declared.add(key)
+
+    async def ensure_work_queue(self, queue: str) -> None:
+        """Make sure jobs for ``queue`` have somewhere to go, even before any worker ran."""
+        topology = self.topology
+
+        async def declare() -> None:
+            await self.declare_exchange(topology.exchange, ExchangeType.DIRECT)
+            await self.declare_queue(
+                topology.work_queue(queue),
+                topology.work_queue_arguments(),
+                [(topology.exchange, queue, None)],
+            )
+
+        await self._once(f"work:{queue}", declare)
+
+    async def ensure_due_queue(self, queue: str) -> None:
+        """Make sure delayed jobs for ``queue`` can route all the way to its due queue."""
+        topology = self.topology
+
+        async def declare_delays() -> None:
+            due = await self.declare_exchange(topology.due_exchange, ExchangeType.DIRECT)
+            # Bottom level first: every dead-letter target exists before anything can reach it.
+            below = due
+            for level in range(topology.delay.levels):
+                exchange = await self.declare_exchange(
+                    topology.delay_exchange(level), ExchangeType.HEADERS
+                )
+                queues = {
+                    topology.delay_queue(level, digit): await self.declare_queue(
+                        topology.delay_queue(level, digit),
+                        topology.delay_queue_arguments(level, digit),
+                    )
+                    for digit in range(1, DELAY_RADIX)
+                }
+                for binding in topology.delay_bindings(level):
+                    destination = queues[binding.destination] if binding.kind == "queue" else below
+                    await destination.bind(exchange, "", arguments=binding.arguments)
+                below = exchange
+
+        async def declare_due() -> None:
+            await self.declare_queue(
+                topology.due_queue(queue),
+                topology.work_queue_arguments(),
+                [(topology.due_exchange, queue, None)],
+            )
+
+        await self._once("delays", declare_delays)
+        await self._once(f"due:{queue}", declare_due)
+
+    async def ensure_failed_queue(self, queue: str) -> None:
+        """Make sure the failed-jobs queue of ``queue`` exists."""
+        topology = self.topology
+
+        async def declare() -> None:
+            await self.declare_queue(
+                topology.failed_queue(queue), topology.failed_queue_arguments()
+            )
+
+        await self._once(f"failed:{queue}", declare)
+
+    def forget(self, queue: str) -> None:
+        """Forget that ``queue``'s queues were declared, so the next use declares them again."""
+        self._declared -= {f"work:{queue}", f"due:{queue}", f"failed:{queue}"}
+
+    # -- publishing -------------------------------------------------------------
+
+    async def _publisher(self) -> AbstractChannel:
+        if self._publish_channel is None or self._publish_channel.is_closed:
+            self._publish_channel = await self.channel(publisher_confirms=True)
+        return self._publish_channel
+
+    async def publish(self, exchange: str, routing_key: str, message: Message) -> None:
+        """Publish persistently and wait for the confirm; raise a typed error otherwise."""
+        loop = asyncio.get_running_loop()
+        timeout_s = self.settings.publish_timeout_s
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                channel = await asyncio.wait_for(self._publisher(), deadline - loop.time())
+                target: AbstractExchange = (
+                    channel.default_exchange
+                    if exchange == ""
+                    else await channel.get_exchange(exchange, ensure=False)
+                )
+                await asyncio.wait_for(
+                    target.publish(message, routing_key, mandatory=True),
+                    max(0.001, deadline - loop.time()),
+                )
+                return
+            except amqp_errors.PublishError:
+                raise PublishReturned(
+                    f"job {message.message_id} was returned as unroutable: exchange "
+                    f"{exchange!r} has no binding for routing key {routing_key!r}",
+                    (message.message_id or "",),
+                ) from None
+            except amqp_errors.DeliveryError:
+                raise PublishNacked(
+                    f"the broker refused job {message.message_id} (basic.nack) on exchange "
+                    f"{exchange!r}; a queue may be full with x-overflow=reject-publish",
+                    (message.message_id or "",),
+                ) from None
+            except BrokerUnavailable:
+                raise
+            except TimeoutError:
+                break
+            except CONNECTION_ERRORS as exc:
+                # The channel or connection went away: wait for the robust connection to come
+                # back and publish again. A duplicate is possible; a silent loss is not.
+                logger.debug("publish interrupted (%s); retrying", type(exc).__name__)
+                if loop.time() >= deadline:
+                    break
+                await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+        raise BrokerUnavailable(
+            f"job {message.message_id} was not confirmed by {self.settings.broker} "
+            f"within {timeout_s:g}s (publish_timeout_s)"
+        )
+
+    async def publish_confirmed(
+        self, items: Iterable[tuple[str, str, Message]], in_flight: int = 256
+    ) -> list[BaseException | None]:
+        """Publish many messages with pipelined confirms; one result (None or error) each."""
+        slots = asyncio.Semaphore(in_flight)
+
+        async def one(exchange: str, routing_key: str, message: Message) -> None:
+            async with slots:
+                await self.publish(exchange, routing_key, message)
+
+        results = await asyncio.gather(*(one(*item) for item in items), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
+
+def raise_first(results: list[BaseException | None], ids: list[str]) -> None:
+    """Raise a :class:`PublishError` naming every job whose publish failed, if any did."""
+    failed = [(job_id, r) for job_id, r in zip(ids, results, strict=True) if r is not None]
+    if not failed:
+        return
+    first = failed[0][1]
+    assert first is not None
+    if not isinstance(first, Exception):
+        raise first
+    raise PublishError(
+        f"{len(failed)} of {len(ids)} jobs were not confirmed; first error: {first}",
+        tuple(job_id for job_id, _ in failed),
+    ) from first
