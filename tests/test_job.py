@@ -48,7 +48,10 @@ def test_job_is_immutable() -> None:
         ({"handler": "a\x00b"}, "handler"),
         ({"handler": "h", "queue": "tab\tqueue"}, "queue"),
         ({"handler": "x" * 256}, "handler"),
-        ({"handler": "h", "queue": "ü" * 128}, "queue"),  # 256 bytes of UTF-8
+        ({"handler": "h", "queue": "q" * 256}, "queue"),
+        ({"handler": "h", "queue": "ünïcode"}, "queue"),  # AMQP clients refuse it
+        ({"handler": "h", "queue": "a.*.b"}, "queue"),
+        ({"handler": "é" * 128}, "handler"),  # 256 bytes of UTF-8
         ({"handler": 42}, "handler"),
         ({"handler": "h", "attempt": -1}, "attempt"),
         ({"handler": "h", "args": []}, "args"),
@@ -84,8 +87,9 @@ def test_args_must_be_plain_json(value: Any) -> None:
 
 
 def test_names_at_the_limit_and_with_dots_are_fine() -> None:
-    job = Job(handler="x" * 255, queue="billing.invoices.eu-west:1/é")
-    assert job.queue == "billing.invoices.eu-west:1/é"
+    job = Job(handler="x" * 255, queue="billing.invoices.eu-west:1/#@,+ x")
+    assert job.queue == "billing.invoices.eu-west:1/#@,+ x"
+    assert Job(handler="é-handler ✓", queue="q" * 255).handler == "é-handler ✓"
 
 
 def test_enqueued_at_is_normalised_to_utc() -> None:

@@ -13,6 +13,7 @@ worker never strips what a newer publisher added.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 import uuid
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
-__all__ = ["Job", "JsonArgs", "job_schema_json", "validate_name"]
+__all__ = ["Job", "JsonArgs", "job_schema_json", "validate_name", "validate_queue_name"]
 
 #: AMQP short strings (queue names, routing keys) hold at most 255 bytes.
 MAX_NAME_BYTES = 255
@@ -40,6 +41,25 @@ def validate_name(value: str) -> str:
     for char in value:
         if unicodedata.category(char) == "Cc":
             raise ValueError(f"must not contain control characters, found {char!r}")
+    return value
+
+
+#: Characters the AMQP 0-9-1 client stack (pamqp) accepts in queue and exchange names.
+QUEUE_NAME_CHARS = re.compile(r"[A-Za-z0-9\-_.:@#,/+ ]+")
+
+
+def validate_queue_name(value: str) -> str:
+    """Check a queue name: :func:`validate_name`, plus the characters AMQP clients accept.
+
+    Letters, digits, space and ``- _ . : @ # , / +`` are allowed, so dotted
+    names such as ``billing.invoices`` work; ``*`` and non-ASCII do not.
+    """
+    validate_name(value)
+    if not QUEUE_NAME_CHARS.fullmatch(value):
+        bad = sorted({c for c in value if not QUEUE_NAME_CHARS.fullmatch(c)})
+        raise ValueError(
+            f"may only hold letters, digits, space and - _ . : @ # , / +; found {bad!r}"
+        )
     return value
 
 
@@ -75,6 +95,18 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+QueueName = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_NAME_BYTES,
+            "pattern": "^[A-Za-z0-9\\-_.:@#,/+ ]+$",
+        }
+    ),
+    AfterValidator(validate_queue_name),
+]
 Name = Annotated[
     str,
     # The schema states the bounds; validate_name enforces the byte limit exactly.
@@ -111,7 +143,7 @@ class Job(BaseModel):
     )
 
     handler: Name = Field(description="Name of the registered handler that runs this job.")
-    queue: Name = Field(default="default", description="Work queue the job is placed into.")
+    queue: QueueName = Field(default="default", description="Work queue the job is placed into.")
     args: JsonArgs = Field(
         default_factory=dict,
         description="Arguments passed to the handler: a JSON object.",

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .job import MAX_NAME_BYTES
+from .job import MAX_NAME_BYTES, QUEUE_NAME_CHARS
 
 __all__ = [
     "DELAY_DIGIT_HEADER",
@@ -57,6 +57,11 @@ def _power(level: int) -> int:
 
 
 def _check_length(kind: str, value: str) -> str:
+    if not QUEUE_NAME_CHARS.fullmatch(value):
+        raise ValueError(
+            f"the {kind} name {value[:60]!r} may only hold letters, digits, space "
+            "and - _ . : @ # , / +"
+        )
     size = len(value.encode("utf-8"))
     if size > MAX_NAME_BYTES:
         raise ValueError(

@@ -1,0 +1,60 @@
+"""Fixtures for broker-specific tests: unique names per test, cleaned up afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from amqp_worker import AMQPWorker
+from amqp_worker.topology import Topology
+from tests.brokertools import BROKER_URL, delete_queues
+from tests.conftest import SESSION_NAME
+
+NAME = SESSION_NAME
+
+
+class Workers:
+    """Makes AMQPWorkers on unique queues and stops and deletes everything afterwards."""
+
+    def __init__(self) -> None:
+        self.queue = f"q.{uuid.uuid4().hex[:10]}"
+        self.topology = Topology(name=NAME)
+        self.made: list[AMQPWorker] = []
+        self.extra_queues: list[str] = []
+
+    def __call__(self, **options: Any) -> AMQPWorker:
+        options.setdefault("queues", [self.queue])
+        options.setdefault("publish_timeout_s", 10)
+        worker = AMQPWorker(options.pop("url", BROKER_URL), name=NAME, **options)
+        self.made.append(worker)
+        return worker
+
+    async def close(self) -> None:
+        for worker in self.made:
+            await worker.stop(timeout_s=0)
+        queues = {self.queue, *(q for w in self.made for q in w.settings.queues)}
+        names = [
+            name
+            for q in queues
+            for name in (
+                self.topology.work_queue(q),
+                self.topology.due_queue(q),
+                self.topology.failed_queue(q),
+            )
+        ]
+        await delete_queues([*names, *self.extra_queues])
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[Workers]:
+    made = Workers()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+WorkerFactory = Callable[..., AMQPWorker]
