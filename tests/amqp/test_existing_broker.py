@@ -1,0 +1,67 @@
+"""Fitting into a RabbitMQ that already exists: vhosts, names, and no leaked credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from amqp_worker import AMQPWorker, Job
+
+pytestmark = pytest.mark.broker
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not installed here: cannot create a test vhost")
+    name = f"awtest-vhost-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield name
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+@pytest.mark.timeout(90)
+async def test_a_vhost_from_the_url(vhost: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    worker = AMQPWorker(f"amqp://guest:guest@127.0.0.1:5672/{vhost}", queues=["jobs.emails"])
+    assert f"vhost={vhost}" in worker.settings.broker
+    done = asyncio.Event()
+    got: list[dict[str, Any]] = []
+
+    async def h(args: dict[str, Any]) -> None:
+        got.append(args)
+        done.set()
+
+    worker.register("h", h)
+    async with worker:
+        await worker.perform(Job(handler="h", queue="jobs.emails", args={"in": vhost}))
+        await asyncio.wait_for(done.wait(), 20)
+    assert got == [{"in": vhost}]
+    assert "guest:guest" not in caplog.text
+
+
+async def test_a_vhost_without_permission_is_a_clear_error(vhost: str) -> None:
+    from amqp_worker import BrokerUnavailable
+
+    rabbitmqctl("clear_permissions", "-p", vhost, "guest")
+    worker = AMQPWorker(
+        f"amqp://guest:guest@127.0.0.1:5672/{vhost}", publish_timeout_s=2, reconnect_interval_s=0.2
+    )
+    with pytest.raises(BrokerUnavailable) as info:
+        await worker.perform(Job(handler="h"))
+    assert "guest:guest" not in str(info.value)
+    await worker.stop()
