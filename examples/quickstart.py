@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from amqp_worker import Job, SimpleWorker, Worker
+from amqp_worker import AMQPWorker, Job, SimpleWorker, Worker
 
 
 class Welcome(BaseModel):
@@ -28,10 +28,8 @@ class Welcome(BaseModel):
 def make_worker() -> Worker:
     url = os.environ.get("AMQP_WORKER_URL")
     if url:
-        from amqp_worker import AMQPWorker  # type: ignore[attr-defined,unused-ignore]
-
         print("using RabbitMQ (AMQP_WORKER_URL is set)")
-        worker: Worker = AMQPWorker(url=url, name="quickstart")
+        worker: Worker = AMQPWorker(url, queues=["default"])
         return worker
     print("no AMQP_WORKER_URL set: using the in-process SimpleWorker (it persists nothing)")
     return SimpleWorker()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+
+from amqp_worker.topology import Topology
+from tests.brokertools import BROKER_URL, delete_queues
+from tests.conftest import SESSION_NAME
 
 ROOT = Path(__file__).parent.parent
 
@@ -25,3 +31,44 @@ def test_quickstart_runs_with_the_in_process_worker() -> None:
     ).stdout
     assert "in-process SimpleWorker" in out
     assert "all 4 jobs ran" in out
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(90)
+async def test_publisher_then_consumer_against_rabbitmq() -> None:
+    prefix = f"awtest-ex-{uuid.uuid4().hex[:8]}."
+    env = {
+        **os.environ,
+        "AMQP_WORKER_URL": BROKER_URL,
+        "AMQP_WORKER_NAME": SESSION_NAME,
+        "AMQP_WORKER_QUEUE_PREFIX": prefix,
+    }
+    topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
+    try:
+        await run_example(env, "publisher.py")
+        out = await run_example(env, "consumer.py", "--until", "13")
+        assert "sent email to user 123" in out
+        assert "welcomed Ada (user 7" in out
+        assert out.count("sent email") == 12
+    finally:
+        await delete_queues(
+            [
+                topology.work_queue("emails"),
+                topology.due_queue("emails"),
+                topology.failed_queue("emails"),
+            ]
+        )
+
+
+async def run_example(env: dict[str, str], script: str, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "examples" / script),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
