@@ -283,25 +283,33 @@ class AMQPWorker(BaseWorker):
         self._accept(queue, message)
 
     async def _on_due(self, queue: str, message: AbstractIncomingMessage) -> None:
-        headers = message.headers or {}
-        due_ms = headers.get(DUE_HEADER)
-        remaining_ms = float(due_ms) - _now_ms() if isinstance(due_ms, int | float) else 0.0
+        self._schedule(queue, message)
+
+    def _schedule(self, queue: str, message: AbstractIncomingMessage) -> None:
+        """Run a delayed job if due; hold it if due within the window; else send it round again."""
+        due_ms = (message.headers or {}).get(DUE_HEADER)
+        if not isinstance(due_ms, int | float) or isinstance(due_ms, bool):
+            self._accept(queue, message)  # no due time: run it now
+            return
+        remaining_ms = due_ms - _now_ms()
         if remaining_ms <= 0:
             self._accept(queue, message)
         elif remaining_ms > 2 * self.settings.delay_window_ms:
             # Far from due (a delay longer than one pass of the topology, or clock skew):
             # send it round again rather than hold it in memory.
-            self._track(self._redelay(queue, message, int(due_ms)))  # type: ignore[arg-type]
+            self._track(self._redelay(queue, message, int(due_ms)))
         else:
             key = id(message)
-            timer = asyncio.get_running_loop().call_later(remaining_ms / 1000, self._release, key)
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(remaining_ms / 1000, self._release, key)
             self._held[key] = (timer, queue, message)
 
     def _release(self, key: int) -> None:
         entry = self._held.pop(key, None)
         if entry is not None and self._running:
             _, queue, message = entry
-            self._accept(queue, message)
+            # Check the wall clock again: a timer may fire a hair early, a job never may.
+            self._schedule(queue, message)
 
     def _decode(self, queue: str, message: AbstractIncomingMessage) -> Job | None:
         try:
