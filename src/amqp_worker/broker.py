@@ -100,6 +100,7 @@ class Broker:
         self._topology_channel: AbstractChannel | None = None
         self._publish_channel: AbstractChannel | None = None
         self._secret = settings.url.get_secret_value()
+        self._outage = False
 
     def __repr__(self) -> str:
         return f"<Broker {self.settings.broker}>"
@@ -169,12 +170,15 @@ class Broker:
         ) from None
 
     def _on_connection_close(self, _connection: object, exc: BaseException | None) -> None:
-        if exc is not None and not isinstance(exc, asyncio.CancelledError):
+        # Called again for every failed reconnect attempt: say it once per outage.
+        if exc is not None and not isinstance(exc, asyncio.CancelledError) and not self._outage:
+            self._outage = True
             logger.warning(
                 "connection to %s lost (%s); reconnecting", self.settings.broker, type(exc).__name__
             )
 
     def _on_reconnect(self, _connection: object) -> None:
+        self._outage = False
         logger.info("reconnected to %s; topology re-declared", self.settings.broker)
 
     async def channel(self, *, publisher_confirms: bool = False) -> AbstractChannel:
