@@ -7,13 +7,8 @@ from datetime import UTC, datetime
 from aio_pika import DeliveryMode
 
 from amqp_worker import Job
-from amqp_worker.messages import (
-    MAX_TRACEBACK_CHARS,
-    FailureReason,
-    failure_headers,
-    job_message,
-    strip_death_headers,
-)
+from amqp_worker.failures import MAX_TRACEBACK_CHARS, FailureReason, failure_headers
+from amqp_worker.messages import job_message, strip_death_headers
 
 
 def test_job_message_properties() -> None:

@@ -13,18 +13,25 @@ from .errors import (
     BrokerError,
     BrokerUnavailable,
     ConfigurationError,
+    FailedJobNotFound,
     HandlerAlreadyRegistered,
     HandlerNotRegistered,
     InvalidArgs,
     InvalidHandler,
+    JobTimeout,
+    PermanentError,
     PublishError,
     PublishNacked,
     PublishReturned,
+    Retry,
     TopologyConflict,
 )
+from .failures import AttemptRecord, FailedJob, FailureReason
 from .handlers import Handler
+from .hooks import Hooks, JobEvent
 from .job import Job
 from .protocol import Worker
+from .retry import RetryPolicy
 from .settings import AMQPSettings
 from .simple import SimpleWorker
 
@@ -37,18 +44,28 @@ __all__ = [
     "AMQPSettings",
     "AMQPWorker",
     "AmqpWorkerError",
+    "AttemptRecord",
     "BrokerError",
     "BrokerUnavailable",
     "ConfigurationError",
+    "FailedJob",
+    "FailedJobNotFound",
+    "FailureReason",
     "Handler",
     "HandlerAlreadyRegistered",
     "HandlerNotRegistered",
+    "Hooks",
     "InvalidArgs",
     "InvalidHandler",
     "Job",
+    "JobEvent",
+    "JobTimeout",
+    "PermanentError",
     "PublishError",
     "PublishNacked",
     "PublishReturned",
+    "Retry",
+    "RetryPolicy",
     "SimpleWorker",
     "TopologyConflict",
     "Worker",

@@ -17,9 +17,10 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, TypedDict, Unpack
 
+import aio_pika.exceptions as aio_pika_errors
 import aiormq.exceptions as amqp_errors
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import (
@@ -37,18 +38,22 @@ from .errors import (
     BrokerError,
     ConfigurationError,
     HandlerNotRegistered,
-    InvalidArgs,
     PublishReturned,
 )
-from .job import Job
-from .messages import (
-    DUE_HEADER,
+from .failed import FailedJobs
+from .failures import (
+    HISTORY_HEADER,
+    AttemptRecord,
+    FailedJob,
     FailureReason,
     failure_headers,
-    job_message,
-    republish_headers,
+    history_from_headers,
+    history_header,
 )
+from .job import Job
+from .messages import ATTEMPT_HEADER, DUE_HEADER, job_message, republish_headers
 from .protocol import DEFAULT_STOP_TIMEOUT_S
+from .retry import RetryPolicy
 from .settings import AMQPSettings
 from .topology import QueueType
 
@@ -108,7 +113,8 @@ class AMQPWorker(BaseWorker):
 
     Pass ``connection`` to reuse an aio-pika connection (make it with
     ``connect_robust`` to keep reconnects); the worker then never closes it.
-    Pass ``ssl_context`` with an ``amqps://`` URL for custom TLS.
+    Pass ``ssl_context`` with an ``amqps://`` URL for custom TLS. ``retry``
+    and ``timeout_s`` are the defaults of handlers registered without their own.
     """
 
     def __init__(
@@ -118,10 +124,14 @@ class AMQPWorker(BaseWorker):
         settings: AMQPSettings | None = None,
         connection: AbstractConnection | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
         **options: Unpack[WorkerOptions],
     ) -> None:
         self.settings = _settings(url, settings, options)
-        super().__init__(max_concurrency=self.settings.max_concurrency)
+        super().__init__(
+            max_concurrency=self.settings.max_concurrency, retry=retry, timeout_s=timeout_s
+        )
         self.topology = self.settings.topology
         self._broker = Broker(self.settings, connection=connection, ssl_context=ssl_context)
         self._running = False
@@ -151,12 +161,12 @@ class AMQPWorker(BaseWorker):
             await self._publish_delayed(job, math.ceil(_now_ms() + delay_s * 1000))
         return job.id
 
-    async def _publish_now(self, job: Job) -> None:
+    async def _publish_now(self, job: Job, headers: dict[str, Any] | None = None) -> None:
         await self._with_declared(
             job.queue,
             lambda: self._broker.ensure_work_queue(job.queue),
             self.topology.exchange,
-            job_message(job),
+            job_message(job, headers=headers),
         )
 
     async def _publish_delayed(
@@ -200,6 +210,29 @@ class AMQPWorker(BaseWorker):
         ids = [job.id for job in outgoing]
         raise_first(results, ids)
         return ids
+
+    # -- failed jobs --------------------------------------------------------------
+
+    @property
+    def failed(self) -> FailedJobs:
+        """Operations on the failed-jobs queues of this worker's ``queues``."""
+        return FailedJobs(self._broker, self.settings.queues)
+
+    async def failed_jobs(
+        self, queue: str | None = None, limit: int | None = None
+    ) -> list[FailedJob]:
+        """Parked jobs, oldest first, of ``queue`` or of all this worker's queues."""
+        return await self.failed.list(queue, limit)
+
+    async def retry_failed(
+        self, ids: Iterable[str] | None = None, queue: str | None = None
+    ) -> list[str]:
+        """Move parked jobs back to their work queues with ``attempt`` reset; None: all."""
+        return await self.failed.retry(ids, queue)
+
+    async def purge_failed(self, ids: Iterable[str] | None = None, queue: str | None = None) -> int:
+        """Delete parked jobs; None deletes all. Return how many."""
+        return await self.failed.purge(ids, queue)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -339,25 +372,52 @@ class AMQPWorker(BaseWorker):
         if _stale(message):
             return  # its channel closed since delivery: RabbitMQ redelivers it
         try:
-            await self._invoke(job)
+            outcome = await self._attempt(job, queue)
+            if outcome.error is None:
+                await self._settle(message.ack(), f"ack job {job.id}")
+                return
+            decision = self._decide(job, outcome.error)
+            await self._failed_attempt(job, queue, outcome, decision)
+            history = [
+                *history_from_headers(message.headers),
+                AttemptRecord.of(job.attempt, outcome.error),
+            ]
+            if decision.retry:
+                await self._retry(queue, message, job, decision.delay_s, history)
+            else:
+                await self._park(queue, message, decision.reason, outcome.error, job, history)
+            await self._linger(outcome)
         except asyncio.CancelledError:
-            self._hand_back(message)
+            # Stopped before the job was settled: RabbitMQ gets it back (a second
+            # nack after an ack is refused and only logged).
+            if not message.processed:
+                self._hand_back(message)
             raise
-        except InvalidArgs as exc:
-            await self._park(queue, message, FailureReason.INVALID_ARGS, exc, job)
-        except HandlerNotRegistered as exc:
-            await self._park(queue, message, FailureReason.UNKNOWN_HANDLER, exc, job)
-        except Exception as exc:
-            self._log_failure(job, exc)
-            await self._on_handler_error(queue, message, job, exc)
-        else:
-            await self._settle(message.ack(), f"ack job {job.id}")
 
-    async def _on_handler_error(
-        self, queue: str, message: AbstractIncomingMessage, job: Job, exc: Exception
+    async def _retry(
+        self,
+        queue: str,
+        message: AbstractIncomingMessage,
+        job: Job,
+        delay_s: float,
+        history: list[AttemptRecord],
     ) -> None:
-        """What happens after a handler raised. The retry policy plugs in here."""
-        await self._park(queue, message, FailureReason.HANDLER_ERROR, exc, job)
+        """Re-publish ``job`` with ``attempt + 1`` through the delay topology; then ack it."""
+        retry = job.model_copy(update={"attempt": job.attempt + 1})
+        headers = _carried_headers(message.headers)
+        headers[HISTORY_HEADER] = history_header(history)
+        try:
+            if delay_s > 0:
+                await self._publish_delayed(retry, math.ceil(_now_ms() + delay_s * 1000), headers)
+            else:
+                await self._publish_now(retry, headers)
+        except BrokerError as error:
+            logger.error("could not retry job %s (%s); handing it back", job.id, error)
+            await asyncio.sleep(PARK_RETRY_PAUSE_S)
+            self._hand_back(message)
+            return
+        # Only now, with the retry confirmed by the broker, is the original let go.
+        await self._settle(message.ack(), f"ack retried job {job.id}")
 
     async def _park(
         self,
@@ -366,6 +426,7 @@ class AMQPWorker(BaseWorker):
         reason: FailureReason,
         exc: BaseException,
         job: Job | None = None,
+        history: list[AttemptRecord] | None = None,
     ) -> None:
         """Move ``message`` to ``queue``'s failed-jobs queue with the reason, then ack it."""
         failed_queue = self.topology.failed_queue(queue)
@@ -373,12 +434,12 @@ class AMQPWorker(BaseWorker):
         parked = Message(
             message.body,
             headers={
-                **republish_headers(message.headers),
-                **failure_headers(reason, queue, exc),
+                **_carried_headers(message.headers),
+                **failure_headers(reason, queue, exc, history=history or ()),
             },
             content_type=message.content_type,
             delivery_mode=DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
+            message_id=job.id if job else message.message_id,
             type=message.type,
             timestamp=message.timestamp,
         )
@@ -405,18 +466,14 @@ class AMQPWorker(BaseWorker):
             extra={"job_id": job.id if job else None, "queue": queue, "reason": reason.value},
         )
         await self._settle(message.ack(), f"ack parked {what}")
+        await self._parked(queue, job, job.id if job else (message.message_id or ""), reason, exc)
 
     async def _redelay(self, queue: str, message: AbstractIncomingMessage, due_ms: int) -> None:
         job = self._decode(queue, message)
         if job is None:
             return
-        headers = {
-            key: value
-            for key, value in republish_headers(message.headers).items()
-            if not key.startswith("aw-delay-")
-        }
         try:
-            await self._publish_delayed(job, due_ms, headers)
+            await self._publish_delayed(job, due_ms, _carried_headers(message.headers))
         except BrokerError as error:
             logger.warning("could not re-delay job %s (%s); handing it back", job.id, error)
             self._hand_back(message)
@@ -437,10 +494,19 @@ class AMQPWorker(BaseWorker):
     async def _settle(self, action: Awaitable[Any], what: str) -> None:
         try:
             await action
-        except (amqp_errors.AMQPError, RuntimeError) as exc:
+        except (amqp_errors.AMQPError, aio_pika_errors.MessageProcessError, RuntimeError) as exc:
             # The channel is gone (reconnect or shutdown): RabbitMQ already requeued the
             # message, and acking it on a new channel would hit the wrong delivery tag.
             logger.warning("could not %s: %s; RabbitMQ redelivers it", what, type(exc).__name__)
+
+
+def _carried_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Headers a re-published job keeps: its own and the user's, not its old route or due time."""
+    return {
+        key: value
+        for key, value in republish_headers(headers).items()
+        if not key.startswith("aw-delay-") and key not in (DUE_HEADER, ATTEMPT_HEADER)
+    }
 
 
 def _stale(message: AbstractIncomingMessage) -> bool:

@@ -7,20 +7,27 @@ back to :meth:`BaseWorker._execute`.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
-from .errors import HandlerAlreadyRegistered, HandlerNotRegistered
-from .handlers import Handler, HandlerSpec
+from .errors import HandlerAlreadyRegistered, HandlerNotRegistered, InvalidArgs
+from .failures import FailedJob, FailureReason
+from .handlers import Handler, HandlerSpec, check_timeout
+from .hooks import Hooks, JobEvent
 from .job import Job
 from .pool import DrainReport, TaskPool
 from .protocol import DEFAULT_STOP_TIMEOUT_S
+from .retry import Decision, RetryPolicy, decide
 
-__all__ = ["BaseWorker", "delay_until", "seconds"]
+__all__ = ["BaseWorker", "Outcome", "delay_until", "seconds"]
 
 logger = logging.getLogger("amqp_worker")
 
@@ -58,9 +65,23 @@ def delay_until(when: datetime, now: datetime | None = None) -> float:
 class BaseWorker(abc.ABC):
     """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`."""
 
-    def __init__(self, *, max_concurrency: int = 25) -> None:
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = 25,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         self._pool = TaskPool(max_concurrency)
         self._handlers: dict[str, HandlerSpec] = {}
+        self.retry = retry or RetryPolicy()
+        """The retry policy of handlers registered without one."""
+        self.timeout_s = check_timeout(timeout_s)
+        """The timeout of handlers registered without one; None means no limit."""
+        self.hooks = Hooks()
+        """Callbacks around every job: see :mod:`amqp_worker.hooks`."""
 
     @property
     def max_concurrency(self) -> int:
@@ -74,15 +95,24 @@ class BaseWorker(abc.ABC):
 
     # -- registration ---------------------------------------------------------
 
-    def register(self, name: str, handler: Handler) -> None:
-        spec = HandlerSpec.inspect(name, handler)
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        spec = HandlerSpec.inspect(name, handler, retry=retry, timeout_s=timeout_s)
         if name in self._handlers:
             raise HandlerAlreadyRegistered(name)
         self._handlers[name] = spec
 
-    def handler(self, name: str) -> Callable[[H], H]:
+    def handler(
+        self, name: str, *, retry: RetryPolicy | None = None, timeout_s: float | None = None
+    ) -> Callable[[H], H]:
         def decorate(func: H) -> H:
-            self.register(name, func)
+            self.register(name, func, retry=retry, timeout_s=timeout_s)
             return func
 
         return decorate
@@ -109,6 +139,25 @@ class BaseWorker(abc.ABC):
         if not isinstance(job, Job):
             raise TypeError(f"expected a Job, got {type(job).__name__}")
         return job.model_copy(update={"enqueued_at": datetime.now(UTC)})
+
+    @abc.abstractmethod
+    async def failed_jobs(
+        self, queue: str | None = None, limit: int | None = None
+    ) -> list[FailedJob]:
+        """Parked jobs, oldest first (of ``queue`` only, if given), without removing any."""
+
+    @abc.abstractmethod
+    async def retry_failed(
+        self, ids: Iterable[str] | None = None, queue: str | None = None
+    ) -> list[str]:
+        """Enqueue parked jobs again with ``attempt`` reset (None: all); return their ids.
+
+        Raises :class:`~amqp_worker.errors.FailedJobNotFound` for unknown ids.
+        """
+
+    @abc.abstractmethod
+    async def purge_failed(self, ids: Iterable[str] | None = None, queue: str | None = None) -> int:
+        """Delete parked jobs (None: all); return how many."""
 
     @abc.abstractmethod
     async def _enqueue(self, job: Job, delay_s: float) -> str:
@@ -154,28 +203,101 @@ class BaseWorker(abc.ABC):
         except KeyError:
             raise HandlerNotRegistered(job.handler) from None
 
-    async def _invoke(self, job: Job) -> None:
-        """Validate the args and run the handler; exceptions propagate to the caller."""
-        spec = self._spec(job)
-        args = spec.parse_args(job)
-        await spec.call(job, args, self._pool.threads)
+    def _timeout_for(self, spec: HandlerSpec) -> float | None:
+        timeout = spec.timeout_s if spec.timeout_s is not None else self.timeout_s
+        return None if timeout is None or math.isinf(timeout) else timeout
 
-    def _log_failure(self, job: Job, exc: BaseException, what: str = "failed") -> None:
-        """Log a job's failure once, with its identity and traceback."""
+    async def _attempt(self, job: Job, queue: str) -> Outcome:
+        """Run one attempt of ``job``: validate, call the handler, report what happened."""
+        try:
+            spec = self._spec(job)
+            args = spec.parse_args(job)
+        except (HandlerNotRegistered, InvalidArgs) as exc:
+            return Outcome(exc, 0.0)
+        if self.hooks:
+            await self.hooks.emit(JobEvent("before", queue, job, job.id, job.attempt))
+        timeout_s = self._timeout_for(spec)
+        started = time.perf_counter()
+        try:
+            linger = await spec.run(job, args, self._pool.threads, timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return Outcome(exc, time.perf_counter() - started)
+        duration = time.perf_counter() - started
+        if linger is not None:
+            return Outcome(spec.timeout_error(timeout_s), duration, linger)
+        if self.hooks:
+            await self.hooks.emit(JobEvent("after", queue, job, job.id, job.attempt, duration))
+        return Outcome(None, duration)
+
+    def _decide(self, job: Job, exc: BaseException) -> Decision:
+        spec = self._handlers.get(job.handler)
+        policy = spec.retry if spec is not None and spec.retry is not None else self.retry
+        return decide(policy, job.attempt, exc)
+
+    async def _failed_attempt(
+        self, job: Job, queue: str, outcome: Outcome, decision: Decision
+    ) -> None:
+        """Log a failed attempt once, with its identity and traceback, and tell the hooks."""
+        exc = outcome.error
+        assert exc is not None
+        then = f"retrying in {decision.delay_s:.3g}s" if decision.retry else "parking it"
         logger.error(
-            "job %s %s: handler=%s queue=%s attempt=%d: %s: %s",
+            "job %s failed: handler=%s queue=%s attempt=%d: %s: %s; %s",
             job.id,
-            what,
             job.handler,
-            job.queue,
+            queue,
             job.attempt,
             type(exc).__name__,
             exc,
+            then,
             exc_info=exc,
             extra={
                 "job_id": job.id,
                 "handler": job.handler,
-                "queue": job.queue,
+                "queue": queue,
                 "attempt": job.attempt,
+                "outcome": "retry" if decision.retry else "parked",
             },
         )
+        if self.hooks:
+            await self.hooks.emit(
+                JobEvent(
+                    "on_failure",
+                    queue,
+                    job,
+                    job.id,
+                    job.attempt,
+                    outcome.duration_s,
+                    exc,
+                    retry_in_s=decision.delay_s if decision.retry else None,
+                )
+            )
+
+    async def _parked(
+        self, queue: str, job: Job | None, job_id: str, reason: FailureReason, exc: BaseException
+    ) -> None:
+        """Tell the hooks a job was parked."""
+        if self.hooks:
+            attempt = job.attempt if job else 0
+            await self.hooks.emit(
+                JobEvent("on_parked", queue, job, job_id, attempt, error=exc, reason=reason)
+            )
+
+    @staticmethod
+    async def _linger(outcome: Outcome) -> None:
+        """Hold the slot until a timed-out sync handler's thread has returned."""
+        if outcome.linger is not None:
+            with contextlib.suppress(Exception):
+                await outcome.linger
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt went."""
+
+    error: BaseException | None
+    duration_s: float
+    linger: asyncio.Future[Any] | None = None
+    """A timed-out sync handler's thread, still running."""

@@ -13,6 +13,10 @@ The tree::
     ├── HandlerAlreadyRegistered  (ValueError)   register() got a name already taken
     ├── HandlerNotRegistered      (LookupError)  no handler is registered under a name
     ├── InvalidArgs               (ValueError)   args failed the handler's model
+    ├── Retry                                    a handler asks to be retried after a delay
+    ├── PermanentError                           a handler says: do not retry, park this job
+    ├── JobTimeout                (TimeoutError) a handler ran past its timeout_s
+    ├── FailedJobNotFound         (LookupError)  no failed job has this id
     ├── ConfigurationError        (ValueError)   a setting or URL is unusable
     └── BrokerError                              RabbitMQ did not do what was asked
         ├── BrokerUnavailable     (ConnectionError)  no connection within the deadline
@@ -32,13 +36,17 @@ __all__ = [
     "BrokerError",
     "BrokerUnavailable",
     "ConfigurationError",
+    "FailedJobNotFound",
     "HandlerAlreadyRegistered",
     "HandlerNotRegistered",
     "InvalidArgs",
     "InvalidHandler",
+    "JobTimeout",
+    "PermanentError",
     "PublishError",
     "PublishNacked",
     "PublishReturned",
+    "Retry",
     "TopologyConflict",
 ]
 
@@ -69,6 +77,32 @@ class HandlerNotRegistered(AmqpWorkerError, LookupError):
 
 class InvalidArgs(AmqpWorkerError, ValueError):
     """A job's args failed validation into its handler's args model; never retried."""
+
+
+class Retry(AmqpWorkerError):
+    """Raised by a handler to be retried, after ``delay_s`` seconds if given.
+
+    It counts as an attempt: once ``max_retries`` are used up, the job is
+    parked like any other failure.
+    """
+
+    def __init__(self, reason: str = "", *, delay_s: float | None = None) -> None:
+        super().__init__(reason or "retry requested by the handler")
+        if delay_s is not None and not (delay_s >= 0 and delay_s != float("inf")):
+            raise ValueError(f"delay_s must be a finite number >= 0, got {delay_s!r}")
+        self.delay_s = delay_s
+
+
+class PermanentError(AmqpWorkerError):
+    """Raised by a handler when retrying cannot help: the job is parked at once."""
+
+
+class JobTimeout(AmqpWorkerError, TimeoutError):
+    """A handler ran longer than its ``timeout_s``; retried like any other failure."""
+
+
+class FailedJobNotFound(AmqpWorkerError, LookupError):
+    """No failed job has this id (in the queues that were searched)."""
 
 
 class ConfigurationError(AmqpWorkerError, ValueError):

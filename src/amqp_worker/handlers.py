@@ -16,17 +16,18 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import InvalidArgs, InvalidHandler
+from .errors import InvalidArgs, InvalidHandler, JobTimeout
 from .job import Job, validate_name
+from .retry import RetryPolicy
 
-__all__ = ["Handler", "HandlerSpec"]
+__all__ = ["Handler", "HandlerSpec", "check_timeout"]
 
 #: What ``register`` accepts: a callable taking the args (a dict or a model).
 Handler = Callable[..., Any]
@@ -59,10 +60,27 @@ class HandlerSpec:
     is_async: bool
     args_model: type[BaseModel] | None
     wants_job: bool
+    retry: RetryPolicy | None = None
+    """This handler's retry policy; None uses the worker's."""
+    timeout_s: float | None = None
+    """This handler's timeout; None uses the worker's, ``math.inf`` means none."""
 
     @classmethod
-    def inspect(cls, name: str, func: object) -> HandlerSpec:
+    def inspect(
+        cls,
+        name: str,
+        func: object,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> HandlerSpec:
         """Check ``name`` and ``func``; raise :class:`InvalidHandler` if either is unusable."""
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidHandler(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        try:
+            check_timeout(timeout_s)
+        except (TypeError, ValueError) as exc:
+            raise InvalidHandler(f"handler {name!r}: {exc}") from None
         if not isinstance(name, str):
             raise InvalidHandler(f"handler name must be a str, got {type(name).__name__}")
         try:
@@ -113,6 +131,8 @@ class HandlerSpec:
             is_async=_is_async(func),
             args_model=_args_model(first),
             wants_job=wants_job,
+            retry=retry,
+            timeout_s=timeout_s,
         )
 
     def parse_args(self, job: Job) -> Any:
@@ -127,13 +147,50 @@ class HandlerSpec:
                 f"of handler {self.name!r}: {exc}"
             ) from exc
 
-    def call(self, job: Job, args: Any, executor: Executor | None) -> Awaitable[Any]:
-        """Start one call of the handler; sync handlers run on ``executor``, never the loop."""
+    async def run(
+        self, job: Job, args: Any, executor: Executor | None, timeout_s: float | None
+    ) -> asyncio.Future[Any] | None:
+        """Run the handler once, within ``timeout_s`` (None: no limit).
+
+        Raises what the handler raised, or :class:`JobTimeout`. Sync handlers
+        run on ``executor``, never on the loop. A thread cannot be interrupted:
+        when a sync handler times out, this returns its still-running future,
+        and the caller keeps the job's slot until that future is done.
+        """
         kwargs: dict[str, Any] = {"job": job} if self.wants_job else {}
         if self.is_async:
-            result: Awaitable[Any] = self.func(args, **kwargs)
-            return result
+            try:
+                async with asyncio.timeout(timeout_s) as window:
+                    await self.func(args, **kwargs)
+            except TimeoutError:
+                if window.expired():
+                    raise self._timed_out(timeout_s) from None
+                raise
+            return None
         # Copy the context so contextvars (tracing, logging) reach the thread.
         context = contextvars.copy_context()
         call = functools.partial(context.run, self.func, args, **kwargs)
-        return asyncio.get_running_loop().run_in_executor(executor, call)
+        future = asyncio.get_running_loop().run_in_executor(executor, call)
+        done, _ = await asyncio.wait({future}, timeout=timeout_s)
+        if not done:
+            return future  # still running: the caller reports the timeout and waits
+        future.result()  # re-raise the handler's exception, if any
+        return None
+
+    def _timed_out(self, timeout_s: float | None) -> JobTimeout:
+        return JobTimeout(f"handler {self.name!r} did not finish within {timeout_s}s")
+
+    def timeout_error(self, timeout_s: float | None) -> JobTimeout:
+        """The error that reports a sync handler still running after ``timeout_s``."""
+        return self._timed_out(timeout_s)
+
+
+def check_timeout(timeout_s: float | None) -> float | None:
+    """Validate a ``timeout_s`` option: None, a positive number, or ``math.inf``."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
+        raise TypeError(f"timeout_s must be a number of seconds, got {timeout_s!r}")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    return float(timeout_s)

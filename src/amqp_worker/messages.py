@@ -1,4 +1,4 @@
-"""Jobs to AMQP messages and back: properties, headers, and the failure record.
+"""Jobs to AMQP messages and back: properties and headers.
 
 A job message is the job's JSON body (``docs/job.schema.json``) with these
 properties: ``content_type=application/json``, ``delivery_mode=2``
@@ -9,8 +9,7 @@ Headers set by amqp-worker all start with ``aw-``:
 - ``aw-due-ms``: for delayed jobs, the due time in ms since the Unix epoch,
   by the publisher's clock;
 - ``aw-delay-<level>``: the route through the delay topology;
-- on a parked job: ``aw-failure-reason``, ``aw-error-type``,
-  ``aw-error-message``, ``aw-traceback``, ``aw-failed-at`` and ``aw-queue``.
+- on retried and parked jobs, the failure record (see :mod:`amqp_worker.failures`).
 
 RabbitMQ's own ``x-death`` / ``x-first-death-*`` / ``x-last-death-*`` headers
 are stripped whenever amqp-worker re-publishes a message: RabbitMQ's
@@ -19,10 +18,7 @@ dead-letter cycle detection may otherwise silently drop it.
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from aio_pika import DeliveryMode, Message
@@ -32,8 +28,6 @@ from .job import Job
 __all__ = [
     "ATTEMPT_HEADER",
     "DUE_HEADER",
-    "FailureReason",
-    "failure_headers",
     "job_message",
     "republish_headers",
     "strip_death_headers",
@@ -41,27 +35,7 @@ __all__ = [
 
 ATTEMPT_HEADER = "aw-attempt"
 DUE_HEADER = "aw-due-ms"
-REASON_HEADER = "aw-failure-reason"
 CONTENT_TYPE = "application/json"
-
-#: Longest error message and traceback kept in a parked job's headers.
-MAX_ERROR_CHARS = 1024
-MAX_TRACEBACK_CHARS = 8192
-
-
-class FailureReason(StrEnum):
-    """Why a message was parked in a failed-jobs queue (the ``aw-failure-reason`` header)."""
-
-    INVALID_JSON = "invalid_json"
-    """The body is not UTF-8 JSON."""
-    INVALID_JOB = "invalid_job"
-    """The body is JSON but not a valid job."""
-    INVALID_ARGS = "invalid_args"
-    """The args do not fit the handler's args model."""
-    UNKNOWN_HANDLER = "unknown_handler"
-    """This worker has no handler of that name."""
-    HANDLER_ERROR = "handler_error"
-    """The handler raised."""
 
 
 def strip_death_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -108,31 +82,3 @@ def job_message(
         timestamp=job.enqueued_at,
         headers=all_headers,
     )
-
-
-def _truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    # Keep the end of a traceback: the frame that raised is the useful part.
-    return "...(truncated)...\n" + text[-limit:]
-
-
-def failure_headers(
-    reason: FailureReason,
-    queue: str,
-    exc: BaseException | None = None,
-    *,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """Headers that explain why a message was parked: reason, error and truncated traceback."""
-    headers: dict[str, Any] = {
-        REASON_HEADER: reason.value,
-        "aw-queue": queue,
-        "aw-failed-at": (now or datetime.now(UTC)).isoformat(),
-    }
-    if exc is not None:
-        headers["aw-error-type"] = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        headers["aw-error-message"] = _truncate(str(exc), MAX_ERROR_CHARS)
-        formatted = "".join(traceback.format_exception(exc))
-        headers["aw-traceback"] = _truncate(formatted, MAX_TRACEBACK_CHARS)
-    return headers

@@ -1,11 +1,12 @@
 """``SimpleWorker``: the in-process worker, for development and tests.
 
 It needs no broker and follows the same contract as
-:class:`~amqp_worker.AMQPWorker`, but **it persists nothing**: jobs live in
-this process's memory, and whatever is still queued or delayed when
-:meth:`SimpleWorker.stop` returns (or the process dies) is gone. Unlike
-Buffalo's ``worker.Simple``, it says so: ``stop()`` logs a WARNING with the
-number of jobs it dropped.
+:class:`~amqp_worker.AMQPWorker` (retries, timeouts and failed jobs included),
+but **it persists nothing**: jobs live in this process's memory, and whatever
+is still queued or delayed when :meth:`SimpleWorker.stop` returns (or the
+process dies) is gone. Unlike Buffalo's ``worker.Simple``, it says so:
+``stop()`` logs a WARNING with the number of jobs it dropped. Parked jobs are
+kept in memory until purged or the process ends.
 """
 
 from __future__ import annotations
@@ -14,71 +15,111 @@ import asyncio
 import itertools
 import logging
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from .base import BaseWorker
+from .errors import FailedJobNotFound
+from .failures import AttemptRecord, FailedJob, failure_headers
 from .job import Job
 from .protocol import DEFAULT_STOP_TIMEOUT_S
+from .retry import RetryPolicy
 
 __all__ = ["SimpleWorker"]
 
 logger = logging.getLogger("amqp_worker")
 
 
+@dataclass(slots=True)
+class _Entry:
+    """A job waiting in memory, with the failures of its earlier attempts."""
+
+    job: Job
+    history: list[AttemptRecord] = field(default_factory=list)
+
+
 class SimpleWorker(BaseWorker):
     """Runs jobs in this process with asyncio; persists nothing.
 
     - Jobs performed before :meth:`start` wait in memory and run after it.
-    - Delays use event-loop timers, not polling.
+    - Delays and retry backoff use event-loop timers, not polling.
     - :meth:`perform` of an unregistered handler raises
       :class:`~amqp_worker.errors.HandlerNotRegistered`: this is the only
       worker that knows every handler at publish time.
     """
 
-    def __init__(self, *, max_concurrency: int = 25) -> None:
-        super().__init__(max_concurrency=max_concurrency)
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = 25,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        super().__init__(max_concurrency=max_concurrency, retry=retry, timeout_s=timeout_s)
         self._running = False
-        self._pending: deque[Job] = deque()
-        self._timers: dict[int, tuple[asyncio.TimerHandle, Job]] = {}
+        self._pending: deque[_Entry] = deque()
+        self._timers: dict[int, tuple[asyncio.TimerHandle, _Entry]] = {}
         self._tokens = itertools.count()
         self._dropped = 0
+        self._failed: list[FailedJob] = []
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<SimpleWorker {state} max_concurrency={self.max_concurrency}>"
 
+    # -- enqueueing -------------------------------------------------------------
+
     async def _enqueue(self, job: Job, delay_s: float) -> str:
         self._spec(job)  # fail fast: an unknown handler could never run here
+        self._place(_Entry(job), delay_s)
+        return job.id
+
+    def _place(self, entry: _Entry, delay_s: float) -> None:
         if delay_s > 0:
             token = next(self._tokens)
             timer = asyncio.get_running_loop().call_later(delay_s, self._due, token)
-            self._timers[token] = (timer, job)
+            self._timers[token] = (timer, entry)
         else:
-            self._accept(job)
-        return job.id
+            self._accept(entry)
 
     def _due(self, token: int) -> None:
-        _, job = self._timers.pop(token)
-        self._accept(job)
+        _, entry = self._timers.pop(token)
+        self._accept(entry)
 
-    def _accept(self, job: Job) -> None:
+    def _accept(self, entry: _Entry) -> None:
         if self._running:
-            self._submit(job)
+            self._submit(entry)
         else:
-            self._pending.append(job)
+            self._pending.append(entry)
 
-    def _submit(self, job: Job) -> None:
+    def _submit(self, entry: _Entry) -> None:
         def dropped() -> None:
             self._dropped += 1
 
-        self._pool.submit(lambda: self._execute(job), on_abandon=dropped)
+        self._pool.submit(lambda: self._execute(entry), on_abandon=dropped)
 
-    async def _execute(self, job: Job) -> None:
-        try:
-            await self._invoke(job)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._log_failure(job, exc)
+    # -- running ------------------------------------------------------------------
+
+    async def _execute(self, entry: _Entry) -> None:
+        job = entry.job
+        outcome = await self._attempt(job, job.queue)
+        if outcome.error is None:
+            return
+        decision = self._decide(job, outcome.error)
+        await self._failed_attempt(job, job.queue, outcome, decision)
+        history = [*entry.history, AttemptRecord.of(job.attempt, outcome.error)]
+        if decision.retry:
+            retry = job.model_copy(update={"attempt": job.attempt + 1})
+            self._place(_Entry(retry, history), decision.delay_s)
+        else:
+            headers = failure_headers(decision.reason, job.queue, outcome.error, history=history)
+            self._failed.append(FailedJob.from_message(job.to_json(), headers, job.id, job.queue))
+            logger.warning("job %s parked: %s", job.id, decision.reason.value)
+            await self._parked(job.queue, job, job.id, decision.reason, outcome.error)
+        await self._linger(outcome)
+
+    # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._running:
@@ -107,3 +148,46 @@ class SimpleWorker(BaseWorker):
                 dropped,
                 report.cancelled,
             )
+
+    # -- failed jobs ----------------------------------------------------------------
+
+    async def failed_jobs(
+        self, queue: str | None = None, limit: int | None = None
+    ) -> list[FailedJob]:
+        """Parked jobs, oldest first; of ``queue`` only if given."""
+        found = [f for f in self._failed if queue is None or f.queue == queue]
+        return found if limit is None else found[:limit]
+
+    async def retry_failed(
+        self, ids: Iterable[str] | None = None, queue: str | None = None
+    ) -> list[str]:
+        """Enqueue parked jobs again with ``attempt`` reset; None retries all. Return their ids."""
+        chosen = self._choose(ids, queue)
+        moved: list[str] = []
+        for failed in chosen:
+            if failed.job is not None:
+                fresh = failed.job.model_copy(
+                    update={"attempt": 0, "enqueued_at": datetime.now(UTC)}
+                )
+                self._place(_Entry(fresh), 0)
+                moved.append(failed.id)
+            self._failed.remove(failed)
+        return moved
+
+    async def purge_failed(self, ids: Iterable[str] | None = None, queue: str | None = None) -> int:
+        """Delete parked jobs; None deletes all (of ``queue``, if given). Return how many."""
+        chosen = self._choose(ids, queue)
+        for failed in chosen:
+            self._failed.remove(failed)
+        return len(chosen)
+
+    def _choose(self, ids: Iterable[str] | None, queue: str | None) -> list[FailedJob]:
+        pool = [f for f in self._failed if queue is None or f.queue == queue]
+        if ids is None:
+            return pool
+        wanted = list(dict.fromkeys(ids))
+        by_id = {f.id: f for f in pool}
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise FailedJobNotFound(f"no failed job with id {', '.join(missing)}")
+        return [by_id[i] for i in wanted]

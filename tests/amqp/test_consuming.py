@@ -13,7 +13,7 @@ import aio_pika
 import pytest
 from pydantic import BaseModel
 
-from amqp_worker import AMQPWorker, Job
+from amqp_worker import AMQPWorker, Job, RetryPolicy
 from tests.amqp.conftest import Workers
 from tests.brokertools import BROKER_URL, drain, publish_raw, queue_state
 
@@ -69,7 +69,7 @@ class Typed(BaseModel):
 async def test_what_cannot_run_is_parked_with_its_reason_and_the_worker_goes_on(
     workers: Workers, body: bytes, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    worker = workers()
+    worker = workers(retry=RetryPolicy(max_retries=0))
     done = asyncio.Event()
 
     async def ok(args: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from amqp_worker import (
     HandlerAlreadyRegistered,
     InvalidHandler,
     Job,
+    RetryPolicy,
     Worker,
 )
 from tests.conftest import WorkerKit
@@ -148,7 +149,7 @@ async def test_jobs_performed_before_start_run_after_start(kit: WorkerKit) -> No
 async def test_the_caller_never_sees_a_handler_exception_and_it_is_logged_once(
     kit: WorkerKit, caplog: pytest.LogCaptureFixture
 ) -> None:
-    worker = kit.make()
+    worker = kit.make(retry=RetryPolicy(max_retries=0))
     after = Recorder()
 
     async def boom(args: dict[str, Any]) -> None:

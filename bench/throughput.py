@@ -1,0 +1,612 @@
+"""Throughput of amqp-worker against raw aio-pika, measured in one run on one broker.
+
+Usage::
+
+    python3 bench/throughput.py                  # 10,000 jobs, median of 3 rounds
+    python3 bench/throughput.py --jobs 2000 --rounds 1 --json
+    python3 bench/throughput.py --profile consume.prof   # plus one cProfiled consume
+
+Every round uses fresh, uniquely named queues and exchanges (``awbench-<hex>``)
+and deletes them afterwards, also when the round fails. See ``bench/README.md``
+for what each row measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import platform
+import pstats
+import statistics
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+import amqp_worker
+from amqp_worker import AMQPWorker, Job
+from amqp_worker.topology import DELAY_RADIX, Topology
+
+DEFAULT_URL = os.environ.get("AMQP_WORKER_BENCH_URL", "amqp://guest:guest@127.0.0.1:5672/")
+IN_FLIGHT = 256
+PREFETCH = 50
+MAX_CONCURRENCY = 25
+#: Give up on a phase that has not finished by then (a lost message would hang forever).
+PHASE_TIMEOUT_S = 300.0
+
+RAW_PUBLISH = "raw publish (pipelined)"
+RAW_PUBLISH_SEQ = "raw publish (sequential)"
+WORKER_PERFORM = "worker perform (sequential)"
+WORKER_PERFORM_MANY = "worker perform_many"
+RAW_CONSUME = "raw consume"
+WORKER_CONSUME_ASYNC = "worker consume (async handler)"
+WORKER_CONSUME_SYNC = "worker consume (sync handler)"
+
+#: Table rows in order, each with the raw aio-pika case it is compared with.
+ROWS: list[tuple[str, str]] = [
+    (RAW_PUBLISH, RAW_PUBLISH),
+    (RAW_PUBLISH_SEQ, RAW_PUBLISH_SEQ),
+    (WORKER_PERFORM, RAW_PUBLISH_SEQ),
+    (WORKER_PERFORM_MANY, RAW_PUBLISH),
+    (RAW_CONSUME, RAW_CONSUME),
+    (WORKER_CONSUME_ASYNC, RAW_CONSUME),
+    (WORKER_CONSUME_SYNC, RAW_CONSUME),
+]
+
+
+# -- names and cleanup ---------------------------------------------------------------
+
+
+@dataclass
+class Names:
+    """Everything one round creates on the broker."""
+
+    prefix: str = field(default_factory=lambda: f"awbench-{uuid.uuid4().hex[:12]}")
+
+    @property
+    def raw_exchange(self) -> str:
+        return f"{self.prefix}.raw"
+
+    @property
+    def raw_queue(self) -> str:
+        return f"{self.prefix}.raw"
+
+    @property
+    def worker_name(self) -> str:
+        return self.prefix
+
+    @property
+    def worker_queue(self) -> str:
+        return f"{self.prefix}.jobs"
+
+
+def topology_names(topology: Topology, queues: list[str]) -> tuple[list[str], list[str]]:
+    """(queues, exchanges) that a worker with ``topology`` may declare for ``queues``."""
+    queue_names = [
+        name
+        for queue in queues
+        for name in (
+            topology.work_queue(queue),
+            topology.due_queue(queue),
+            topology.failed_queue(queue),
+        )
+    ]
+    queue_names += [
+        topology.delay_queue(level, digit)
+        for level in range(topology.delay.levels)
+        for digit in range(1, DELAY_RADIX)
+    ]
+    exchanges = [topology.exchange, topology.due_exchange]
+    exchanges += [topology.delay_exchange(level) for level in range(topology.delay.levels)]
+    return queue_names, exchanges
+
+
+async def cleanup(url: str, names: Names) -> None:
+    """Delete the round's raw queue and exchange and the worker's whole topology."""
+    topology = Topology(name=names.worker_name)
+    queues, exchanges = topology_names(topology, [names.worker_queue])
+    queues.append(names.raw_queue)
+    exchanges.append(names.raw_exchange)
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        for queue in queues:
+            try:
+                await channel.queue_delete(queue)
+            except aiormq.exceptions.AMQPError:
+                channel = await connection.channel()
+        for exchange in exchanges:
+            try:
+                await channel.exchange_delete(exchange)
+            except aiormq.exceptions.AMQPError:
+                channel = await connection.channel()
+    finally:
+        await connection.close()
+
+
+async def ready_messages(channel: AbstractChannel, queue: str) -> int:
+    """Ready (not unacked) messages in ``queue``."""
+    declared = await channel.declare_queue(queue, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+# -- timing --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Span:
+    """Wall-clock time, and CPU time of this whole process (all threads), of one phase."""
+
+    wall_s: float
+    cpu_s: float
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def stop(self) -> Span:
+        return Span(time.perf_counter() - self.wall, time.process_time() - self.cpu)
+
+
+# -- raw aio-pika baseline -------------------------------------------------------------
+
+
+def raw_body(queue: str, i: int) -> bytes:
+    """A JSON body of about 120 bytes, built per message like a real publisher would."""
+    return json.dumps(
+        {"handler": "noop", "queue": queue, "args": {"i": i}, "id": uuid.uuid4().hex}
+    ).encode()
+
+
+def raw_message(queue: str, i: int) -> aio_pika.Message:
+    return aio_pika.Message(
+        raw_body(queue, i),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+async def raw_publish(connection: AbstractConnection, names: Names, n: int) -> Span:
+    """Pipelined confirmed publishes, at most IN_FLIGHT unconfirmed; seconds taken."""
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.declare_exchange(
+        names.raw_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    queue = await channel.declare_queue(names.raw_queue, durable=True)
+    await queue.bind(exchange, names.raw_queue)
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(i: int) -> None:
+        async with slots:
+            await exchange.publish(raw_message(names.raw_queue, i), names.raw_queue, mandatory=True)
+
+    watch = Stopwatch()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = watch.stop()
+    await channel.close()
+    return elapsed
+
+
+async def raw_publish_sequential(connection: AbstractConnection, names: Names, n: int) -> Span:
+    """One confirmed publish at a time (the raw counterpart of ``perform``); seconds taken."""
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(names.raw_exchange)
+    watch = Stopwatch()
+    for i in range(n):
+        await exchange.publish(raw_message(names.raw_queue, i), names.raw_queue, mandatory=True)
+    elapsed = watch.stop()
+    await channel.close()
+    return elapsed
+
+
+async def raw_consume(connection: AbstractConnection, names: Names, n: int) -> Span:
+    """Consume and ack ``n`` messages with prefetch PREFETCH; seconds to the n-th ack."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=PREFETCH)
+    queue = await channel.declare_queue(names.raw_queue, passive=True)
+    done = asyncio.Event()
+    count = 0
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        nonlocal count
+        await message.ack()
+        count += 1
+        if count == n:
+            done.set()
+
+    watch = Stopwatch()
+    tag = await queue.consume(on_message)
+    await asyncio.wait_for(done.wait(), PHASE_TIMEOUT_S)
+    elapsed = watch.stop()
+    await queue.cancel(tag)
+    await channel.close()
+    return elapsed
+
+
+# -- amqp-worker -----------------------------------------------------------------------
+
+
+def make_worker(url: str, names: Names) -> AMQPWorker:
+    return AMQPWorker(
+        url,
+        name=names.worker_name,
+        queues=[names.worker_queue],
+        max_concurrency=MAX_CONCURRENCY,
+    )
+
+
+async def warm_up(worker: AMQPWorker, names: Names) -> None:
+    """Connect and declare the work queue, as the first ``perform`` would, before timing."""
+    await worker.broker.connect()
+    await worker.broker.ensure_work_queue(names.worker_queue)
+
+
+async def worker_perform(worker: AMQPWorker, names: Names, n: int) -> Span:
+    """``await perform(Job(...))`` one at a time, Job construction included."""
+    watch = Stopwatch()
+    for i in range(n):
+        await worker.perform(Job(handler="noop_async", queue=names.worker_queue, args={"i": i}))
+    return watch.stop()
+
+
+async def worker_perform_many(worker: AMQPWorker, names: Names, n: int, handler: str) -> Span:
+    """One ``perform_many`` of ``n`` jobs, Job construction included."""
+    watch = Stopwatch()
+    await worker.perform_many(
+        Job(handler=handler, queue=names.worker_queue, args={"i": i}) for i in range(n)
+    )
+    return watch.stop()
+
+
+def in_flight(worker: AMQPWorker) -> int:
+    """Job tasks of ``worker`` not yet finished; a task ends only after its ack is sent.
+
+    Reads the private task pool: the bench is part of the project and there is no
+    public counter. Falls back to 0 (time to the n-th handler call) if it is gone.
+    """
+    pool = getattr(worker, "_pool", None)
+    if pool is None:
+        return 0
+    running: int = pool.running
+    waiting: int = pool.waiting
+    return running + waiting
+
+
+@dataclass
+class ConsumeResult:
+    span: Span
+    """From ``start()`` until the n-th handler call returned and every ack was sent."""
+    start_s: float
+    """How long ``start()`` itself took (declarations, consumers); part of ``seconds``."""
+    steady_s: float
+    """From the first handler call to the end: ``seconds`` without the declarations."""
+
+
+async def worker_consume(
+    url: str,
+    names: Names,
+    n: int,
+    profile: cProfile.Profile | None = None,
+) -> ConsumeResult:
+    """Start a worker on a queue holding ``n`` jobs; time until all ran and were acked.
+
+    The worker registers an async and a sync no-op; the jobs' handler picks which runs.
+    """
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    lock = threading.Lock()
+    count = 0
+    first = 0.0
+    worker = make_worker(url, names)
+
+    async def noop_async(args: dict[str, Any]) -> None:
+        nonlocal count, first
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count == n:
+            done.set()
+
+    def noop_sync(args: dict[str, Any]) -> None:
+        nonlocal count, first
+        with lock:
+            count += 1
+            if count == 1:
+                first = time.perf_counter()
+            last = count == n
+        if last:
+            loop.call_soon_threadsafe(done.set)
+
+    worker.register("noop_async", noop_async)
+    worker.register("noop_sync", noop_sync)
+    try:
+        if profile is not None:
+            profile.enable()
+        watch = Stopwatch()
+        await worker.start()
+        started = time.perf_counter()
+        await asyncio.wait_for(done.wait(), PHASE_TIMEOUT_S)
+        # The pool has no "idle" event to wait on; the tail after the n-th call is short.
+        while in_flight(worker):  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        span = watch.stop()
+        end = time.perf_counter()
+    finally:
+        if profile is not None:
+            profile.disable()
+        await worker.stop()
+    return ConsumeResult(span, started - watch.wall, end - first)
+
+
+async def check_drained(connection: AbstractConnection, names: Names) -> None:
+    """Every job was acked (none requeued by stop()) and none was parked as failed."""
+    channel = await connection.channel()
+    topology = Topology(name=names.worker_name)
+    left = await ready_messages(channel, topology.work_queue(names.worker_queue))
+    failed = await ready_messages(channel, topology.failed_queue(names.worker_queue))
+    await channel.close()
+    if left or failed:
+        raise RuntimeError(f"{left} jobs left in the work queue, {failed} parked as failed")
+
+
+async def purge(connection: AbstractConnection, queue: str) -> None:
+    channel = await connection.channel()
+    declared = await channel.declare_queue(queue, passive=True)
+    await declared.purge()
+    await channel.close()
+
+
+# -- one round -----------------------------------------------------------------------
+
+
+async def run_round(url: str, n: int) -> dict[str, float]:
+    """Per case: wall seconds (``case``) and CPU seconds (``case cpu_s``); consume extras."""
+    names = Names()
+    seconds: dict[str, float] = {}
+
+    def record(case: str, span: Span) -> None:
+        seconds[case] = span.wall_s
+        seconds[case + " cpu_s"] = span.cpu_s
+
+    def record_consume(case: str, result: ConsumeResult) -> None:
+        record(case, result.span)
+        seconds[case + " start_s"] = result.start_s
+        seconds[case + " steady_s"] = result.steady_s
+
+    publisher: AMQPWorker | None = None
+    connection = await aio_pika.connect(url)
+    try:
+        record(RAW_PUBLISH, await raw_publish(connection, names, n))
+        record(RAW_CONSUME, await raw_consume(connection, names, n))
+        record(RAW_PUBLISH_SEQ, await raw_publish_sequential(connection, names, n))
+        await purge(connection, names.raw_queue)
+
+        publisher = make_worker(url, names)
+        await warm_up(publisher, names)
+        record(WORKER_PERFORM, await worker_perform(publisher, names, n))
+        await purge(connection, names.worker_queue)
+        record(WORKER_PERFORM_MANY, await worker_perform_many(publisher, names, n, "noop_async"))
+        record_consume(WORKER_CONSUME_ASYNC, await worker_consume(url, names, n))
+        await check_drained(connection, names)
+
+        await worker_perform_many(publisher, names, n, "noop_sync")
+        record_consume(WORKER_CONSUME_SYNC, await worker_consume(url, names, n))
+        await check_drained(connection, names)
+    finally:
+        try:
+            if publisher is not None:
+                await publisher.stop()
+            await connection.close()
+        finally:
+            await cleanup(url, names)
+    return seconds
+
+
+async def run_profile(url: str, n: int, path: str) -> pstats.Stats:
+    """Publish ``n`` jobs, then consume them once under cProfile (async no-op handler)."""
+    names = Names()
+    publisher = make_worker(url, names)
+    profile = cProfile.Profile()
+    try:
+        await warm_up(publisher, names)
+        await worker_perform_many(publisher, names, n, "noop_async")
+        await worker_consume(url, names, n, profile=profile)
+    finally:
+        try:
+            await publisher.stop()
+        finally:
+            await cleanup(url, names)
+    profile.dump_stats(path)
+    return pstats.Stats(profile)
+
+
+PROFILED_PACKAGES = ("amqp_worker", "pydantic", "aio_pika", "aiormq", "pamqp")
+
+
+def top_self_time(stats: pstats.Stats, limit: int) -> list[dict[str, Any]]:
+    """Functions of PROFILED_PACKAGES with the most self time, highest first."""
+    rows: list[dict[str, Any]] = []
+    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (filename, line, func), (_cc, calls, tottime, cumtime, _callers) in entries.items():
+        if filename == "~":  # a builtin, e.g. pydantic_core's validate_json
+            if not any(package in func for package in PROFILED_PACKAGES):
+                continue
+            name = func
+        else:
+            parts = filename.replace("\\", "/").split("/")
+            package = next((p for p in parts if p in PROFILED_PACKAGES), None)
+            if package is None:
+                continue
+            name = f"{'/'.join(parts[parts.index(package) :])}:{line}({func})"
+        rows.append(
+            {
+                "function": name,
+                "calls": calls,
+                "self_s": tottime,
+                "cumulative_s": cumtime,
+            }
+        )
+    rows.sort(key=lambda row: row["self_s"], reverse=True)
+    return rows[:limit]
+
+
+# -- reporting -----------------------------------------------------------------------
+
+
+async def broker_version(url: str) -> str:
+    connection = await aio_pika.connect(url)
+    try:
+        transport = connection.transport
+        if transport is None:
+            return "unknown"
+        version = transport.connection.server_properties.get("version", b"unknown")
+        return version.decode() if isinstance(version, bytes) else str(version)
+    finally:
+        await connection.close()
+
+
+def summarize(rounds: list[dict[str, float]], n: int) -> list[dict[str, Any]]:
+    rate = {case: statistics.median(n / r[case] for r in rounds) for case, _ in ROWS}
+    results = []
+    for case, baseline in ROWS:
+        row: dict[str, Any] = {
+            "case": case,
+            "jobs_per_s": round(rate[case], 1),
+            "baseline": baseline,
+            "ratio": round(rate[case] / rate[baseline], 3),
+            "cpu_us_per_job": round(
+                statistics.median(r[case + " cpu_s"] for r in rounds) / n * 1e6, 1
+            ),
+            "rounds_jobs_per_s": [round(n / r[case], 1) for r in rounds],
+            "rounds_cpu_us_per_job": [round(r[case + " cpu_s"] / n * 1e6, 1) for r in rounds],
+            # Same-round ratios: less sensitive to a busy machine drifting between rounds.
+            "rounds_ratio": [round(r[baseline] / r[case], 3) for r in rounds],
+        }
+        if case + " start_s" in rounds[0]:
+            row["start_s_median"] = round(
+                statistics.median(r[case + " start_s"] for r in rounds), 4
+            )
+            row["steady_jobs_per_s"] = round(
+                statistics.median(n / r[case + " steady_s"] for r in rounds), 1
+            )
+        results.append(row)
+    cpu = {row["case"]: row["cpu_us_per_job"] for row in results}
+    for row in results:
+        row["cpu_ratio"] = round(cpu[row["case"]] / cpu[row["baseline"]], 3)
+    return results
+
+
+def print_table(report: dict[str, Any]) -> None:
+    env = report["environment"]
+    print(
+        f"{report['jobs']:,} no-op jobs, median of {report['rounds']} round(s); "
+        f"Python {env['python']}, aio-pika {env['aio_pika']}, pydantic {env['pydantic']}, "
+        f"amqp-worker {env['amqp_worker']}, RabbitMQ {env['rabbitmq']}, {env['cpus']} CPUs, "
+        f"load {env['load_average_1m']} at the end"
+    )
+    header = (
+        f"{'case':<32} {'jobs/s':>8} {'vs raw':>6} {'CPU us/job':>10} {'vs raw':>6}"
+        "  rounds (jobs/s)"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in report["results"]:
+        rounds = ", ".join(f"{value:,.0f}" for value in row["rounds_jobs_per_s"])
+        own = row["case"] == row["baseline"]
+        ratio = "" if own else f"{row['ratio']:.2f}"
+        cpu_ratio = "" if own else f"{row['cpu_ratio']:.2f}"
+        print(
+            f"{row['case']:<32} {row['jobs_per_s']:>8,.0f} {ratio:>6} "
+            f"{row['cpu_us_per_job']:>10,.0f} {cpu_ratio:>6}  {rounds}"
+        )
+    print(
+        "\nvs raw: perform against raw publish (sequential), perform_many against raw publish "
+        "(pipelined),\nconsume rows against raw consume. CPU: this process's CPU time (all "
+        "threads) per job;\nunlike jobs/s it hardly depends on what else the machine is doing."
+    )
+    print("\nconsume rows include start(); from the first handler call on instead:")
+    for row in report["results"]:
+        if "start_s_median" in row:
+            print(
+                f"  {row['case']}: {row['steady_jobs_per_s']:,.0f} jobs/s "
+                f"(start() took {row['start_s_median'] * 1000:.0f} ms)"
+            )
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    import pydantic
+
+    rounds: list[dict[str, float]] = []
+    for index in range(args.rounds):
+        if not args.json:
+            print(f"round {index + 1}/{args.rounds}...", file=sys.stderr, flush=True)
+        rounds.append(await run_round(args.url, args.jobs))
+    report: dict[str, Any] = {
+        "jobs": args.jobs,
+        "rounds": args.rounds,
+        "environment": {
+            "python": platform.python_version(),
+            "aio_pika": aio_pika.__version__,
+            "pydantic": pydantic.VERSION,
+            "amqp_worker": amqp_worker.__version__,
+            "rabbitmq": await broker_version(args.url),
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "date": time.strftime("%Y-%m-%d"),
+        },
+        "results": summarize(rounds, args.jobs),
+    }
+    if args.profile:
+        if not args.json:
+            print("profiling one worker consume...", file=sys.stderr, flush=True)
+        stats = await run_profile(args.url, args.jobs, args.profile)
+        report["profile"] = {
+            "path": args.profile,
+            "total_s": round(stats.total_tt, 3),  # type: ignore[attr-defined]
+            "top_self_time": top_self_time(stats, 15),
+        }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print_table(report)
+    if args.profile:
+        profile = report["profile"]
+        print(
+            f"\ntop self time in {', '.join(PROFILED_PACKAGES)} "
+            f"(cProfile of one worker consume, {profile['total_s']:.2f}s in all, {args.profile}):"
+        )
+        for row in report["profile"]["top_self_time"]:
+            print(f"  {row['self_s']:7.3f}s {row['calls']:>8} calls  {row['function']}")
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs per case (10,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is shown (3)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    parser.add_argument("--url", default=DEFAULT_URL, help="broker URL (AMQP_WORKER_BENCH_URL)")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="also run one extra worker consume under cProfile and save the stats to FILE",
+    )
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.rounds < 1:
+        parser.error("--jobs and --rounds must be at least 1")
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main_async(parse_args())))

@@ -1,0 +1,224 @@
+"""Failure records: why a job failed, on every attempt, and how that travels in headers.
+
+Each failed attempt adds an :class:`AttemptRecord` to the job's history. The
+history rides along with retries in the ``aw-history`` header (a list of
+tables), and a parked job carries it all, so a failed job is always
+explainable. A parked message also has:
+
+=====================  ======================================================
+``aw-failure-reason``  a :class:`FailureReason`
+``aw-queue``           the job queue it came from
+``aw-failed-at``       when it was parked (ISO 8601)
+``aw-attempts``        how many attempts ran
+``aw-error-type``      the last exception's qualified type
+``aw-error-message``   its message (first 1 KiB)
+``aw-traceback``       its traceback (last 8 KiB)
+``aw-history``         one table per failed attempt, oldest first
+=====================  ======================================================
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .job import Job
+
+__all__ = [
+    "AttemptRecord",
+    "FailedJob",
+    "FailureReason",
+    "failure_headers",
+    "history_from_headers",
+    "history_header",
+]
+
+REASON_HEADER = "aw-failure-reason"
+HISTORY_HEADER = "aw-history"
+
+#: Longest error message and traceback kept for the last attempt.
+MAX_ERROR_CHARS = 1024
+MAX_TRACEBACK_CHARS = 8192
+#: Each earlier attempt keeps a shorter traceback, so the history fits in one AMQP frame.
+MAX_HISTORY_TRACEBACK_CHARS = 1024
+#: The history keeps this many most recent attempts (the count is kept in aw-attempts).
+MAX_HISTORY = 25
+
+
+class FailureReason(StrEnum):
+    """Why a message was parked in a failed-jobs queue (the ``aw-failure-reason`` header)."""
+
+    INVALID_JSON = "invalid_json"
+    """The body is not UTF-8 JSON."""
+    INVALID_JOB = "invalid_job"
+    """The body is JSON but not a valid job."""
+    INVALID_ARGS = "invalid_args"
+    """The args do not fit the handler's args model."""
+    UNKNOWN_HANDLER = "unknown_handler"
+    """This worker has no handler of that name."""
+    HANDLER_ERROR = "handler_error"
+    """The handler raised (or timed out) and will not be retried."""
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    # Keep the end of a traceback: the frame that raised is the useful part.
+    return "...(truncated)...\n" + text[-limit:]
+
+
+def error_type(exc: BaseException) -> str:
+    """``module.QualName`` of an exception's type."""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
+
+
+def format_traceback(exc: BaseException, limit: int = MAX_TRACEBACK_CHARS) -> str:
+    """The exception's traceback, keeping its last ``limit`` characters."""
+    return _truncate("".join(traceback.format_exception(exc)), limit)
+
+
+class AttemptRecord(BaseModel):
+    """One failed attempt of a job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    error_type: str
+    error_message: str
+    at: datetime
+    traceback: str = ""
+
+    @classmethod
+    def of(cls, attempt: int, exc: BaseException, now: datetime | None = None) -> AttemptRecord:
+        """The record of ``attempt`` failing with ``exc``."""
+        return cls(
+            attempt=attempt,
+            error_type=error_type(exc),
+            error_message=_truncate(str(exc), MAX_ERROR_CHARS),
+            at=now or datetime.now(UTC),
+            traceback=format_traceback(exc, MAX_HISTORY_TRACEBACK_CHARS),
+        )
+
+
+def history_header(history: Sequence[AttemptRecord]) -> list[dict[str, Any]]:
+    """The ``aw-history`` header value: the most recent attempts, as AMQP tables."""
+    return [
+        {
+            "attempt": r.attempt,
+            "error_type": r.error_type,
+            "error_message": r.error_message,
+            "at": r.at.isoformat(),
+            "traceback": r.traceback,
+        }
+        for r in list(history)[-MAX_HISTORY:]
+    ]
+
+
+def history_from_headers(headers: Mapping[str, Any] | None) -> list[AttemptRecord]:
+    """The history a message carries; entries that don't parse are skipped, never fatal."""
+    raw = (headers or {}).get(HISTORY_HEADER)
+    if not isinstance(raw, list):
+        return []
+    records: list[AttemptRecord] = []
+    for entry in raw:
+        try:
+            records.append(AttemptRecord.model_validate(entry))
+        except ValidationError:
+            continue
+    return records
+
+
+def failure_headers(
+    reason: FailureReason,
+    queue: str,
+    exc: BaseException | None = None,
+    *,
+    history: Sequence[AttemptRecord] = (),
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Headers that explain why a message was parked: reason, last error, full history."""
+    headers: dict[str, Any] = {
+        REASON_HEADER: reason.value,
+        "aw-queue": queue,
+        "aw-failed-at": (now or datetime.now(UTC)).isoformat(),
+        "aw-attempts": max(len(history), 1 if exc is not None else 0),
+    }
+    if exc is not None:
+        headers["aw-error-type"] = error_type(exc)
+        headers["aw-error-message"] = _truncate(str(exc), MAX_ERROR_CHARS)
+        headers["aw-traceback"] = format_traceback(exc)
+    if history:
+        headers[HISTORY_HEADER] = history_header(history)
+    return headers
+
+
+class FailedJob(BaseModel):
+    """A parked job, as the failed-job tools show it."""
+
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64")
+
+    id: str
+    """The job id (the message id for bodies that are not jobs)."""
+    queue: str
+    reason: FailureReason
+    failed_at: datetime | None
+    attempts: int
+    """How many attempts ran."""
+    history: list[AttemptRecord]
+    """Every failed attempt, oldest first."""
+    job: Job | None
+    """The job, or None if the body is not a valid job."""
+    body: bytes
+    """The message body exactly as parked."""
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+
+    @property
+    def handler(self) -> str | None:
+        return self.job.handler if self.job else None
+
+    @property
+    def last_error(self) -> str:
+        """``Type: message`` of the last failure, or the reason if there was no exception."""
+        if not self.error_type:
+            return self.reason.value
+        return f"{self.error_type.rsplit('.', 1)[-1]}: {self.error_message}"
+
+    @classmethod
+    def from_message(
+        cls, body: bytes, headers: Mapping[str, Any] | None, message_id: str | None, queue: str
+    ) -> FailedJob:
+        """Read a parked message back; never fails, whatever the body holds."""
+        headers = headers or {}
+        try:
+            job: Job | None = Job.from_json(body)
+        except ValidationError:
+            job = None
+        try:
+            reason = FailureReason(str(headers.get(REASON_HEADER, "handler_error")))
+        except ValueError:
+            reason = FailureReason.HANDLER_ERROR
+        try:
+            failed_at = datetime.fromisoformat(str(headers["aw-failed-at"]))
+        except (KeyError, ValueError):
+            failed_at = None
+        attempts = headers.get("aw-attempts")
+        return cls(
+            id=job.id if job else (message_id or ""),
+            queue=str(headers.get("aw-queue", queue)),
+            reason=reason,
+            failed_at=failed_at,
+            attempts=attempts if isinstance(attempts, int) else 0,
+            history=history_from_headers(headers),
+            job=job,
+            body=body,
+            error_type=str(headers.get("aw-error-type", "")),
+            error_message=str(headers.get("aw-error-message", "")),
+            traceback=str(headers.get("aw-traceback", "")),
+        )

@@ -1,0 +1,107 @@
+"""Hooks: callbacks around every job, for alerts, metrics and tracing, without subclassing.
+
+::
+
+    @worker.hooks.on_parked
+    async def alert(event: JobEvent) -> None:
+        await pager.send(f"job {event.job_id} parked: {event.reason}")
+
+Four moments:
+
+- ``before``: a job is about to run (its args are valid, its handler known);
+- ``after``: it succeeded (``duration_s`` is set);
+- ``on_failure``: an attempt failed (``error`` is set; ``retry_in_s`` too if it
+  will be retried);
+- ``on_parked``: a job went to the failed-jobs queue (``reason`` is set; ``job``
+  is None if the message was not a valid job).
+
+Hooks may be sync or async. They run on the event loop, in registration
+order, so keep them quick. An exception in a hook is logged and otherwise
+ignored: a broken metrics exporter never fails a job.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from .failures import FailureReason
+from .job import Job
+
+__all__ = ["Hook", "Hooks", "JobEvent"]
+
+logger = logging.getLogger("amqp_worker")
+
+Moment = Literal["before", "after", "on_failure", "on_parked"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """What a hook is told about a job."""
+
+    moment: Moment
+    queue: str
+    job: Job | None
+    job_id: str
+    attempt: int = 0
+    duration_s: float | None = None
+    error: BaseException | None = None
+    retry_in_s: float | None = None
+    reason: FailureReason | None = None
+
+    @property
+    def handler(self) -> str | None:
+        return self.job.handler if self.job else None
+
+
+Hook = Callable[[JobEvent], Awaitable[None] | None]
+
+
+class Hooks:
+    """Registered hooks of one worker. Each method registers a hook and returns it."""
+
+    def __init__(self) -> None:
+        self._hooks: dict[Moment, list[Hook]] = {
+            "before": [],
+            "after": [],
+            "on_failure": [],
+            "on_parked": [],
+        }
+
+    def before(self, hook: Hook) -> Hook:
+        """Run ``hook`` before each attempt."""
+        return self._add("before", hook)
+
+    def after(self, hook: Hook) -> Hook:
+        """Run ``hook`` after each successful job."""
+        return self._add("after", hook)
+
+    def on_failure(self, hook: Hook) -> Hook:
+        """Run ``hook`` after each failed attempt."""
+        return self._add("on_failure", hook)
+
+    def on_parked(self, hook: Hook) -> Hook:
+        """Run ``hook`` when a job is parked in a failed-jobs queue."""
+        return self._add("on_parked", hook)
+
+    def _add(self, moment: Moment, hook: Hook) -> Hook:
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
+        self._hooks[moment].append(hook)
+        return hook
+
+    def __bool__(self) -> bool:
+        return any(self._hooks.values())
+
+    async def emit(self, event: JobEvent) -> None:
+        """Call the hooks registered for ``event.moment``; log and swallow their errors."""
+        for hook in self._hooks[event.moment]:
+            try:
+                result = hook(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("%s hook %r failed for job %s", event.moment, hook, event.job_id)
