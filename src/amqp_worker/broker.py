@@ -99,6 +99,8 @@ class Broker:
         self._declared: set[str] = set()
         self._topology_channel: AbstractChannel | None = None
         self._publish_channel: AbstractChannel | None = None
+        self._channel_lock = asyncio.Lock()
+        self._exchanges: dict[str, AbstractExchange] = {}
         self._secret = settings.url.get_secret_value()
         self._outage = False
 
@@ -193,6 +195,7 @@ class Broker:
         channels = (self._publish_channel, self._topology_channel)
         self._publish_channel = self._topology_channel = None
         self._declared.clear()
+        self._exchanges.clear()
         if self._given is not None:
             for channel in channels:
                 if channel is not None and not channel.is_closed:
@@ -205,9 +208,13 @@ class Broker:
     # -- declarations -----------------------------------------------------------
 
     async def _topology(self) -> AbstractChannel:
-        if self._topology_channel is None or self._topology_channel.is_closed:
-            self._topology_channel = await self.channel()
-        return self._topology_channel
+        channel = self._topology_channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._channel_lock:
+            if self._topology_channel is None or self._topology_channel.is_closed:
+                self._topology_channel = await self.channel()
+            return self._topology_channel
 
     async def declare_exchange(
         self, name: str, kind: ExchangeType, channel: AbstractChannel | None = None
@@ -311,9 +318,24 @@ class Broker:
     # -- publishing -------------------------------------------------------------
 
     async def _publisher(self) -> AbstractChannel:
-        if self._publish_channel is None or self._publish_channel.is_closed:
-            self._publish_channel = await self.channel(publisher_confirms=True)
-        return self._publish_channel
+        channel = self._publish_channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        # One publish channel per connection: concurrent first publishes must share it.
+        async with self._channel_lock:
+            if self._publish_channel is None or self._publish_channel.is_closed:
+                self._publish_channel = await self.channel(publisher_confirms=True)
+                self._exchanges.clear()
+            return self._publish_channel
+
+    async def _exchange(self, channel: AbstractChannel, name: str) -> AbstractExchange:
+        if name == "":
+            return channel.default_exchange
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            # An exchange object is only a handle: build it once per publish channel.
+            exchange = self._exchanges[name] = await channel.get_exchange(name, ensure=False)
+        return exchange
 
     async def publish(self, exchange: str, routing_key: str, message: Message) -> None:
         """Publish persistently and wait for the confirm; raise a typed error otherwise."""
@@ -322,16 +344,10 @@ class Broker:
         deadline = loop.time() + timeout_s
         while True:
             try:
-                channel = await asyncio.wait_for(self._publisher(), deadline - loop.time())
-                target: AbstractExchange = (
-                    channel.default_exchange
-                    if exchange == ""
-                    else await channel.get_exchange(exchange, ensure=False)
-                )
-                await asyncio.wait_for(
-                    target.publish(message, routing_key, mandatory=True),
-                    max(0.001, deadline - loop.time()),
-                )
+                async with asyncio.timeout_at(deadline):
+                    channel = await self._publisher()
+                    target = await self._exchange(channel, exchange)
+                    await target.publish(message, routing_key, mandatory=True)
                 return
             except amqp_errors.PublishError:
                 raise PublishReturned(
