@@ -80,6 +80,7 @@ class WorkerOptions(TypedDict, total=False):
     publish_timeout_s: float
     heartbeat_s: int
     reconnect_interval_s: float
+    consumer_timeout_s: float | None
     shutdown_timeout_s: float
 
 
@@ -274,6 +275,7 @@ class AMQPWorker(BaseWorker):
         except BaseException:
             await self.stop(timeout_s=0)
             raise
+        self._warn_long_timeouts()
         logger.info(
             "worker started: %s queues=%s handlers=%s max_concurrency=%d prefetch=%d",
             settings.broker,
@@ -282,6 +284,22 @@ class AMQPWorker(BaseWorker):
             settings.max_concurrency,
             settings.effective_prefetch,
         )
+
+    def _warn_long_timeouts(self) -> None:
+        limit = self.settings.consumer_timeout_s
+        if limit is None:
+            return
+        for name, spec in sorted(self._handlers.items()):
+            timeout = self._timeout_for(spec)
+            if timeout is not None and timeout > limit:
+                logger.warning(
+                    "handler %r has timeout_s=%g, longer than the broker's consumer timeout "
+                    "(%gs, consumer_timeout_s): RabbitMQ would close the channel and redeliver "
+                    "the job before the handler times out",
+                    name,
+                    timeout,
+                    limit,
+                )
 
     async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Stop consuming, let running handlers finish, hand the rest back to RabbitMQ.

@@ -25,6 +25,7 @@ from typing import Protocol, Self, TypeVar, runtime_checkable
 
 from .handlers import Handler
 from .job import Job
+from .retry import RetryPolicy
 
 __all__ = ["DEFAULT_STOP_TIMEOUT_S", "Worker"]
 
@@ -42,8 +43,11 @@ class Worker(Protocol):
 
     - ``perform*`` only enqueue: they never run the handler inline, and the
       caller never sees a handler's exception.
-    - A handler exception is logged once (job id, handler, queue, attempt and
-      traceback) and the worker keeps running.
+    - A failed attempt is logged once (job id, handler, queue, attempt and
+      traceback) and the worker keeps running. It is retried with backoff per
+      the handler's :class:`~amqp_worker.RetryPolicy`, then parked with its
+      history; invalid args, unknown handlers and
+      :class:`~amqp_worker.PermanentError` are parked at once.
     - At most ``max_concurrency`` handlers run at once (default 25); sync
       handlers run in worker threads, never on the event loop.
     - ``async with worker:`` calls :meth:`start` and, on exit, :meth:`stop`.
@@ -90,17 +94,28 @@ class Worker(Protocol):
         """
         ...
 
-    def register(self, name: str, handler: Handler) -> None:
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
         """Register ``handler`` for jobs whose ``handler`` field is ``name``.
 
-        Raises :class:`~amqp_worker.errors.InvalidHandler` for an empty or
-        illegal name or a non-callable, and
+        ``retry`` and ``timeout_s`` override the worker's defaults for this
+        handler (``math.inf``: no timeout). Raises
+        :class:`~amqp_worker.errors.InvalidHandler` for an empty or illegal
+        name, a non-callable or bad options, and
         :class:`~amqp_worker.errors.HandlerAlreadyRegistered` for a name
         already taken. Allowed before or after :meth:`start`.
         """
         ...
 
-    def handler(self, name: str) -> Callable[[H], H]:
+    def handler(
+        self, name: str, *, retry: RetryPolicy | None = None, timeout_s: float | None = None
+    ) -> Callable[[H], H]:
         """Decorator form of :meth:`register`; returns the function unchanged."""
         ...
 

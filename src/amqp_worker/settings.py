@@ -73,6 +73,14 @@ class AMQPSettings(BaseSettings):
     )
     heartbeat_s: int = Field(default=60, ge=0, description="AMQP heartbeat; 0 disables.")
     reconnect_interval_s: float = Field(default=1.0, gt=0, description="Wait between reconnects.")
+    consumer_timeout_s: float | None = Field(
+        default=1800.0,
+        gt=0,
+        description=(
+            "The broker's consumer_timeout (RabbitMQ's default is 30 min); AMQP cannot read it, "
+            "so say it here. start() warns about handler timeouts longer than this."
+        ),
+    )
     shutdown_timeout_s: float = Field(
         default=30.0, ge=0, description="How long stop() waits for running handlers by default."
     )

@@ -73,3 +73,16 @@ async def test_retries_through_the_delay_levels_carry_no_x_death(workers: Worker
     assert not [k for k in headers if k.startswith("aw-delay-")]
     assert headers["aw-attempts"] == 2
     assert [h["error_message"] for h in headers["aw-history"]] == ["attempt 0", "attempt 1"]
+
+
+async def test_start_warns_about_timeouts_longer_than_the_consumer_timeout(
+    workers: Workers, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = workers(consumer_timeout_s=60)
+    worker.register("long", lambda args: None, timeout_s=600)
+    worker.register("short", lambda args: None, timeout_s=5)
+    async with worker:
+        pass
+    warned = [r.getMessage() for r in caplog.records if "consumer timeout" in r.getMessage()]
+    assert len(warned) == 1
+    assert "'long'" in warned[0]

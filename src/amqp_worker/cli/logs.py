@@ -1,0 +1,80 @@
+"""Logging for the daemon: a plain one-liner per record, or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+__all__ = ["EXTRA_FIELDS", "JsonFormatter", "configure", "emit", "log_format"]
+
+LogFormat = Literal["text", "json"]
+
+#: ``extra`` fields amqp-worker attaches to job log records; JSON lines carry them when set.
+EXTRA_FIELDS = ("job_id", "handler", "queue", "attempt", "outcome", "reason")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_format: LogFormat | None = None
+
+
+def log_format() -> LogFormat | None:
+    """The format :func:`configure` set up, or None if it was not called."""
+    return _format
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: timestamp, level, logger, message, the job fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in EXTRA_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                entry[field] = value
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["traceback"] = record.exc_text
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure(level: str, fmt: LogFormat) -> None:
+    """Send every log record at ``level`` or above to stderr, in ``fmt``."""
+    global _format
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # aio-pika and aiormq are chatty at INFO about reconnects amqp-worker reports itself.
+    for noisy in ("aio_pika", "aiormq"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    _format = fmt
+
+
+def emit(message: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Write ``message`` to stderr whatever the log level: plain, or as a JSON line."""
+    if _format == "json":
+        entry: dict[str, Any] = {
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": logging.getLevelName(level),
+            "logger": "amqp_worker.cli",
+            "message": message,
+            **fields,
+        }
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+    else:
+        line = message
+    print(line, file=sys.stderr, flush=True)
