@@ -155,11 +155,11 @@ class AMQPWorker(BaseWorker):
 
     # -- publishing -------------------------------------------------------------
 
-    async def _enqueue(self, job: Job, delay_s: float) -> str:
+    async def _enqueue(self, job: Job, delay_s: float, headers: dict[str, Any]) -> str:
         if delay_s <= 0:
-            await self._publish_now(job)
+            await self._publish_now(job, headers)
         else:
-            await self._publish_delayed(job, math.ceil(_now_ms() + delay_s * 1000))
+            await self._publish_delayed(job, math.ceil(_now_ms() + delay_s * 1000), headers)
         return job.id
 
     async def _publish_now(self, job: Job, headers: dict[str, Any] | None = None) -> None:
@@ -206,7 +206,12 @@ class AMQPWorker(BaseWorker):
         for queue in dict.fromkeys(job.queue for job in outgoing):
             await self._broker.ensure_work_queue(queue)
         results = await self._broker.publish_confirmed(
-            (self.topology.exchange, job.queue, job_message(job)) for job in outgoing
+            (
+                self.topology.exchange,
+                job.queue,
+                job_message(job, headers=self.hooks.publishing(job)),
+            )
+            for job in outgoing
         )
         ids = [job.id for job in outgoing]
         raise_first(results, ids)
@@ -390,12 +395,13 @@ class AMQPWorker(BaseWorker):
         if _stale(message):
             return  # its channel closed since delivery: RabbitMQ redelivers it
         try:
-            outcome = await self._attempt(job, queue)
+            headers = message.headers or {}
+            outcome = await self._attempt(job, queue, headers)
             if outcome.error is None:
                 await self._settle(message.ack(), f"ack job {job.id}")
                 return
             decision = self._decide(job, outcome.error)
-            await self._failed_attempt(job, queue, outcome, decision)
+            await self._failed_attempt(job, queue, outcome, decision, headers)
             history = [
                 *history_from_headers(message.headers),
                 AttemptRecord.of(job.attempt, outcome.error),
@@ -484,7 +490,8 @@ class AMQPWorker(BaseWorker):
             extra={"job_id": job.id if job else None, "queue": queue, "reason": reason.value},
         )
         await self._settle(message.ack(), f"ack parked {what}")
-        await self._parked(queue, job, job.id if job else (message.message_id or ""), reason, exc)
+        job_id = job.id if job else (message.message_id or "")
+        await self._parked(queue, job, job_id, reason, exc, message.headers or {})
 
     async def _redelay(self, queue: str, message: AbstractIncomingMessage, due_ms: int) -> None:
         job = self._decode(queue, message)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -120,15 +120,18 @@ class BaseWorker(abc.ABC):
     # -- enqueueing -----------------------------------------------------------
 
     async def perform(self, job: Job) -> str:
-        return await self._enqueue(self._outgoing(job), 0.0)
+        job = self._outgoing(job)
+        return await self._enqueue(job, 0.0, self.hooks.publishing(job))
 
     async def perform_at(self, job: Job, when: datetime) -> str:
         job = self._outgoing(job)
-        return await self._enqueue(job, delay_until(when, job.enqueued_at))
+        delay_s = delay_until(when, job.enqueued_at)
+        return await self._enqueue(job, delay_s, self.hooks.publishing(job))
 
     async def perform_in(self, job: Job, delay: timedelta | float) -> str:
         delay_s = seconds(delay)
-        return await self._enqueue(self._outgoing(job), delay_s)
+        job = self._outgoing(job)
+        return await self._enqueue(job, delay_s, self.hooks.publishing(job))
 
     async def perform_many(self, jobs: Iterable[Job]) -> list[str]:
         """Enqueue several jobs to run as soon as possible; return their ids in order."""
@@ -160,8 +163,8 @@ class BaseWorker(abc.ABC):
         """Delete parked jobs (None: all); return how many."""
 
     @abc.abstractmethod
-    async def _enqueue(self, job: Job, delay_s: float) -> str:
-        """Place ``job`` so it runs after ``delay_s`` seconds; return its id."""
+    async def _enqueue(self, job: Job, delay_s: float, headers: dict[str, Any]) -> str:
+        """Place ``job`` (with ``headers``) so it runs after ``delay_s`` seconds; return its id."""
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -207,7 +210,7 @@ class BaseWorker(abc.ABC):
         timeout = spec.timeout_s if spec.timeout_s is not None else self.timeout_s
         return None if timeout is None or math.isinf(timeout) else timeout
 
-    async def _attempt(self, job: Job, queue: str) -> Outcome:
+    async def _attempt(self, job: Job, queue: str, headers: Mapping[str, Any]) -> Outcome:
         """Run one attempt of ``job``: validate, call the handler, report what happened."""
         try:
             spec = self._spec(job)
@@ -215,7 +218,9 @@ class BaseWorker(abc.ABC):
         except (HandlerNotRegistered, InvalidArgs) as exc:
             return Outcome(exc, 0.0)
         if self.hooks:
-            await self.hooks.emit(JobEvent("before", queue, job, job.id, job.attempt))
+            await self.hooks.emit(
+                JobEvent("before", queue, job, job.id, job.attempt, headers=headers)
+            )
         timeout_s = self._timeout_for(spec)
         started = time.perf_counter()
         try:
@@ -227,8 +232,26 @@ class BaseWorker(abc.ABC):
         duration = time.perf_counter() - started
         if linger is not None:
             return Outcome(spec.timeout_error(timeout_s), duration, linger)
+        logger.info(
+            "job %s succeeded: handler=%s queue=%s attempt=%d duration=%.3fs",
+            job.id,
+            job.handler,
+            queue,
+            job.attempt,
+            duration,
+            extra={
+                "job_id": job.id,
+                "handler": job.handler,
+                "queue": queue,
+                "attempt": job.attempt,
+                "duration_s": round(duration, 6),
+                "outcome": "succeeded",
+            },
+        )
         if self.hooks:
-            await self.hooks.emit(JobEvent("after", queue, job, job.id, job.attempt, duration))
+            await self.hooks.emit(
+                JobEvent("after", queue, job, job.id, job.attempt, duration, headers=headers)
+            )
         return Outcome(None, duration)
 
     def _decide(self, job: Job, exc: BaseException) -> Decision:
@@ -237,18 +260,24 @@ class BaseWorker(abc.ABC):
         return decide(policy, job.attempt, exc)
 
     async def _failed_attempt(
-        self, job: Job, queue: str, outcome: Outcome, decision: Decision
+        self,
+        job: Job,
+        queue: str,
+        outcome: Outcome,
+        decision: Decision,
+        headers: Mapping[str, Any],
     ) -> None:
         """Log a failed attempt once, with its identity and traceback, and tell the hooks."""
         exc = outcome.error
         assert exc is not None
         then = f"retrying in {decision.delay_s:.3g}s" if decision.retry else "parking it"
         logger.error(
-            "job %s failed: handler=%s queue=%s attempt=%d: %s: %s; %s",
+            "job %s failed: handler=%s queue=%s attempt=%d duration=%.3fs: %s: %s; %s",
             job.id,
             job.handler,
             queue,
             job.attempt,
+            outcome.duration_s,
             type(exc).__name__,
             exc,
             then,
@@ -258,7 +287,8 @@ class BaseWorker(abc.ABC):
                 "handler": job.handler,
                 "queue": queue,
                 "attempt": job.attempt,
-                "outcome": "retry" if decision.retry else "parked",
+                "duration_s": round(outcome.duration_s, 6),
+                "outcome": "retried" if decision.retry else "parked",
             },
         )
         if self.hooks:
@@ -272,17 +302,33 @@ class BaseWorker(abc.ABC):
                     outcome.duration_s,
                     exc,
                     retry_in_s=decision.delay_s if decision.retry else None,
+                    headers=headers,
                 )
             )
 
     async def _parked(
-        self, queue: str, job: Job | None, job_id: str, reason: FailureReason, exc: BaseException
+        self,
+        queue: str,
+        job: Job | None,
+        job_id: str,
+        reason: FailureReason,
+        exc: BaseException,
+        headers: Mapping[str, Any],
     ) -> None:
         """Tell the hooks a job was parked."""
         if self.hooks:
             attempt = job.attempt if job else 0
             await self.hooks.emit(
-                JobEvent("on_parked", queue, job, job_id, attempt, error=exc, reason=reason)
+                JobEvent(
+                    "on_parked",
+                    queue,
+                    job,
+                    job_id,
+                    attempt,
+                    error=exc,
+                    reason=reason,
+                    headers=headers,
+                )
             )
 
     @staticmethod

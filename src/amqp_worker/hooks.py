@@ -6,7 +6,12 @@
     async def alert(event: JobEvent) -> None:
         await pager.send(f"job {event.job_id} parked: {event.reason}")
 
-Four moments:
+On the publishing side, ``on_publish`` hooks get each outgoing job and its
+message headers, which they may add to (tracing context, say). The headers
+travel with the job through delays and retries, and hooks see them again
+as ``event.headers``.
+
+Four moments on the consuming side:
 
 - ``before``: a job is about to run (its args are valid, its handler known);
 - ``after``: it succeeded (``duration_s`` is set);
@@ -24,14 +29,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from .failures import FailureReason
 from .job import Job
 
-__all__ = ["Hook", "Hooks", "JobEvent"]
+__all__ = ["Hook", "Hooks", "JobEvent", "PublishHook"]
 
 logger = logging.getLogger("amqp_worker")
 
@@ -51,6 +56,8 @@ class JobEvent:
     error: BaseException | None = None
     retry_in_s: float | None = None
     reason: FailureReason | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    """The job message's headers (what ``on_publish`` hooks added, among others)."""
 
     @property
     def handler(self) -> str | None:
@@ -58,6 +65,7 @@ class JobEvent:
 
 
 Hook = Callable[[JobEvent], Awaitable[None] | None]
+PublishHook = Callable[[Job, dict[str, Any]], None]
 
 
 class Hooks:
@@ -70,6 +78,24 @@ class Hooks:
             "on_failure": [],
             "on_parked": [],
         }
+        self._publish: list[PublishHook] = []
+
+    def on_publish(self, hook: PublishHook) -> PublishHook:
+        """Run ``hook(job, headers)`` for each job enqueued; it may add headers."""
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
+        self._publish.append(hook)
+        return hook
+
+    def publishing(self, job: Job) -> dict[str, Any]:
+        """The headers ``on_publish`` hooks give ``job``; their errors are logged, not raised."""
+        headers: dict[str, Any] = {}
+        for hook in self._publish:
+            try:
+                hook(job, headers)
+            except Exception:
+                logger.exception("on_publish hook %r failed for job %s", hook, job.id)
+        return headers
 
     def before(self, hook: Hook) -> Hook:
         """Run ``hook`` before each attempt."""
@@ -94,6 +120,7 @@ class Hooks:
         return hook
 
     def __bool__(self) -> bool:
+        """True if any consuming-side hook is registered."""
         return any(self._hooks.values())
 
     async def emit(self, event: JobEvent) -> None:

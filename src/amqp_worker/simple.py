@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from .base import BaseWorker
 from .errors import FailedJobNotFound
@@ -36,6 +37,7 @@ class _Entry:
     """A job waiting in memory, with the failures of its earlier attempts."""
 
     job: Job
+    headers: dict[str, Any] = field(default_factory=dict)
     history: list[AttemptRecord] = field(default_factory=list)
 
 
@@ -70,9 +72,9 @@ class SimpleWorker(BaseWorker):
 
     # -- enqueueing -------------------------------------------------------------
 
-    async def _enqueue(self, job: Job, delay_s: float) -> str:
+    async def _enqueue(self, job: Job, delay_s: float, headers: dict[str, Any]) -> str:
         self._spec(job)  # fail fast: an unknown handler could never run here
-        self._place(_Entry(job), delay_s)
+        self._place(_Entry(job, headers), delay_s)
         return job.id
 
     def _place(self, entry: _Entry, delay_s: float) -> None:
@@ -103,20 +105,22 @@ class SimpleWorker(BaseWorker):
 
     async def _execute(self, entry: _Entry) -> None:
         job = entry.job
-        outcome = await self._attempt(job, job.queue)
+        outcome = await self._attempt(job, job.queue, entry.headers)
         if outcome.error is None:
             return
         decision = self._decide(job, outcome.error)
-        await self._failed_attempt(job, job.queue, outcome, decision)
+        await self._failed_attempt(job, job.queue, outcome, decision, entry.headers)
         history = [*entry.history, AttemptRecord.of(job.attempt, outcome.error)]
         if decision.retry:
             retry = job.model_copy(update={"attempt": job.attempt + 1})
-            self._place(_Entry(retry, history), decision.delay_s)
+            self._place(_Entry(retry, entry.headers, history), decision.delay_s)
         else:
             headers = failure_headers(decision.reason, job.queue, outcome.error, history=history)
             self._failed.append(FailedJob.from_message(job.to_json(), headers, job.id, job.queue))
             logger.warning("job %s parked: %s", job.id, decision.reason.value)
-            await self._parked(job.queue, job, job.id, decision.reason, outcome.error)
+            await self._parked(
+                job.queue, job, job.id, decision.reason, outcome.error, entry.headers
+            )
         await self._linger(outcome)
 
     # -- lifecycle ------------------------------------------------------------------

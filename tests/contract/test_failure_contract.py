@@ -270,3 +270,24 @@ async def test_hooks_see_every_moment(kit: WorkerKit) -> None:
         ("on_failure", "bad", 1),
         ("on_parked", "bad", 1),
     ]
+
+
+async def test_on_publish_headers_travel_with_the_job_and_its_retries(kit: WorkerKit) -> None:
+    worker = kit.make(retry=RetryPolicy(max_retries=1, base_s=0.05, jitter=0))
+    seen: list[tuple[int, Any]] = []
+    done = asyncio.Event()
+
+    @worker.hooks.on_publish
+    def inject(job: Job, headers: dict[str, Any]) -> None:
+        headers["trace-parent"] = f"trace-of-{job.args['n']}"
+
+    @worker.hooks.before
+    def extract(event: JobEvent) -> None:
+        seen.append((event.attempt, event.headers.get("trace-parent")))
+
+    worker.register("h", Flaky(failures=1))
+    worker.hooks.after(lambda event: done.set())
+    async with worker:
+        await worker.perform_in(kit.job("h", {"n": 5}), 0.05)
+        await asyncio.wait_for(done.wait(), GUARD_S)
+    assert seen == [(0, "trace-of-5"), (1, "trace-of-5")]
