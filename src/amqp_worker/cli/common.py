@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from ..amqp import AMQPWorker
-from ..settings import AMQPSettings
+from amqp_worker.amqp import AMQPWorker
+from amqp_worker.settings import AMQPSettings
 
 __all__ = [
     "CLIError",

@@ -8,12 +8,19 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["EXTRA_FIELDS", "JsonFormatter", "configure", "emit", "log_format"]
+__all__ = ["EXTRA_FIELDS", "JsonFormatter", "configure", "emit", "log_format", "quiet_dial_errors"]
 
 LogFormat = Literal["text", "json"]
 
-#: ``extra`` fields amqp-worker attaches to job log records; JSON lines carry them when set.
-EXTRA_FIELDS = ("job_id", "handler", "queue", "attempt", "outcome", "reason")
+#: ``extra`` fields amqp-worker attaches to job log records. JSON lines carry these, and any
+#: other ``extra`` field a record has, when set.
+EXTRA_FIELDS = ("job_id", "handler", "queue", "attempt", "outcome", "duration_s", "reason")
+
+#: Attributes every LogRecord has; anything else on a record came from ``extra``.
+_STANDARD = frozenset(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -37,15 +44,30 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for field in EXTRA_FIELDS:
-            value = getattr(record, field, None)
-            if value is not None:
-                entry[field] = value
+        for field, value in record.__dict__.items():
+            if field not in _STANDARD and not field.startswith("_") and value is not None:
+                entry.setdefault(field, value)
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["traceback"] = record.exc_text
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _not_a_dial_error(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("error when creating transport")
+
+
+def quiet_dial_errors() -> None:
+    """Drop aiormq's ERROR record for each failed connection attempt.
+
+    amqp-worker retries and reports the outcome once (``cannot connect ...``,
+    ``connection ... lost; reconnecting``), so these would only repeat it,
+    once per attempt.
+    """
+    dial_logger = logging.getLogger("aiormq.connection")
+    if _not_a_dial_error not in dial_logger.filters:
+        dial_logger.addFilter(_not_a_dial_error)
 
 
 def configure(level: str, fmt: LogFormat) -> None:

@@ -1,0 +1,58 @@
+"""``amqp-worker check``: is the broker reachable, and does each queue's topology exist?"""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from .common import ExitCode, Target, connection_options, queue_option
+from .probe import Probe
+
+__all__ = ["check"]
+
+
+@click.command()
+@queue_option("Check this job queue.")
+@connection_options
+def check(queues: tuple[str, ...], target: Target) -> ExitCode:
+    """Check that the broker answers and each queue's work, due and failed queues exist.
+
+    Declares nothing (passive declares only). Exit 0 if all is there, 1 if
+    something is missing, 4 if the broker cannot be reached.
+    """
+    settings = target.settings(queues)
+    topology = settings.topology
+
+    async def inspect() -> list[tuple[str, list[str]]]:
+        async with Probe(settings) as probe:
+            click.echo(f"{settings.broker}: reachable")
+            results = []
+            for queue in settings.queues:
+                wanted = {
+                    "work queue": topology.work_queue(queue),
+                    "due queue": topology.due_queue(queue),
+                    "failed queue": topology.failed_queue(queue),
+                }
+                missing = [
+                    f"{kind} {name!r}"
+                    for kind, name in wanted.items()
+                    if await probe.stat(name) is None
+                ]
+                results.append((queue, missing))
+            return results
+
+    ok = True
+    for queue, missing in asyncio.run(inspect()):
+        if missing:
+            ok = False
+            click.echo(f"{queue}: missing {', '.join(missing)}")
+        else:
+            click.echo(f"{queue}: ok")
+    if not ok:
+        click.echo(
+            "a worker declares its queues when it starts (amqp-worker run ...); "
+            "a publisher declares only the work queue",
+            err=True,
+        )
+    return ExitCode.OK if ok else ExitCode.FAILURE

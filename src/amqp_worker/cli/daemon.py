@@ -1,0 +1,268 @@
+"""``amqp-worker run module:attr``: the worker daemon, stopped gracefully by SIGTERM or SIGINT.
+
+The first signal stops taking jobs and gives running handlers the shutdown
+timeout; a second one stops at once (running handlers are cancelled and their
+jobs go back to RabbitMQ, which redelivers them) and exits with
+:attr:`ExitCode.FAILURE`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from amqp_worker import __version__
+from amqp_worker.amqp import AMQPWorker
+
+from . import logs
+from .common import CLIError, ExitCode, Target, connection_options, queue_option, remember_secret
+from .health import start_health_server
+from .loading import AnyWorker, load_worker, rebuilt
+
+__all__ = ["Daemon", "banner", "run"]
+
+logger = logging.getLogger("amqp_worker.cli")
+
+#: How long a forced stop waits for the broker connection to close.
+FORCED_STOP_S = 5.0
+
+_OPTION_NAMES = {
+    "url": "--url",
+    "name": "--name",
+    "queue_prefix": "--queue-prefix",
+    "queues": "--queue",
+    "prefetch": "--prefetch",
+}
+
+
+def banner(worker: AnyWorker) -> str:
+    """One line on what is about to run; never credentials."""
+    handlers = ",".join(worker.handlers) or "-"
+    if isinstance(worker, AMQPWorker):
+        s = worker.settings
+        return (
+            f"amqp-worker {__version__}: {s.broker} name={s.name} "
+            f"queues={','.join(s.queues)} handlers={handlers} "
+            f"concurrency={s.max_concurrency} prefetch={s.effective_prefetch}"
+        )
+    return (
+        f"amqp-worker {__version__}: in-process SimpleWorker (persists nothing) "
+        f"handlers={handlers} concurrency={worker.max_concurrency}"
+    )
+
+
+class Daemon:
+    """Runs one worker until a signal; serves ``/healthz`` if asked."""
+
+    def __init__(
+        self,
+        worker: AnyWorker,
+        shutdown_timeout_s: float,
+        health: tuple[str, int] | None = None,
+    ) -> None:
+        self.worker = worker
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.health = health
+        self.running = False
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+
+    def healthy(self) -> bool:
+        """True while the worker runs and, for RabbitMQ, its connection is open."""
+        if not self.running:
+            return False
+        if not isinstance(self.worker, AMQPWorker):
+            return True
+        connection = self.worker.broker.connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self._stop.is_set():
+            logger.info(
+                "%s received: stopping; running jobs get up to %gs (send it again to stop now)",
+                name,
+                self.shutdown_timeout_s,
+            )
+            self._stop.set()
+        elif not self._force.is_set():
+            logger.warning("%s received again: stopping now", name)
+            self._force.set()
+
+    async def serve(self) -> ExitCode:
+        """Start, run until a signal, stop; return the exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        server: asyncio.Server | None = None
+        try:
+            if self.health is not None:
+                host, port = self.health
+                try:
+                    server = await start_health_server(host, port, self.healthy)
+                except OSError as exc:
+                    raise CLIError(
+                        f"cannot serve the health check on {host}:{port}: {exc.strerror or exc}",
+                        ExitCode.CONFIG,
+                    ) from None
+            if not await self._start():
+                return ExitCode.OK
+            self.running = True
+            await self._stop.wait()
+            self.running = False
+            return await self._shutdown()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+
+    async def _start(self) -> bool:
+        """Start the worker; False if a signal came first."""
+        starting = asyncio.ensure_future(self.worker.start())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await self.worker.stop(timeout_s=0)
+            logger.info("stopped before the worker started")
+            return False
+        starting.result()  # raises BrokerUnavailable, TopologyConflict...
+        return True
+
+    async def _shutdown(self) -> ExitCode:
+        graceful = asyncio.ensure_future(self.worker.stop(timeout_s=self.shutdown_timeout_s))
+        forced = asyncio.ensure_future(self._force.wait())
+        await asyncio.wait({graceful, forced}, return_when=asyncio.FIRST_COMPLETED)
+        if graceful.done():
+            forced.cancel()
+            graceful.result()
+            logger.info("worker stopped")
+            return ExitCode.OK
+        graceful.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await graceful
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.worker.stop(timeout_s=0), FORCED_STOP_S)
+        logger.warning("worker stopped by force; unfinished jobs go back to RabbitMQ")
+        return _exit_now(ExitCode.FAILURE)
+
+
+def _exit_now(code: ExitCode) -> NoReturn:
+    """Exit at once, without waiting for handler threads that may never return."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(int(code))
+
+
+@click.command()
+@click.argument("target_spec", metavar="MODULE:ATTR")
+@queue_option("Consume this queue instead of the worker's queues.")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Handlers running at once. [default: the worker's max_concurrency]",
+)
+@connection_options
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1),
+    help="Unacked deliveries per consumer. [default: 2 x concurrency]",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="How long running jobs may finish after SIGTERM. [default: AMQP_WORKER_SHUTDOWN_TIMEOUT_S, or 30]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one plain line per record; json: one JSON object per line.",
+)
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve GET /healthz on this port: 200 while running and connected, else 503.",
+)
+@click.option(
+    "--health-host",
+    default="0.0.0.0",
+    show_default=True,
+    metavar="HOST",
+    help="Address the health check listens on.",
+)
+def run(
+    target_spec: str,
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    target: Target,
+    prefetch: int | None,
+    shutdown_timeout: float | None,
+    log_level: str,
+    log_format: logs.LogFormat,
+    health_port: int | None,
+    health_host: str,
+) -> ExitCode:
+    """Run the worker MODULE:ATTR until SIGTERM or SIGINT.
+
+    ATTR is an AMQPWorker or SimpleWorker, or a zero-argument function that
+    returns one, e.g. `amqp-worker run myapp.jobs:worker`. The current
+    directory is importable, as with `python -m`. Options given here override
+    the worker's settings; its handlers, hooks, retry policy and timeout are kept.
+    """
+    logs.configure(log_level, log_format)
+    worker = load_worker(target_spec)
+    overrides: dict[str, Any] = {
+        "url": target.url,
+        **target.options(),
+        "queues": list(queues) or None,
+        "prefetch": prefetch,
+    }
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if not isinstance(worker, AMQPWorker) and overrides:
+        given = ", ".join(_OPTION_NAMES[key] for key in overrides)
+        raise CLIError(
+            f"{given} only apply to an AMQPWorker; {target_spec} is a SimpleWorker",
+            ExitCode.CONFIG,
+        )
+    if target.url is not None:
+        remember_secret(target.url)
+    if concurrency is not None:
+        overrides["max_concurrency"] = concurrency
+    worker = rebuilt(worker, **overrides)
+    if isinstance(worker, AMQPWorker):
+        remember_secret(worker.settings.url.get_secret_value())
+        timeout_s = worker.settings.shutdown_timeout_s
+    else:
+        timeout_s = 30.0
+    if shutdown_timeout is not None:
+        timeout_s = shutdown_timeout
+    logs.emit(banner(worker))
+    health = (health_host, health_port) if health_port is not None else None
+    return asyncio.run(Daemon(worker, timeout_s, health).serve())

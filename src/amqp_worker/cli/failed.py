@@ -1,0 +1,242 @@
+"""``amqp-worker failed``: list, show, retry and purge parked jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+
+from amqp_worker.amqp import AMQPWorker
+from amqp_worker.errors import FailedJobNotFound
+from amqp_worker.failures import FailedJob
+
+from .common import (
+    CLIError,
+    ExitCode,
+    Target,
+    connection_options,
+    queue_option,
+    render_table,
+    shorten,
+)
+
+__all__ = ["failed"]
+
+T = TypeVar("T")
+
+#: Width of the LAST ERROR column of ``failed list``.
+ERROR_WIDTH = 60
+
+
+def _with_worker(
+    target: Target, queues: tuple[str, ...], action: Callable[[AMQPWorker], Awaitable[T]]
+) -> T:
+    worker = target.worker(queues)
+
+    async def go() -> T:
+        try:
+            return await action(worker)
+        finally:
+            await worker.stop()
+
+    return asyncio.run(go())
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.isoformat(timespec="seconds")
+
+
+def _record_json(record: FailedJob) -> dict[str, Any]:
+    data = record.model_dump(mode="json")
+    data["handler"] = record.handler
+    return data
+
+
+def _ids_or_all(ids: tuple[str, ...], all_: bool) -> list[str] | None:
+    if ids and all_:
+        raise click.UsageError("give job ids or --all, not both")
+    if not ids and not all_:
+        raise click.UsageError("give one or more job ids, or --all")
+    return None if all_ else list(dict.fromkeys(ids))
+
+
+async def _each(
+    ids: list[str], action: Callable[[list[str]], Awaitable[Any]]
+) -> tuple[list[str], list[str]]:
+    """Apply ``action`` to each id on its own: which were done, which were not found."""
+    done: list[str] = []
+    missing: list[str] = []
+    for job_id in ids:
+        try:
+            await action([job_id])
+        except FailedJobNotFound:
+            missing.append(job_id)
+        else:
+            done.append(job_id)
+    return done, missing
+
+
+def _not_found(missing: list[str], queues: tuple[str, ...]) -> CLIError:
+    where = ", ".join(queues)
+    return CLIError(f"no failed job with id {', '.join(missing)} in {where}", ExitCode.FAILURE)
+
+
+@click.group()
+def failed() -> None:
+    """Jobs parked in the failed-jobs queues: list, show, retry, purge."""
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for machines.")
+
+
+@failed.command("list")
+@queue_option("List the failed jobs of this job queue.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N jobs.")
+@json_option
+@connection_options
+def list_(queues: tuple[str, ...], limit: int | None, as_json: bool, target: Target) -> ExitCode:
+    """List parked jobs, oldest first; nothing is removed or reordered."""
+    records = _with_worker(target, queues, lambda w: w.failed_jobs(limit=limit))
+    if as_json:
+        click.echo(json.dumps([_record_json(r) for r in records], indent=2))
+        return ExitCode.OK
+    if not records:
+        click.echo("no failed jobs")
+        return ExitCode.OK
+    rows = [
+        (
+            r.id,
+            r.handler or "-",
+            r.queue,
+            r.attempts,
+            shorten(r.last_error, ERROR_WIDTH),
+            _time(r.failed_at),
+        )
+        for r in records
+    ]
+    click.echo(
+        render_table(("ID", "HANDLER", "QUEUE", "ATTEMPTS", "LAST ERROR", "FAILED AT"), rows)
+    )
+    return ExitCode.OK
+
+
+def _describe(record: FailedJob) -> str:
+    lines = [
+        f"id:        {record.id}",
+        f"queue:     {record.queue}",
+        f"handler:   {record.handler or '-'}",
+        f"reason:    {record.reason.value}",
+        f"failed at: {_time(record.failed_at)}",
+        f"attempts:  {record.attempts}",
+    ]
+    if record.job is not None:
+        job = json.dumps(record.job.model_dump(mode="json"), indent=2, ensure_ascii=False)
+    else:
+        job = record.body.decode("utf-8", errors="replace")
+    lines += ["job:", textwrap.indent(job, "  ")]
+    if record.history:
+        lines.append("attempt history:")
+        for i, attempt in enumerate(record.history, 1):
+            lines.append(
+                f"  attempt {attempt.attempt} at {_time(attempt.at)}: "
+                f"{attempt.error_type}: {attempt.error_message}"
+            )
+            # The last attempt's full traceback follows below; don't print it twice.
+            if attempt.traceback and not (i == len(record.history) and record.traceback):
+                lines.append(textwrap.indent(attempt.traceback.rstrip(), "    "))
+    if record.error_type:
+        lines.append(f"last error: {record.error_type}: {record.error_message}")
+    if record.traceback:
+        lines += ["last traceback:", textwrap.indent(record.traceback.rstrip(), "  ")]
+    return "\n".join(lines)
+
+
+@failed.command()
+@click.argument("job_id", metavar="ID")
+@queue_option("Look in the failed jobs of this job queue.")
+@json_option
+@connection_options
+def show(job_id: str, queues: tuple[str, ...], as_json: bool, target: Target) -> ExitCode:
+    """Show one parked job: the job, why it failed, every attempt, the traceback."""
+    record = _with_worker(target, queues, lambda w: w.failed.show(job_id))
+    if as_json:
+        click.echo(json.dumps(_record_json(record), indent=2))
+    else:
+        click.echo(_describe(record))
+    return ExitCode.OK
+
+
+all_option = click.option("--all", "all_", is_flag=True, help="Every parked job of the queues.")
+
+
+@failed.command()
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@all_option
+@queue_option("Retry failed jobs of this job queue.")
+@connection_options
+def retry(ids: tuple[str, ...], all_: bool, queues: tuple[str, ...], target: Target) -> ExitCode:
+    """Put parked jobs back on their work queues, with attempt reset to 0.
+
+    Each job is confirmed on its work queue before its failed copy is removed.
+    Retrying an id twice is safe: the second time it is not found (exit 1).
+    """
+    wanted = _ids_or_all(ids, all_)
+
+    async def act(worker: AMQPWorker) -> tuple[list[str], list[str]]:
+        if wanted is None:
+            return await worker.retry_failed(), []
+        return await _each(wanted, worker.retry_failed)
+
+    moved, missing = _with_worker(target, queues, act)
+    for job_id in moved:
+        click.echo(f"retried {job_id}")
+    if wanted is None and not moved:
+        click.echo("no failed jobs to retry")
+    if missing:
+        raise _not_found(missing, target.settings(queues).queues)
+    return ExitCode.OK
+
+
+@failed.command()
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@all_option
+@queue_option("Purge failed jobs of this job queue.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@connection_options
+def purge(
+    ids: tuple[str, ...], all_: bool, queues: tuple[str, ...], yes: bool, target: Target
+) -> ExitCode:
+    """Delete parked jobs for good. Asks first, unless --yes."""
+    wanted = _ids_or_all(ids, all_)
+    settings = target.settings(queues)
+    where = ", ".join(settings.queues)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CLIError(
+                "refusing to purge without --yes: stdin is not a terminal to confirm on",
+                ExitCode.FAILURE,
+            )
+        what = f"every failed job of {where}" if wanted is None else f"{len(wanted)} failed job(s)"
+        if not click.confirm(f"Delete {what}? This cannot be undone", default=False):
+            click.echo("nothing deleted")
+            return ExitCode.FAILURE
+
+    async def act(worker: AMQPWorker) -> tuple[int, list[str]]:
+        if wanted is None:
+            return await worker.purge_failed(), []
+        done, missing = await _each(wanted, worker.purge_failed)
+        for job_id in done:
+            click.echo(f"deleted {job_id}")
+        return len(done), missing
+
+    count, missing = _with_worker(target, queues, act)
+    click.echo(f"deleted {count} failed job(s) of {where}")
+    if missing:
+        raise _not_found(missing, settings.queues)
+    return ExitCode.OK

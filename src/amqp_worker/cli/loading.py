@@ -1,0 +1,149 @@
+"""Find the worker ``amqp-worker run module:attr`` runs, and apply the command line to it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import traceback
+from typing import Any
+
+from amqp_worker.amqp import AMQPWorker
+from amqp_worker.errors import ConfigurationError
+from amqp_worker.simple import SimpleWorker
+
+from .common import CLIError, ExitCode
+
+__all__ = ["AnyWorker", "load_worker", "rebuilt"]
+
+AnyWorker = AMQPWorker | SimpleWorker
+
+
+def _where(exc: BaseException) -> str:
+    """`` (file:line)`` of the innermost frame that raised ``exc``, or nothing."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    try:
+        filename = os.path.relpath(last.filename)
+    except ValueError:  # pragma: no cover - another drive on Windows
+        filename = last.filename
+    return f" ({filename}:{last.lineno})"
+
+
+def _import(module_name: str) -> Any:
+    # Like `python -m`: modules in the current directory are importable.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except ConfigurationError:
+        raise  # a bad AMQP_WORKER_* setting: a configuration error, not an import error
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
+            raise CLIError(
+                f"cannot import {module_name!r}: no module named {exc.name!r} "
+                f"(looked in {cwd} and the installed packages)",
+                ExitCode.IMPORT,
+            ) from None
+        raise CLIError(
+            f"importing {module_name!r} failed: ModuleNotFoundError: {exc}{_where(exc)}",
+            ExitCode.IMPORT,
+        ) from None
+    except Exception as exc:
+        raise CLIError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}{_where(exc)}",
+            ExitCode.IMPORT,
+        ) from None
+
+
+def load_worker(spec: str) -> AnyWorker:
+    """The worker ``module:attr`` names: a worker instance, or a zero-argument factory of one."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CLIError(
+            f"expected module:attr (e.g. myapp.jobs:worker), got {spec!r}", ExitCode.CONFIG
+        )
+    found: Any = _import(module_name)
+    for part in attr.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise CLIError(
+                f"module {module_name!r} has no attribute {attr!r}", ExitCode.IMPORT
+            ) from None
+    if isinstance(found, AnyWorker):
+        return found
+    if not callable(found):
+        raise CLIError(
+            f"{spec} is not an AMQPWorker, a SimpleWorker or a zero-argument factory "
+            f"of one (got {type(found).__name__})",
+            ExitCode.IMPORT,
+        )
+    try:
+        inspect.signature(found).bind()
+    except TypeError:
+        raise CLIError(
+            f"{spec} needs arguments; give a worker or a zero-argument factory", ExitCode.IMPORT
+        ) from None
+    except ValueError:  # pragma: no cover - no signature (some builtins): just try it
+        pass
+    try:
+        made = found()
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise CLIError(
+            f"{spec}() failed: {type(exc).__name__}: {exc}{_where(exc)}", ExitCode.IMPORT
+        ) from None
+    if not isinstance(made, AnyWorker):
+        raise CLIError(
+            f"{spec}() did not return an AMQPWorker or a SimpleWorker (got {type(made).__name__})",
+            ExitCode.IMPORT,
+        )
+    return made
+
+
+def rebuilt(worker: AnyWorker, **overrides: Any) -> AnyWorker:
+    """A new worker like ``worker`` (handlers, hooks, retry, timeout) with ``overrides`` applied.
+
+    Settings are immutable, so options from the command line need a new worker.
+    ``overrides`` are :class:`~amqp_worker.AMQPWorker` options plus ``url``;
+    a :class:`SimpleWorker` only takes ``max_concurrency``. Raises
+    :class:`~amqp_worker.ConfigurationError` for bad values.
+    """
+    if not overrides:
+        return worker
+    fresh: AnyWorker
+    if isinstance(worker, AMQPWorker):
+        # Private, until AMQPWorker grows a public with_options(): what the user passed in.
+        connection = getattr(worker.broker, "_given", None)
+        ssl_context = getattr(worker.broker, "_ssl_context", None)
+        if connection is not None and "url" in overrides:
+            raise ConfigurationError("--url cannot apply: this worker was given its own connection")
+        fresh = type(worker)(
+            overrides.pop("url", None),
+            settings=worker.settings,
+            connection=connection,
+            ssl_context=ssl_context,
+            retry=worker.retry,
+            timeout_s=worker.timeout_s,
+            **overrides,
+        )
+    else:
+        unsupported = sorted(set(overrides) - {"max_concurrency"})
+        if unsupported:
+            raise ConfigurationError(
+                f"{', '.join(unsupported)} only apply to an AMQPWorker; this is a SimpleWorker"
+            )
+        fresh = type(worker)(
+            max_concurrency=overrides["max_concurrency"],
+            retry=worker.retry,
+            timeout_s=worker.timeout_s,
+        )
+    fresh._handlers = dict(worker._handlers)
+    fresh.hooks = worker.hooks
+    return fresh

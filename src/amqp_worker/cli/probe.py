@@ -1,0 +1,174 @@
+"""Read-only looks at the broker: does a queue exist, how many messages and consumers it has.
+
+A passive ``queue.declare`` answers ready messages and consumers, and never
+creates anything. A failed one (404) closes its channel, so the probe opens a
+new channel after each miss. It uses a plain (not robust) connection: a
+robust channel would try to reopen itself after the 404.
+
+AMQP cannot tell unacknowledged counts; ``rabbitmqctl list_queues`` can, when
+it is installed here and the broker is on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote, urlsplit
+
+import aio_pika
+import aiormq.exceptions as amqp_errors
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from amqp_worker.errors import BrokerUnavailable
+from amqp_worker.settings import AMQPSettings
+
+from .common import scrub
+
+__all__ = ["Probe", "QueueStat", "unacked_counts"]
+
+#: How long rabbitmqctl may take before its numbers are given up on.
+RABBITMQCTL_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStat:
+    """What a passive declare says about a queue."""
+
+    ready: int
+    consumers: int
+
+
+class Probe:
+    """One connection for passive declares; ``async with Probe(settings) as probe:``."""
+
+    def __init__(self, settings: AMQPSettings) -> None:
+        self.settings = settings
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect, retrying for up to ``publish_timeout_s``; else :class:`BrokerUnavailable`."""
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        timeout_s = settings.publish_timeout_s
+        deadline = loop.time() + timeout_s
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                self._connection = await aio_pika.connect(
+                    settings.url.get_secret_value(),
+                    timeout=max(0.1, min(remaining, 10.0)),
+                    client_properties={"connection_name": "amqp-worker cli"},
+                )
+                return
+            except (OSError, TimeoutError, amqp_errors.AMQPError) as exc:
+                last: BaseException = exc
+                retry = not isinstance(exc, amqp_errors.ProbableAuthenticationError)
+            if not retry or loop.time() + settings.reconnect_interval_s > deadline:
+                break
+            await asyncio.sleep(settings.reconnect_interval_s)
+        reason = scrub(f"{type(last).__name__}: {last}")
+        raise BrokerUnavailable(
+            f"cannot connect to {settings.broker} within {timeout_s:g}s ({reason})"
+        )
+
+    async def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and not connection.is_closed:
+            await connection.close()
+
+    async def _open_channel(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            if self._connection is None:
+                raise BrokerUnavailable(f"not connected to {self.settings.broker}")
+            self._channel = await self._connection.channel(publisher_confirms=False)
+        return self._channel
+
+    async def stat(self, name: str) -> QueueStat | None:
+        """Ready messages and consumers of queue ``name``; None if it does not exist."""
+        channel = await self._open_channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except amqp_errors.ChannelNotFoundEntity:
+            self._channel = None  # the broker closed it
+            return None
+        result = queue.declaration_result
+        return QueueStat(result.message_count or 0, result.consumer_count or 0)
+
+
+def _is_local(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host in ("localhost", "127.0.0.1", "::1") or host.startswith("127."):
+        return True
+    return host in (socket.gethostname(), socket.getfqdn())
+
+
+def vhost_of(settings: AMQPSettings) -> str:
+    """The vhost the URL names (``/`` if none)."""
+    path = urlsplit(settings.url.get_secret_value()).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+async def unacked_counts(settings: AMQPSettings) -> dict[str, int] | None:
+    """Unacknowledged messages per queue, from ``rabbitmqctl``; None where that can't work.
+
+    Only for a broker on this machine: a local ``rabbitmqctl`` would otherwise
+    describe another node.
+    """
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None or not _is_local(urlsplit(settings.url.get_secret_value()).hostname):
+        return None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            rabbitmqctl,
+            "-q",
+            "list_queues",
+            "-p",
+            vhost_of(settings),
+            "name",
+            "messages_unacknowledged",
+            "--formatter",
+            "json",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), RABBITMQCTL_TIMEOUT_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        rows = json.loads(out or b"[]")
+        return {
+            str(row["name"]): int(row["messages_unacknowledged"])
+            for row in rows
+            if isinstance(row, dict)
+        }
+    except (ValueError, KeyError, TypeError):
+        return None
