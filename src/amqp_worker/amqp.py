@@ -17,8 +17,8 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from typing import Any, TypedDict, Unpack
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Self, TypedDict, Unpack
 
 import aio_pika.exceptions as aio_pika_errors
 import aiormq.exceptions as amqp_errors
@@ -135,11 +135,25 @@ class AMQPWorker(BaseWorker):
         )
         self.topology = self.settings.topology
         self._broker = Broker(self.settings, connection=connection, ssl_context=ssl_context)
-        self._running = False
         self._channels: list[AbstractChannel] = []
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._held: dict[int, tuple[asyncio.TimerHandle, str, AbstractIncomingMessage]] = {}
         self._settling: set[asyncio.Task[None]] = set()
+
+    def _copy(self, overrides: dict[str, Any]) -> Self:
+        extra = dict(overrides)
+        url = extra.pop("url", None)
+        if url is not None and self._broker.given_connection is not None:
+            raise ConfigurationError("url cannot apply: this worker was given its own connection")
+        return type(self)(
+            url,
+            settings=self.settings,
+            connection=self._broker.given_connection,
+            ssl_context=self._broker.ssl_context,
+            retry=extra.pop("retry", self.retry),
+            timeout_s=extra.pop("timeout_s", self.timeout_s),
+            **extra,
+        )
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
@@ -163,36 +177,47 @@ class AMQPWorker(BaseWorker):
         return job.id
 
     async def _publish_now(self, job: Job, headers: dict[str, Any] | None = None) -> None:
+        def build() -> tuple[str, Message]:
+            return self.topology.exchange, job_message(job, headers=headers)
+
         await self._with_declared(
-            job.queue,
-            lambda: self._broker.ensure_work_queue(job.queue),
-            self.topology.exchange,
-            job_message(job, headers=headers),
+            job.queue, lambda: self._broker.ensure_work_queue(job.queue), build
         )
 
     async def _publish_delayed(
         self, job: Job, due_ms: int, headers: dict[str, Any] | None = None
     ) -> None:
-        route = self.topology.delay_route(due_ms - _now_ms())
-        message = job_message(job, headers={**(headers or {}), **route.headers}, due_ms=due_ms)
+        def build() -> tuple[str, Message]:
+            # Routed from the time left *now*: the first delayed publish declares the
+            # whole delay topology, which can take longer than a short delay.
+            route = self.topology.delay_route(due_ms - _now_ms())
+            extra = {**(headers or {}), **route.headers}
+            return route.exchange, job_message(job, headers=extra, due_ms=due_ms)
+
         await self._with_declared(
-            job.queue, lambda: self._broker.ensure_due_queue(job.queue), route.exchange, message
+            job.queue, lambda: self._broker.ensure_due_queue(job.queue), build
         )
 
     async def _with_declared(
         self,
         queue: str,
-        declare: Any,
-        exchange: str,
-        message: Message,
+        declare: Callable[[], Awaitable[None]],
+        build: Callable[[], tuple[str, Message]],
     ) -> None:
+        """Declare what ``queue`` needs, then build and publish its message.
+
+        The message is built after the declare, so anything time-based in it
+        (the delay route) is computed from the moment it is published.
+        """
         await declare()
+        exchange, message = build()
         try:
             await self._broker.publish(exchange, queue, message)
         except PublishReturned:
             # Someone deleted the queue since we declared it: declare again, publish once more.
             self._broker.forget(queue)
             await declare()
+            exchange, message = build()
             await self._broker.publish(exchange, queue, message)
 
     async def perform_many(self, jobs: Iterable[Job]) -> list[str]:

@@ -82,6 +82,7 @@ class BaseWorker(abc.ABC):
         """The timeout of handlers registered without one; None means no limit."""
         self.hooks = Hooks()
         """Callbacks around every job: see :mod:`amqp_worker.hooks`."""
+        self._running = False
 
     @property
     def max_concurrency(self) -> int:
@@ -92,6 +93,30 @@ class BaseWorker(abc.ABC):
     def handlers(self) -> tuple[str, ...]:
         """Names of the registered handlers, sorted."""
         return tuple(sorted(self._handlers))
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`: the worker is taking jobs."""
+        return self._running
+
+    def with_options(self, **overrides: Any) -> Self:
+        """A new, stopped worker like this one, with ``overrides`` applied.
+
+        Settings are immutable, so this is how a daemon or a test changes them.
+        The copy shares this worker's handlers (registered so far), hooks,
+        default retry policy and timeout; registering on one afterwards does
+        not affect the other. ``overrides`` are the constructor's keyword
+        options. Raises :class:`~amqp_worker.errors.ConfigurationError` for
+        unknown or invalid ones.
+        """
+        fresh = self._copy(overrides)
+        fresh._handlers = dict(self._handlers)
+        fresh.hooks = self.hooks
+        return fresh
+
+    @abc.abstractmethod
+    def _copy(self, overrides: dict[str, Any]) -> Self:
+        """A new worker built from this one's constructor arguments and ``overrides``."""
 
     # -- registration ---------------------------------------------------------
 

@@ -23,7 +23,6 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-import aio_pika
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import (
     AbstractChannel,
@@ -35,6 +34,7 @@ from aio_pika.abc import (
 )
 from aio_pika.message import Message
 
+from .connect import dial, scrub_url
 from .errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -101,7 +101,6 @@ class Broker:
         self._publish_channel: AbstractChannel | None = None
         self._channel_lock = asyncio.Lock()
         self._exchanges: dict[str, AbstractExchange] = {}
-        self._secret = settings.url.get_secret_value()
         self._outage = False
 
     def __repr__(self) -> str:
@@ -109,13 +108,19 @@ class Broker:
 
     def scrub(self, text: str) -> str:
         """``text`` with the URL and its password removed, for messages and logs."""
-        from urllib.parse import urlsplit
-
-        password = urlsplit(self._secret).password
-        text = text.replace(self._secret, self.settings.broker)
-        return text.replace(password, "***") if password else text
+        return scrub_url(self.settings, text)
 
     # -- connection -----------------------------------------------------------
+
+    @property
+    def given_connection(self) -> AbstractConnection | None:
+        """The connection the user passed in (never closed here), or None."""
+        return self._given
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context the user passed in, or None for the default."""
+        return self._ssl_context
 
     @property
     def connection(self) -> AbstractConnection | None:
@@ -135,41 +140,17 @@ class Broker:
             return self._connection
 
     async def _dial(self, timeout_s: float) -> AbstractConnection:
-        settings = self.settings
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        properties: dict[str, Any] = {}
-        if settings.connection_name:
-            properties["connection_name"] = settings.connection_name
-        last: BaseException | None = None
-        while True:
-            remaining = deadline - loop.time()
-            try:
-                connection = await aio_pika.connect_robust(
-                    self._secret,
-                    ssl_context=self._ssl_context,
-                    client_properties=properties,
-                    timeout=max(0.1, min(remaining, 10.0)),
-                    heartbeat=settings.heartbeat_s,
-                    reconnect_interval=settings.reconnect_interval_s,
-                )
-            except (OSError, TimeoutError, amqp_errors.AMQPError) as exc:
-                last = exc
-                if isinstance(exc, amqp_errors.ProbableAuthenticationError):
-                    break  # waiting will not fix a wrong password
-            else:
-                logger.info("connected to %s", settings.broker)
-                connection.close_callbacks.add(self._on_connection_close)
-                if isinstance(connection, AbstractRobustConnection):
-                    connection.reconnect_callbacks.add(self._on_reconnect)
-                return connection
-            if loop.time() + settings.reconnect_interval_s > deadline:
-                break
-            await asyncio.sleep(settings.reconnect_interval_s)
-        reason = self.scrub(f"{type(last).__name__}: {last}") if last else "timed out"
-        raise BrokerUnavailable(
-            f"cannot connect to {settings.broker} within {timeout_s:g}s ({reason})"
-        ) from None
+        connection = await dial(
+            self.settings,
+            timeout_s,
+            ssl_context=self._ssl_context,
+            connection_name=self.settings.connection_name,
+        )
+        logger.info("connected to %s", self.settings.broker)
+        connection.close_callbacks.add(self._on_connection_close)
+        if isinstance(connection, AbstractRobustConnection):
+            connection.reconnect_callbacks.add(self._on_reconnect)
+        return connection
 
     def _on_connection_close(self, _connection: object, exc: BaseException | None) -> None:
         # Called again for every failed reconnect attempt: say it once per outage.

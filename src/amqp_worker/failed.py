@@ -19,7 +19,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+import aiormq.exceptions as amqp_errors
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from .broker import Broker
 from .errors import FailedJobNotFound
@@ -45,13 +46,30 @@ class FailedJobs:
     def _queues(self, queue: str | None) -> tuple[str, ...]:
         return (queue,) if queue is not None else self.queues
 
+    async def _open(self, queue: str) -> tuple[AbstractChannel, AbstractQueue] | None:
+        """A fresh channel and ``queue``'s failed-jobs queue; None if that queue does not exist.
+
+        Declared passively: reading (or a typo in ``--queue``) never creates queues.
+        """
+        channel: AbstractChannel = await self.broker.channel()
+        try:
+            failed = await channel.declare_queue(
+                self.broker.topology.failed_queue(queue), passive=True
+            )
+        except amqp_errors.ChannelNotFoundEntity:
+            # The broker closed this channel on the 404; nothing was ever parked here.
+            await channel.close()
+            return None
+        return channel, failed
+
     async def _visit(self, queue: str, visitor: Visitor, limit: int | None = None) -> int:
         """Show each message of ``queue``'s failed-jobs queue to ``visitor``, in order."""
-        await self.broker.ensure_failed_queue(queue)
-        channel: AbstractChannel = await self.broker.channel()
+        opened = await self._open(queue)
+        if opened is None:
+            return 0
+        channel, failed = opened
         seen = 0
         try:
-            failed = await channel.get_queue(self.broker.topology.failed_queue(queue), ensure=False)
             while limit is None or seen < limit:
                 message = await failed.get(no_ack=False, fail=False)
                 if message is None:
@@ -135,12 +153,11 @@ class FailedJobs:
         if ids is None:
             total = 0
             for name in self._queues(queue):
-                await self.broker.ensure_failed_queue(name)
-                channel = await self.broker.channel()
+                opened = await self._open(name)
+                if opened is None:
+                    continue
+                channel, failed = opened
                 try:
-                    failed = await channel.get_queue(
-                        self.broker.topology.failed_queue(name), ensure=False
-                    )
                     result = await failed.purge()
                     total += result.message_count or 0
                 finally:

@@ -18,10 +18,10 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 from .base import BaseWorker
-from .errors import FailedJobNotFound
+from .errors import ConfigurationError, FailedJobNotFound
 from .failures import AttemptRecord, FailedJob, failure_headers
 from .job import Job
 from .protocol import DEFAULT_STOP_TIMEOUT_S
@@ -59,12 +59,24 @@ class SimpleWorker(BaseWorker):
         timeout_s: float | None = None,
     ) -> None:
         super().__init__(max_concurrency=max_concurrency, retry=retry, timeout_s=timeout_s)
-        self._running = False
         self._pending: deque[_Entry] = deque()
         self._timers: dict[int, tuple[asyncio.TimerHandle, _Entry]] = {}
         self._tokens = itertools.count()
         self._dropped = 0
         self._failed: list[FailedJob] = []
+
+    def _copy(self, overrides: dict[str, Any]) -> Self:
+        unknown = sorted(set(overrides) - {"max_concurrency", "retry", "timeout_s"})
+        if unknown:
+            raise ConfigurationError(
+                f"SimpleWorker takes max_concurrency, retry and timeout_s; not {', '.join(unknown)}"
+            )
+        options: dict[str, Any] = {
+            "max_concurrency": self.max_concurrency,
+            "retry": self.retry,
+            "timeout_s": self.timeout_s,
+        }
+        return type(self)(**{**options, **overrides})
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

@@ -65,3 +65,14 @@ async def test_a_vhost_without_permission_is_a_clear_error(vhost: str) -> None:
         await worker.perform(Job(handler="h"))
     assert "guest:guest" not in str(info.value)
     await worker.stop()
+
+
+@pytest.mark.timeout(20)  # a refused login is not retried for publish_timeout_s (60 s)
+async def test_a_wrong_password_is_refused_at_once_without_echoing_it() -> None:
+    from amqp_worker import BrokerUnavailable
+
+    worker = AMQPWorker("amqp://guest:not-the-pw@127.0.0.1:5672/", publish_timeout_s=60)
+    with pytest.raises(BrokerUnavailable, match="refused the login") as info:
+        await worker.perform(Job(handler="h"))
+    assert "not-the-pw" not in str(info.value)
+    await worker.stop()

@@ -177,3 +177,13 @@ def test_a_health_port_in_use_is_a_config_error() -> None:
         )
     assert result.returncode == ExitCode.CONFIG, result.stderr
     assert f"cannot serve the health check on 127.0.0.1:{port}" in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.timeout(30)
+def test_a_wrong_password_is_a_one_line_connection_error() -> None:
+    env = base_env(AMQP_WORKER_URL="amqp://guest:s3cret-pw@127.0.0.1:5672/")
+    result = cli("check", env=env)
+    assert result.returncode == ExitCode.CONNECTION, result.stderr
+    line = one_line_error(result)
+    assert "refused the login" in line
+    assert "s3cret" not in result.stderr

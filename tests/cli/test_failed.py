@@ -82,9 +82,14 @@ def test_list_shows_a_table_and_removes_nothing(parked: Parked) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_list_of_an_empty_failed_queue(broker: Broker) -> None:
+def test_list_of_a_queue_that_never_failed_creates_nothing(broker: Broker) -> None:
     assert broker.ok("failed", "list", "-q", broker.queue) == "no failed jobs\n"
     assert broker.ok("failed", "list", "-q", broker.queue, "--json") == "[]\n"
+    assert broker.ok("failed", "purge", "--all", "--yes", "-q", broker.queue).startswith(
+        "deleted 0 failed job(s)"
+    )
+    failed = broker.topology.failed_queue(broker.queue)
+    assert asyncio.run(queue_state(failed)) is None  # read passively: nothing declared
 
 
 @pytest.mark.timeout(60)

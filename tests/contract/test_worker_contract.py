@@ -18,12 +18,14 @@ import pytest
 from pydantic import BaseModel
 
 from amqp_worker import (
+    ConfigurationError,
     HandlerAlreadyRegistered,
     InvalidHandler,
     Job,
     RetryPolicy,
     Worker,
 )
+from amqp_worker.base import BaseWorker
 from tests.conftest import WorkerKit
 
 GUARD_S = 20.0
@@ -101,6 +103,44 @@ async def test_register_after_start(kit: WorkerKit) -> None:
         await worker.perform(kit.job("late", {"n": 1}))
         await wait(rec.done)
     assert rec.calls[0][0] == {"n": 1}
+
+
+async def test_running_is_true_between_start_and_stop(kit: WorkerKit) -> None:
+    worker = kit.make()
+    assert isinstance(worker, BaseWorker)
+    assert not worker.running
+    async with worker:
+        assert worker.running
+    assert not worker.running
+
+
+async def test_with_options_makes_a_stopped_copy_that_runs_the_same_handlers(
+    kit: WorkerKit,
+) -> None:
+    worker = kit.make()
+    assert isinstance(worker, BaseWorker)
+    rec = Recorder()
+    worker.register("h", rec)
+    copy = worker.with_options(max_concurrency=3)
+    kit.workers.append(copy)
+    assert copy is not worker
+    assert copy.max_concurrency == 3
+    assert copy.handlers == ("h",)
+    assert copy.hooks is worker.hooks
+    assert (copy.retry, copy.timeout_s) == (worker.retry, worker.timeout_s)
+    copy.register("only_on_the_copy", rec)
+    assert worker.handlers == ("h",)
+    async with copy:
+        await copy.perform(kit.job("h", {"n": 1}))
+        await wait(rec.done)
+    assert rec.calls[0][0] == {"n": 1}
+
+
+def test_with_options_refuses_unknown_options(kit: WorkerKit) -> None:
+    worker = kit.make()
+    assert isinstance(worker, BaseWorker)
+    with pytest.raises(ConfigurationError, match="no_such_option"):
+        worker.with_options(no_such_option=1)
 
 
 # -- perform --------------------------------------------------------------------

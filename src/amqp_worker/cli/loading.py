@@ -108,42 +108,9 @@ def load_worker(spec: str) -> AnyWorker:
 
 
 def rebuilt(worker: AnyWorker, **overrides: Any) -> AnyWorker:
-    """A new worker like ``worker`` (handlers, hooks, retry, timeout) with ``overrides`` applied.
+    """``worker`` with the command line's ``overrides`` applied (itself if there are none).
 
-    Settings are immutable, so options from the command line need a new worker.
-    ``overrides`` are :class:`~amqp_worker.AMQPWorker` options plus ``url``;
-    a :class:`SimpleWorker` only takes ``max_concurrency``. Raises
-    :class:`~amqp_worker.ConfigurationError` for bad values.
+    Raises :class:`~amqp_worker.ConfigurationError` for options the worker
+    does not take or values it rejects; see :meth:`AMQPWorker.with_options`.
     """
-    if not overrides:
-        return worker
-    fresh: AnyWorker
-    if isinstance(worker, AMQPWorker):
-        # Private, until AMQPWorker grows a public with_options(): what the user passed in.
-        connection = getattr(worker.broker, "_given", None)
-        ssl_context = getattr(worker.broker, "_ssl_context", None)
-        if connection is not None and "url" in overrides:
-            raise ConfigurationError("--url cannot apply: this worker was given its own connection")
-        fresh = type(worker)(
-            overrides.pop("url", None),
-            settings=worker.settings,
-            connection=connection,
-            ssl_context=ssl_context,
-            retry=worker.retry,
-            timeout_s=worker.timeout_s,
-            **overrides,
-        )
-    else:
-        unsupported = sorted(set(overrides) - {"max_concurrency"})
-        if unsupported:
-            raise ConfigurationError(
-                f"{', '.join(unsupported)} only apply to an AMQPWorker; this is a SimpleWorker"
-            )
-        fresh = type(worker)(
-            max_concurrency=overrides["max_concurrency"],
-            retry=worker.retry,
-            timeout_s=worker.timeout_s,
-        )
-    fresh._handlers = dict(worker._handlers)
-    fresh.hooks = worker.hooks
-    return fresh
+    return worker.with_options(**overrides) if overrides else worker

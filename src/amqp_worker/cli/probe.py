@@ -21,14 +21,12 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
-import aio_pika
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from amqp_worker.connect import dial
 from amqp_worker.errors import BrokerUnavailable
 from amqp_worker.settings import AMQPSettings
-
-from .common import scrub
 
 __all__ = ["Probe", "QueueStat", "unacked_counts"]
 
@@ -66,28 +64,11 @@ class Probe:
 
     async def connect(self) -> None:
         """Connect, retrying for up to ``publish_timeout_s``; else :class:`BrokerUnavailable`."""
-        settings = self.settings
-        loop = asyncio.get_running_loop()
-        timeout_s = settings.publish_timeout_s
-        deadline = loop.time() + timeout_s
-        while True:
-            remaining = deadline - loop.time()
-            try:
-                self._connection = await aio_pika.connect(
-                    settings.url.get_secret_value(),
-                    timeout=max(0.1, min(remaining, 10.0)),
-                    client_properties={"connection_name": "amqp-worker cli"},
-                )
-                return
-            except (OSError, TimeoutError, amqp_errors.AMQPError) as exc:
-                last: BaseException = exc
-                retry = not isinstance(exc, amqp_errors.ProbableAuthenticationError)
-            if not retry or loop.time() + settings.reconnect_interval_s > deadline:
-                break
-            await asyncio.sleep(settings.reconnect_interval_s)
-        reason = scrub(f"{type(last).__name__}: {last}")
-        raise BrokerUnavailable(
-            f"cannot connect to {settings.broker} within {timeout_s:g}s ({reason})"
+        self._connection = await dial(
+            self.settings,
+            self.settings.publish_timeout_s,
+            robust=False,
+            connection_name="amqp-worker cli",
         )
 
     async def close(self) -> None:
