@@ -408,7 +408,11 @@ class AMQPWorker(BaseWorker):
         if job.handler not in self._handlers:
             self._track(
                 self._park(
-                    queue, message, FailureReason.UNKNOWN_HANDLER, HandlerNotRegistered(job.handler)
+                    queue,
+                    message,
+                    FailureReason.UNKNOWN_HANDLER,
+                    HandlerNotRegistered(job.handler),
+                    job,
                 )
             )
             return

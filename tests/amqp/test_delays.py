@@ -98,9 +98,14 @@ async def test_a_year_long_delay_is_routed_into_the_top_levels(workers: Workers)
     assert await queue_state(queue) == (1, 0)
     [message] = await drain(queue)  # take it out again: the delay queue is shared
     assert message["headers"]["aw-due-ms"] >= time.time() * 1000 + delay_ms - 60_000
-    assert {k: v for k, v in message["headers"].items() if k.startswith("aw-delay-")} == (
-        route.headers
-    )
+
+    # The route is computed when the job is published, a moment after `route`:
+    # the lowest digits may differ, the year-scale ones may not.
+    def high(headers: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in headers.items() if k.startswith("aw-delay-") and int(k[9:]) >= 3}
+
+    assert high(message["headers"]) == high(route.headers)
+    assert len([k for k in message["headers"] if k.startswith("aw-delay-")]) == len(route.headers)
 
 
 async def test_dotted_queue_names_route_exactly_through_the_delay_levels(

@@ -120,6 +120,67 @@ def test_health_check(broker: Broker) -> None:
     assert broker.stop(proc) == ExitCode.OK
 
 
+def _sample(metrics: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition, 0 if absent."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in metrics.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.startswith(f"{name}{{"):
+            got = ",".join(sorted(series[len(name) + 1 : -1].split(",")))
+            if got == wanted:
+                return float(value)
+    return 0.0
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(90)
+def test_a_metrics_scrape_shows_the_counters_move(broker: Broker) -> None:
+    port = _free_port()
+    proc = broker.daemon("--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+    broker.wait_for_log(proc, "worker started")
+    url = f"http://127.0.0.1:{port}/metrics"
+    labels = {"queue": broker.queue, "handler": "touch"}
+    before = _get(url)[1]
+    assert _sample(before, "amqp_worker_jobs_succeeded_total", **labels) == 0
+
+    done = [broker.enqueue("touch") for _ in range(3)]
+    for job_id in done:
+        broker.wait_for_file(f"{job_id}.done")
+    broker.enqueue("boom")  # a PermanentError: failed once, parked
+    broker.wait_for_log(proc, "parked in")
+    # The last hook runs just after the files and the log line: poll the scrape.
+    deadline = time.monotonic() + 10
+    while True:
+        status, text = _get(url)
+        boom = {"queue": broker.queue, "handler": "boom"}
+        if _sample(text, "amqp_worker_jobs_parked_total", **boom, reason="handler_error") == 1:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+    assert status == 200
+    assert _sample(text, "amqp_worker_jobs_started_total", **labels) == 3
+    assert _sample(text, "amqp_worker_jobs_succeeded_total", **labels) == 3
+    assert _sample(text, "amqp_worker_jobs_failed_total", **boom) == 1
+    assert _sample(text, "amqp_worker_jobs_retried_total", **boom) == 0
+    assert _sample(text, "amqp_worker_jobs_in_progress", **labels) == 0
+    assert (
+        _sample(text, "amqp_worker_job_duration_seconds_count", **labels, outcome="succeeded") == 3
+    )
+    assert "process_resident_memory_bytes" in text  # the default registry's collectors too
+    assert broker.stop(proc) == ExitCode.OK
+
+
+@pytest.mark.timeout(60)
+def test_a_metrics_port_in_use_is_a_config_error(broker: Broker) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = broker.daemon("--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+        assert proc.wait(30) == ExitCode.CONFIG
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in broker.log(proc)
+
+
 @pytest.mark.broker
 @pytest.mark.timeout(90)
 def test_options_override_a_factory_made_worker_and_keep_its_handlers(broker: Broker) -> None:

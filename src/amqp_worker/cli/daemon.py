@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import click
@@ -217,6 +218,19 @@ def _exit_now(code: ExitCode) -> NoReturn:
     metavar="HOST",
     help="Address the health check listens on.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (needs amqp-worker[prometheus]).",
+)
+@click.option(
+    "--metrics-host",
+    default="0.0.0.0",
+    show_default=True,
+    metavar="HOST",
+    help="Address the metrics endpoint listens on.",
+)
 def run(
     target_spec: str,
     queues: tuple[str, ...],
@@ -228,6 +242,8 @@ def run(
     log_format: logs.LogFormat,
     health_port: int | None,
     health_host: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> ExitCode:
     """Run the worker MODULE:ATTR until SIGTERM or SIGINT.
 
@@ -265,4 +281,39 @@ def run(
         timeout_s = shutdown_timeout
     logs.emit(banner(worker))
     health = (health_host, health_port) if health_port is not None else None
-    return asyncio.run(Daemon(worker, timeout_s, health).serve())
+    with contextlib.ExitStack() as stack:
+        if metrics_port is not None:
+            stack.enter_context(serve_metrics(worker, metrics_host, metrics_port))
+        return asyncio.run(Daemon(worker, timeout_s, health).serve())
+
+
+@contextlib.contextmanager
+def serve_metrics(worker: AnyWorker, host: str, port: int) -> Iterator[None]:
+    """Instrument ``worker`` and serve prometheus_client's default registry on ``host:port``.
+
+    The default registry also carries the process and Python collectors.
+    prometheus_client serves it from a thread of its own, shut down on exit.
+    """
+    try:
+        from prometheus_client import start_http_server
+
+        from amqp_worker.metrics import PrometheusMetrics
+    except ImportError:
+        raise CLIError(
+            "--metrics-port needs the prometheus extra: pip install 'amqp-worker[prometheus]'",
+            ExitCode.CONFIG,
+        ) from None
+    PrometheusMetrics().instrument(worker)
+    try:
+        server, thread = start_http_server(port, host)
+    except OSError as exc:
+        raise CLIError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}", ExitCode.CONFIG
+        ) from None
+    logger.info("serving Prometheus metrics on http://%s:%d/metrics", host, server.server_port)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

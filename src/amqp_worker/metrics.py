@@ -1,0 +1,147 @@
+"""Prometheus metrics for a worker, built on its hooks. Needs ``amqp-worker[prometheus]``.
+
+::
+
+    from prometheus_client import start_http_server
+    from amqp_worker.metrics import PrometheusMetrics
+
+    PrometheusMetrics().instrument(worker)
+    start_http_server(9100)
+
+or ``amqp-worker run app:worker --metrics-port 9100``.
+
+Every series is labelled by ``queue`` and ``handler``:
+
+- ``amqp_worker_jobs_started_total``: attempts that began (args valid, handler known);
+- ``amqp_worker_jobs_succeeded_total``;
+- ``amqp_worker_jobs_failed_total``: failed attempts, whatever happens next;
+- ``amqp_worker_jobs_retried_total``: failed attempts that will run again;
+- ``amqp_worker_jobs_parked_total``: jobs moved to a failed-jobs queue, also
+  labelled by ``reason`` (``handler`` is empty for messages that were not a job);
+- ``amqp_worker_job_duration_seconds``: a histogram of attempt durations,
+  labelled by ``outcome`` (``succeeded`` or ``failed``);
+- ``amqp_worker_jobs_in_progress``: attempts running now.
+
+Handler names are labels, so their number should stay small: only registered
+handlers reach ``started``, but an unknown handler name in a parked message
+does appear under ``parked``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import BaseWorker
+from .hooks import JobEvent
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "Prometheus metrics need the prometheus extra: pip install 'amqp-worker[prometheus]'"
+    ) from exc
+
+__all__ = ["DURATION_BUCKETS_S", "PrometheusMetrics"]
+
+#: Histogram buckets, in seconds: background jobs run from milliseconds to minutes.
+DURATION_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+)
+
+_LABELS = ("queue", "handler")
+
+
+class PrometheusMetrics:
+    """Job counters, a duration histogram and an in-progress gauge, fed by worker hooks.
+
+    The metrics are registered in ``registry`` (prometheus_client's default
+    registry if None) when this object is made, so make one per registry and
+    instrument any number of workers with it.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, namespace: str = "amqp_worker"
+    ) -> None:
+        self.registry = registry if registry is not None else REGISTRY
+        common: dict[str, Any] = {"namespace": namespace, "registry": self.registry}
+        self.started = Counter("jobs_started", "Job attempts that began.", _LABELS, **common)
+        self.succeeded = Counter(
+            "jobs_succeeded", "Job attempts that succeeded.", _LABELS, **common
+        )
+        self.failed = Counter(
+            "jobs_failed", "Job attempts that failed (retried or not).", _LABELS, **common
+        )
+        self.retried = Counter(
+            "jobs_retried", "Failed attempts that will be retried.", _LABELS, **common
+        )
+        self.parked = Counter(
+            "jobs_parked",
+            "Jobs moved to a failed-jobs queue.",
+            (*_LABELS, "reason"),
+            **common,
+        )
+        self.duration = Histogram(
+            "job_duration_seconds",
+            "Duration of job attempts.",
+            (*_LABELS, "outcome"),
+            buckets=DURATION_BUCKETS_S,
+            **common,
+        )
+        self.in_progress = Gauge("jobs_in_progress", "Job attempts running now.", _LABELS, **common)
+        # Attempts counted in in_progress: a failure before the start (unknown
+        # handler, invalid args) must not decrement it.
+        self._running: set[tuple[str, int]] = set()
+
+    def instrument(self, worker: BaseWorker) -> BaseWorker:
+        """Add this object's hooks to ``worker``; return the worker."""
+        worker.hooks.before(self._before)
+        worker.hooks.after(self._after)
+        worker.hooks.on_failure(self._on_failure)
+        worker.hooks.on_parked(self._on_parked)
+        return worker
+
+    def _labels(self, event: JobEvent) -> tuple[str, str]:
+        return event.queue, event.handler or ""
+
+    def _before(self, event: JobEvent) -> None:
+        labels = self._labels(event)
+        self.started.labels(*labels).inc()
+        self.in_progress.labels(*labels).inc()
+        self._running.add((event.job_id, event.attempt))
+
+    def _finished(self, event: JobEvent, outcome: str) -> None:
+        labels = self._labels(event)
+        key = (event.job_id, event.attempt)
+        if key in self._running:
+            self._running.discard(key)
+            self.in_progress.labels(*labels).dec()
+            self.duration.labels(*labels, outcome).observe(event.duration_s or 0.0)
+
+    def _after(self, event: JobEvent) -> None:
+        self.succeeded.labels(*self._labels(event)).inc()
+        self._finished(event, "succeeded")
+
+    def _on_failure(self, event: JobEvent) -> None:
+        labels = self._labels(event)
+        self.failed.labels(*labels).inc()
+        if event.retry_in_s is not None:
+            self.retried.labels(*labels).inc()
+        self._finished(event, "failed")
+
+    def _on_parked(self, event: JobEvent) -> None:
+        reason = event.reason.value if event.reason is not None else "unknown"
+        self.parked.labels(*self._labels(event), reason).inc()
