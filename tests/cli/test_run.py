@@ -245,3 +245,21 @@ def test_sigterm_while_waiting_for_the_broker_stops_cleanly() -> None:
         rest = proc.stderr.read()
     assert "stopped before the worker started" in rest
     assert "s3cret" not in rest
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(90)
+def test_daemon_options_come_from_the_environment_and_the_command_line_wins(
+    broker: Broker,
+) -> None:
+    broker.env["AMQP_WORKER_LOG_FORMAT"] = "json"
+    broker.env["AMQP_WORKER_LOG_LEVEL"] = "WARNING"
+    from_env = broker.daemon()
+    overridden = broker.daemon("--log-format", "text", "--log-level", "INFO")
+    log = broker.wait_for_log(overridden, "worker started")
+    assert log.startswith("amqp-worker ")  # text, and INFO lines shown
+    assert broker.stop(overridden) == ExitCode.OK
+    assert broker.stop(from_env) == ExitCode.OK
+    banner, *rest = broker.log(from_env).splitlines()
+    assert json.loads(banner)["message"].startswith("amqp-worker ")
+    assert not any('"level": "INFO"' in line for line in rest)  # WARNING and above only

@@ -194,12 +194,16 @@ def _exit_now(code: ExitCode) -> NoReturn:
 )
 @click.option(
     "--log-level",
+    envvar="AMQP_WORKER_LOG_LEVEL",
+    show_envvar=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
     default="INFO",
     show_default=True,
 )
 @click.option(
     "--log-format",
+    envvar="AMQP_WORKER_LOG_FORMAT",
+    show_envvar=True,
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
@@ -207,12 +211,16 @@ def _exit_now(code: ExitCode) -> NoReturn:
 )
 @click.option(
     "--health-port",
+    envvar="AMQP_WORKER_HEALTH_PORT",
+    show_envvar=True,
     type=click.IntRange(0, 65535),
     metavar="PORT",
     help="Serve GET /healthz on this port: 200 while running and connected, else 503.",
 )
 @click.option(
     "--health-host",
+    envvar="AMQP_WORKER_HEALTH_HOST",
+    show_envvar=True,
     default="0.0.0.0",
     show_default=True,
     metavar="HOST",
@@ -220,12 +228,16 @@ def _exit_now(code: ExitCode) -> NoReturn:
 )
 @click.option(
     "--metrics-port",
+    envvar="AMQP_WORKER_METRICS_PORT",
+    show_envvar=True,
     type=click.IntRange(0, 65535),
     metavar="PORT",
     help="Serve Prometheus metrics on http://HOST:PORT/metrics (needs amqp-worker[prometheus]).",
 )
 @click.option(
     "--metrics-host",
+    envvar="AMQP_WORKER_METRICS_HOST",
+    show_envvar=True,
     default="0.0.0.0",
     show_default=True,
     metavar="HOST",
