@@ -53,7 +53,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn, Self
 
-__all__ = ["BrokerNode", "rabbitmq_available"]
+__all__ = ["BrokerNode", "free_ports", "rabbitmq_available"]
 
 HOST = "127.0.0.1"
 RABBITMQ_USER = "rabbitmq"
@@ -92,7 +92,7 @@ def rabbitmq_available() -> bool:
     return os.geteuid() == 0
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Return ``count`` distinct loopback TCP ports that were free a moment ago.
 
     All sockets stay bound until every port is chosen, so the ports differ from each
@@ -155,6 +155,7 @@ class BrokerNode:
         startup_timeout: float = 60.0,
         stop_timeout: float = 30.0,
         base_dir: str | os.PathLike[str] | None = None,
+        extra_config: str = "",
     ) -> None:
         """Choose the node's name and ports; nothing is created or started yet.
 
@@ -162,16 +163,19 @@ class BrokerNode:
         stop and each wait for a killed node to go. ``base_dir`` is where the temporary
         directory goes (default: the system temp dir); the ``rabbitmq`` user must be
         able to enter every directory above it, which rules out e.g. pytest's
-        ``tmp_path`` (under a root-only ``/tmp/pytest-of-root``).
+        ``tmp_path`` (under a root-only ``/tmp/pytest-of-root``). ``extra_config``
+        is appended to the node's ``rabbitmq.conf`` (a TLS listener, say); files it
+        names must be readable by the ``rabbitmq`` user.
         """
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.node_name = f"awtest-{uuid.uuid4().hex[:12]}@localhost"
-        self._port, self._dist_port = _free_ports(2)
+        self._port, self._dist_port = free_ports(2)
         self._base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.gettempdir())
         self._dir: Path | None = None
         self._env: dict[str, str] = {}
         self._closed = False
+        self._extra_config = extra_config
         self.last_start_seconds: float | None = None
         """Wall-clock seconds the latest start() or restart() took to become usable."""
 
@@ -399,7 +403,7 @@ class BrokerNode:
             "loopback_users.guest = true\n"
             # The detached VM's stdout is /dev/null; the log file is what we read.
             "log.console = false\n"
-            "log.file.level = info\n"
+            "log.file.level = info\n" + self._extra_config
         )
         # Replaces /etc/rabbitmq/rabbitmq-env.conf, which sets NODENAME=rabbit@localhost.
         (root / "rabbitmq-env.conf").write_text(

@@ -41,7 +41,8 @@ async def dial(
 ) -> AbstractConnection:
     """Connect to ``settings.url``, retrying every ``reconnect_interval_s`` for ``timeout_s``.
 
-    A refused login is not retried: waiting does not fix a wrong password.
+    A refused login or an untrusted TLS certificate is not retried: waiting
+    does not fix them.
     Raises :class:`~amqp_worker.errors.BrokerUnavailable` with a one-line
     reason that never contains the password. ``robust`` connections reconnect
     by themselves later on (aio-pika's ``connect_robust``).
@@ -74,9 +75,29 @@ async def dial(
                 "password and vhost permissions"
             ) from None
         except (OSError, TimeoutError, amqp_errors.AMQPError) as exc:
+            untrusted = _certificate_error(exc)
+            if untrusted is not None:
+                # Like a wrong password, an untrusted certificate does not fix itself.
+                raise BrokerUnavailable(
+                    f"cannot connect to {settings.broker}: its TLS certificate is not trusted "
+                    f"({untrusted.verify_message or untrusted}); pass ssl_context= or "
+                    "?cafile= with its CA"
+                ) from None
             last: BaseException = exc
         if loop.time() + settings.reconnect_interval_s > deadline:
             break
         await asyncio.sleep(settings.reconnect_interval_s)
     reason = scrub_url(settings, f"{type(last).__name__}: {last}")
     raise BrokerUnavailable(f"cannot connect to {settings.broker} within {timeout_s:g}s ({reason})")
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate error behind ``exc`` (aiormq wraps it), if there is one."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a short chain; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
