@@ -63,6 +63,8 @@ logger = logging.getLogger("amqp_worker")
 
 #: Wait before handing back a message that could not be parked, so it cannot spin.
 PARK_RETRY_PAUSE_S = 1.0
+#: At most one "holding too many delayed jobs" warning per this many seconds.
+HOLD_WARNING_INTERVAL_S = 60.0
 
 
 class WorkerOptions(TypedDict, total=False):
@@ -138,6 +140,7 @@ class AMQPWorker(BaseWorker):
         self._channels: list[AbstractChannel] = []
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._held: dict[int, tuple[asyncio.TimerHandle, str, AbstractIncomingMessage]] = {}
+        self._hold_warned_at = -math.inf
         self._settling: set[asyncio.Task[None]] = set()
 
     def _copy(self, overrides: dict[str, Any]) -> Self:
@@ -384,6 +387,21 @@ class AMQPWorker(BaseWorker):
             loop = asyncio.get_running_loop()
             timer = loop.call_later(remaining_ms / 1000, self._release, key)
             self._held[key] = (timer, queue, message)
+            if len(self._held) >= self.settings.delay_prefetch:
+                self._warn_full_hold(loop.time())
+
+    def _warn_full_hold(self, now: float) -> None:
+        # At the limit, RabbitMQ stops delivering due jobs to this worker until some
+        # run: with more jobs due within one window than that, they start late.
+        if now - self._hold_warned_at < HOLD_WARNING_INTERVAL_S:
+            return
+        self._hold_warned_at = now
+        logger.warning(
+            "holding %d delayed jobs, the delay_prefetch limit: jobs due within "
+            "delay_window_ms=%d may start late; raise delay_prefetch or run more workers",
+            len(self._held),
+            self.settings.delay_window_ms,
+        )
 
     def _release(self, key: int) -> None:
         entry = self._held.pop(key, None)

@@ -162,3 +162,22 @@ async def test_quorum_queues_end_to_end() -> None:
     finally:
         await worker.stop()
         await delete_topology(Topology(name=name, queue_type="quorum"), [queue])
+
+
+async def test_a_full_hold_is_a_warning_and_every_job_still_runs_on_time(
+    workers: Workers, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = workers(delay_prefetch=3)
+    clock = Clock(expect=6)
+    worker.register("h", clock)
+    due: dict[str, float] = {}
+    async with worker:
+        for n in range(6):  # all due within the window: each one is held
+            name = str(n)
+            due[name] = time.time() + 0.8
+            await worker.perform_in(Job(handler="h", queue=workers.queue, args={"name": name}), 0.8)
+        await asyncio.wait_for(clock.done.wait(), GUARD_S)
+    warnings = [r for r in caplog.records if "the delay_prefetch limit" in r.getMessage()]
+    assert len(warnings) == 1  # rate-limited
+    for name, started in clock.started.items():
+        assert started >= due[name], f"{name} ran early"
