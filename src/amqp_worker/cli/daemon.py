@@ -14,8 +14,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -30,6 +30,8 @@ from .loading import AnyWorker, load_worker, rebuilt
 __all__ = ["Daemon", "banner", "run"]
 
 logger = logging.getLogger("amqp_worker.cli")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: How long a forced stop waits for the broker connection to close.
 FORCED_STOP_S = 5.0
@@ -171,6 +173,29 @@ def _exit_now(code: ExitCode) -> NoReturn:
     os._exit(int(code))
 
 
+def _endpoint_options(kind: str, help_text: str) -> Callable[[F], F]:
+    """``--KIND-port`` and ``--KIND-host`` options, also read from ``AMQP_WORKER_KIND_*``."""
+    env = f"AMQP_WORKER_{kind.upper()}"
+    port = click.option(
+        f"--{kind}-port",
+        envvar=f"{env}_PORT",
+        show_envvar=True,
+        type=click.IntRange(0, 65535),
+        metavar="PORT",
+        help=f"{help_text} Off unless given.",
+    )
+    host = click.option(
+        f"--{kind}-host",
+        envvar=f"{env}_HOST",
+        show_envvar=True,
+        default="0.0.0.0",
+        show_default=True,
+        metavar="HOST",
+        help=f"Address the --{kind}-port endpoint listens on.",
+    )
+    return lambda func: port(host(func))
+
+
 @click.command()
 @click.argument("target_spec", metavar="MODULE:ATTR")
 @queue_option("Consume this queue instead of the worker's queues.")
@@ -209,39 +234,9 @@ def _exit_now(code: ExitCode) -> NoReturn:
     show_default=True,
     help="text: one plain line per record; json: one JSON object per line.",
 )
-@click.option(
-    "--health-port",
-    envvar="AMQP_WORKER_HEALTH_PORT",
-    show_envvar=True,
-    type=click.IntRange(0, 65535),
-    metavar="PORT",
-    help="Serve GET /healthz on this port: 200 while running and connected, else 503.",
-)
-@click.option(
-    "--health-host",
-    envvar="AMQP_WORKER_HEALTH_HOST",
-    show_envvar=True,
-    default="0.0.0.0",
-    show_default=True,
-    metavar="HOST",
-    help="Address the health check listens on.",
-)
-@click.option(
-    "--metrics-port",
-    envvar="AMQP_WORKER_METRICS_PORT",
-    show_envvar=True,
-    type=click.IntRange(0, 65535),
-    metavar="PORT",
-    help="Serve Prometheus metrics on http://HOST:PORT/metrics (needs amqp-worker[prometheus]).",
-)
-@click.option(
-    "--metrics-host",
-    envvar="AMQP_WORKER_METRICS_HOST",
-    show_envvar=True,
-    default="0.0.0.0",
-    show_default=True,
-    metavar="HOST",
-    help="Address the metrics endpoint listens on.",
+@_endpoint_options("health", "Serve GET /healthz: 200 while running and connected, else 503.")
+@_endpoint_options(
+    "metrics", "Serve Prometheus metrics on /metrics (needs amqp-worker[prometheus])."
 )
 def run(
     target_spec: str,
