@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// Publish one amqp-worker job from Node.js, following docs/job.schema.json.
+//
+//   npm ci
+//   AMQP_WORKER_URL=amqp://guest:guest@127.0.0.1:5672/ node publish.js emails send_email '{"user_id": 42}'
+//
+// Arguments: queue, handler, args as a JSON object (defaults: default, hello, {}).
+// AMQP_WORKER_NAME and AMQP_WORKER_QUEUE_PREFIX are read as the Python worker reads them.
+// Prints the job id once RabbitMQ has confirmed the job; exits 1 on any failure.
+"use strict";
+
+const crypto = require("node:crypto");
+const amqp = require("amqplib");
+
+async function main() {
+  const [queue = "default", handler = "hello", argsJson = "{}"] = process.argv.slice(2);
+  const args = JSON.parse(argsJson);
+  if (args === null || typeof args !== "object" || Array.isArray(args)) {
+    throw new Error("args must be a JSON object");
+  }
+  const url = process.env.AMQP_WORKER_URL || "amqp://guest:guest@localhost:5672/";
+  const name = process.env.AMQP_WORKER_NAME || "amqp_worker";
+  const prefix = process.env.AMQP_WORKER_QUEUE_PREFIX || "";
+
+  // The wire format: only handler is required; the rest has defaults.
+  const job = {
+    handler,
+    queue,
+    args,
+    id: crypto.randomUUID(),
+    attempt: 0,
+    enqueued_at: new Date().toISOString(),
+  };
+
+  const connection = await amqp.connect(url);
+  try {
+    const channel = await connection.createConfirmChannel();
+    let returned = null;
+    channel.on("return", (message) => {
+      returned = message;
+    });
+    // Declare what amqp-worker declares, with the same arguments (durable, and none
+    // for classic queues), so a job published before any worker ever ran is kept.
+    // Identical declarations are no-ops; different ones would fail with a 406.
+    await channel.assertExchange(name, "direct", { durable: true });
+    await channel.assertQueue(prefix + queue, { durable: true });
+    await channel.bindQueue(prefix + queue, name, queue);
+
+    channel.publish(name, queue, Buffer.from(JSON.stringify(job)), {
+      persistent: true,
+      mandatory: true, // an unroutable job comes back instead of vanishing
+      contentType: "application/json",
+      messageId: job.id,
+      type: handler,
+      timestamp: Math.floor(Date.now() / 1000),
+      headers: { "aw-attempt": 0 },
+    });
+    await channel.waitForConfirms(); // rejects if the broker nacked it
+    if (returned !== null) {
+      throw new Error(`job ${job.id} was returned: no queue is bound for ${queue}`);
+    }
+    await channel.close();
+    console.log(job.id);
+  } finally {
+    await connection.close();
+  }
+}
+
+main().catch((error) => {
+  console.error(`publish.js: ${error.message}`);
+  process.exit(1);
+});
