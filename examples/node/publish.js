@@ -5,7 +5,8 @@
 //   AMQP_WORKER_URL=amqp://guest:guest@127.0.0.1:5672/ node publish.js emails send_email '{"user_id": 42}'
 //
 // Arguments: queue, handler, args as a JSON object (defaults: default, hello, {}).
-// AMQP_WORKER_NAME and AMQP_WORKER_QUEUE_PREFIX are read as the Python worker reads them.
+// AMQP_WORKER_NAME, AMQP_WORKER_QUEUE_PREFIX and AMQP_WORKER_QUEUE_TYPE are read as
+// the Python worker reads them.
 // Prints the job id once RabbitMQ has confirmed the job; exits 1 on any failure.
 "use strict";
 
@@ -21,6 +22,7 @@ async function main() {
   const url = process.env.AMQP_WORKER_URL || "amqp://guest:guest@localhost:5672/";
   const name = process.env.AMQP_WORKER_NAME || "amqp_worker";
   const prefix = process.env.AMQP_WORKER_QUEUE_PREFIX || "";
+  const queueType = process.env.AMQP_WORKER_QUEUE_TYPE || "classic";
 
   // The wire format: only handler is required; the rest has defaults.
   const job = {
@@ -39,11 +41,13 @@ async function main() {
     channel.on("return", (message) => {
       returned = message;
     });
-    // Declare what amqp-worker declares, with the same arguments (durable, and none
-    // for classic queues), so a job published before any worker ever ran is kept.
-    // Identical declarations are no-ops; different ones would fail with a 406.
+    // Declare what amqp-worker declares, with the same arguments (durable; none for
+    // classic queues, x-queue-type for quorum ones), so a job published before any
+    // worker ever ran is kept. Identical declarations are no-ops; different ones
+    // would fail with a 406 PRECONDITION_FAILED.
+    const queueArgs = queueType === "quorum" ? { "x-queue-type": "quorum" } : {};
     await channel.assertExchange(name, "direct", { durable: true });
-    await channel.assertQueue(prefix + queue, { durable: true });
+    await channel.assertQueue(prefix + queue, { durable: true, arguments: queueArgs });
     await channel.bindQueue(prefix + queue, name, queue);
 
     channel.publish(name, queue, Buffer.from(JSON.stringify(job)), {
