@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq.exceptions
+from _broker import broker_version, delete_all
 
 import amqp_worker
 from amqp_worker import AMQPWorker, Job
@@ -117,21 +118,7 @@ class Names:
 
 async def cleanup(url: str, names: Names) -> None:
     """Delete every queue and exchange the run may have declared."""
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        for queue in names.queues():
-            try:
-                await channel.queue_delete(queue)
-            except aiormq.exceptions.AMQPError:
-                channel = await connection.channel()
-        for exchange in names.exchanges():
-            try:
-                await channel.exchange_delete(exchange)
-            except aiormq.exceptions.AMQPError:
-                channel = await connection.channel()
-    finally:
-        await connection.close()
+    await delete_all(url, names.queues(), names.exchanges())
 
 
 async def queue_depths(url: str, queues: Iterable[str]) -> dict[str, int | None]:
@@ -643,18 +630,6 @@ async def delay_queue_run(
 
 
 # -- reporting -----------------------------------------------------------------------------
-
-
-async def broker_version(url: str) -> str:
-    connection = await aio_pika.connect(url)
-    try:
-        transport = connection.transport
-        if transport is None:
-            return "unknown"
-        version = transport.connection.server_properties.get("version", b"unknown")
-        return version.decode() if isinstance(version, bytes) else str(version)
-    finally:
-        await connection.close()
 
 
 def progress(args: argparse.Namespace, text: str) -> None:

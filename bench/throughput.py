@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
-import aiormq.exceptions
+from _broker import broker_version, delete_all
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 import amqp_worker
@@ -116,21 +116,7 @@ async def cleanup(url: str, names: Names) -> None:
     queues, exchanges = topology_names(topology, [names.worker_queue])
     queues.append(names.raw_queue)
     exchanges.append(names.raw_exchange)
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        for queue in queues:
-            try:
-                await channel.queue_delete(queue)
-            except aiormq.exceptions.AMQPError:
-                channel = await connection.channel()
-        for exchange in exchanges:
-            try:
-                await channel.exchange_delete(exchange)
-            except aiormq.exceptions.AMQPError:
-                channel = await connection.channel()
-    finally:
-        await connection.close()
+    await delete_all(url, queues, exchanges)
 
 
 async def ready_messages(channel: AbstractChannel, queue: str) -> int:
@@ -462,18 +448,6 @@ def top_self_time(stats: pstats.Stats, limit: int) -> list[dict[str, Any]]:
 
 
 # -- reporting -----------------------------------------------------------------------
-
-
-async def broker_version(url: str) -> str:
-    connection = await aio_pika.connect(url)
-    try:
-        transport = connection.transport
-        if transport is None:
-            return "unknown"
-        version = transport.connection.server_properties.get("version", b"unknown")
-        return version.decode() if isinstance(version, bytes) else str(version)
-    finally:
-        await connection.close()
 
 
 def summarize(rounds: list[dict[str, float]], n: int) -> list[dict[str, Any]]:
