@@ -81,3 +81,31 @@ def test_one_metrics_object_per_registry() -> None:
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         PrometheusMetrics(registry)
     PrometheusMetrics(registry, namespace="other")  # another namespace is fine
+
+
+@pytest.mark.timeout(60)
+async def test_two_copies_of_one_job_and_attempts_cancelled_by_stop(kit: WorkerKit) -> None:
+    worker = kit.make(max_concurrency=4)
+    assert isinstance(worker, BaseWorker)
+    registry = CollectorRegistry()
+    PrometheusMetrics(registry).instrument(worker)
+    running: list[str] = []
+    both = asyncio.Event()
+
+    async def stuck(args: dict[str, Any]) -> None:
+        running.append("x")
+        if len(running) == 2:
+            both.set()
+        await asyncio.Event().wait()  # until stop() cancels it
+
+    worker.register("stuck", stuck)
+    job = kit.job("stuck")
+    await worker.start()
+    await worker.perform(job)
+    await worker.perform(job)  # the same id twice, running at once
+    await asyncio.wait_for(both.wait(), GUARD_S)
+    labels = {"queue": kit.queue, "handler": "stuck"}
+    assert value(registry, "amqp_worker_jobs_in_progress", **labels) == 2
+    await worker.stop(timeout_s=0.05)
+    assert value(registry, "amqp_worker_jobs_in_progress", **labels) == 0
+    assert value(registry, "amqp_worker_jobs_failed_total", **labels) == 2

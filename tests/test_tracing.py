@@ -130,3 +130,35 @@ async def test_a_job_without_trace_headers_starts_a_new_trace(
     (span,) = exporter.get_finished_spans()
     assert span.name == "h process"
     assert span.parent is None
+
+
+@pytest.mark.timeout(60)
+async def test_every_attempt_span_ends_even_when_stop_cancels_it(
+    kit: WorkerKit, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    worker = kit.make(max_concurrency=4)
+    assert isinstance(worker, BaseWorker)
+    Tracing(provider).instrument(worker)
+    running: list[str] = []
+    both = asyncio.Event()
+
+    async def stuck(args: dict[str, Any]) -> None:
+        running.append("x")
+        if len(running) == 2:
+            both.set()
+        await asyncio.Event().wait()  # until stop() cancels it
+
+    worker.register("stuck", stuck)
+    job = kit.job("stuck")
+    await worker.start()
+    await worker.perform(job)
+    await worker.perform(job)  # the same id twice, running at once
+    await asyncio.wait_for(both.wait(), GUARD_S)
+    await worker.stop(timeout_s=0.05)
+    process = named(exporter.get_finished_spans(), "stuck process")
+    assert len(process) == 2
+    for span in process:
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes is not None
+        assert span.attributes["amqp_worker.cancelled"] is True

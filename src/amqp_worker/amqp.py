@@ -144,6 +144,11 @@ class AMQPWorker(BaseWorker):
         self._settling: set[asyncio.Task[None]] = set()
 
     def _copy(self, overrides: dict[str, Any]) -> Self:
+        fixed = sorted({"settings", "connection", "ssl_context"} & set(overrides))
+        if fixed:
+            raise ConfigurationError(
+                f"with_options cannot change {', '.join(fixed)}; make a new AMQPWorker"
+            )
         extra = dict(overrides)
         url = extra.pop("url", None)
         if url is not None and self._broker.given_connection is not None:

@@ -18,7 +18,12 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from .errors import HandlerAlreadyRegistered, HandlerNotRegistered, InvalidArgs
+from .errors import (
+    ConfigurationError,
+    HandlerAlreadyRegistered,
+    HandlerNotRegistered,
+    InvalidArgs,
+)
 from .failures import FailedJob, FailureReason
 from .handlers import Handler, HandlerSpec, check_timeout
 from .hooks import Hooks, JobEvent
@@ -103,15 +108,22 @@ class BaseWorker(abc.ABC):
         """A new, stopped worker like this one, with ``overrides`` applied.
 
         Settings are immutable, so this is how a daemon or a test changes them.
-        The copy shares this worker's handlers (registered so far), hooks,
-        default retry policy and timeout; registering on one afterwards does
-        not affect the other. ``overrides`` are the constructor's keyword
-        options. Raises :class:`~amqp_worker.errors.ConfigurationError` for
-        unknown or invalid ones.
+        The copy has this worker's handlers and hooks (as registered so far),
+        default retry policy and timeout; registering a handler or a hook on
+        one afterwards does not affect the other. ``overrides`` are the
+        constructor's keyword options (for an AMQPWorker also ``url``; its
+        connection and TLS context are kept). Raises
+        :class:`~amqp_worker.errors.ConfigurationError` for unknown or invalid
+        ones.
         """
-        fresh = self._copy(overrides)
+        try:
+            fresh = self._copy(overrides)
+        except ConfigurationError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"with_options: {exc}") from None
         fresh._handlers = dict(self._handlers)
-        fresh.hooks = self.hooks
+        fresh.hooks = self.hooks.copy()
         return fresh
 
     @abc.abstractmethod
@@ -250,7 +262,24 @@ class BaseWorker(abc.ABC):
         started = time.perf_counter()
         try:
             linger = await spec.run(job, args, self._pool.threads, timeout_s)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
+            # stop() gave up on it: hooks that opened something in `before` (a span,
+            # an in-progress count) must hear that it ended. The job itself is not
+            # settled here; the worker hands it back.
+            if self.hooks:
+                with contextlib.suppress(BaseException):
+                    await self.hooks.emit(
+                        JobEvent(
+                            "on_failure",
+                            queue,
+                            job,
+                            job.id,
+                            job.attempt,
+                            time.perf_counter() - started,
+                            cancelled,
+                            headers=headers,
+                        )
+                    )
             raise
         except Exception as exc:
             return Outcome(exc, time.perf_counter() - started)

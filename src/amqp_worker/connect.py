@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from typing import Any
@@ -41,8 +42,8 @@ async def dial(
 ) -> AbstractConnection:
     """Connect to ``settings.url``, retrying every ``reconnect_interval_s`` for ``timeout_s``.
 
-    A refused login or an untrusted TLS certificate is not retried: waiting
-    does not fix them.
+    A refused login, a missing or forbidden vhost and a TLS certificate that
+    fails verification are not retried: waiting does not fix them.
     Raises :class:`~amqp_worker.errors.BrokerUnavailable` with a one-line
     reason that never contains the password. ``robust`` connections reconnect
     by themselves later on (aio-pika's ``connect_robust``).
@@ -53,11 +54,19 @@ async def dial(
     if connection_name:
         properties["connection_name"] = connection_name
     connect = aio_pika.connect_robust if robust else aio_pika.connect
+    kind: type[AbstractConnection] = aio_pika.RobustConnection if robust else aio_pika.Connection
     extra: dict[str, Any] = {}
     if robust:
         extra["reconnect_interval"] = settings.reconnect_interval_s
+    made: list[AbstractConnection] = []  # the connection objects of the current attempt
+
+    def factory(*args: Any, **kwargs: Any) -> AbstractConnection:
+        made.append(kind(*args, **kwargs))
+        return made[-1]
+
     while True:
         remaining = deadline - loop.time()
+        made.clear()
         try:
             connection: AbstractConnection = await connect(
                 settings.url.get_secret_value(),
@@ -65,30 +74,57 @@ async def dial(
                 client_properties=properties,
                 timeout=max(0.1, min(remaining, ATTEMPT_TIMEOUT_S)),
                 heartbeat=settings.heartbeat_s,
+                connection_class=factory,
                 **extra,
             )
             return connection
-        except amqp_errors.ProbableAuthenticationError as exc:
-            reason = scrub_url(settings, f"{type(exc).__name__}: {exc}")
-            raise BrokerUnavailable(
-                f"{settings.broker} refused the login ({reason}); check the user, "
-                "password and vhost permissions"
-            ) from None
-        except (OSError, TimeoutError, amqp_errors.AMQPError) as exc:
-            untrusted = _certificate_error(exc)
-            if untrusted is not None:
-                # Like a wrong password, an untrusted certificate does not fix itself.
-                raise BrokerUnavailable(
-                    f"cannot connect to {settings.broker}: its TLS certificate is not trusted "
-                    f"({untrusted.verify_message or untrusted}); pass ssl_context= or "
-                    "?cafile= with its CA"
-                ) from None
+        except BaseException as exc:
+            # A connection that failed (or was cancelled) halfway may have started
+            # reconnecting by itself: close it, or it retries forever in the background.
+            for half_made in made:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(half_made.close())
+            final = _final_error(settings, exc)
+            if final is exc:
+                raise
+            if final is not None:
+                raise final from None
             last: BaseException = exc
         if loop.time() + settings.reconnect_interval_s > deadline:
             break
         await asyncio.sleep(settings.reconnect_interval_s)
     reason = scrub_url(settings, f"{type(last).__name__}: {last}")
     raise BrokerUnavailable(f"cannot connect to {settings.broker} within {timeout_s:g}s ({reason})")
+
+
+def _final_error(settings: AMQPSettings, exc: BaseException) -> BaseException | None:
+    """What ends the attempts after ``exc``: ``exc`` itself, a clearer error, or None to retry."""
+    if not isinstance(exc, OSError | TimeoutError | amqp_errors.AMQPError):
+        return exc  # cancelled, or a bug: not a broker failure
+    if isinstance(exc, amqp_errors.ProbableAuthenticationError):
+        reason = scrub_url(settings, f"{type(exc).__name__}: {exc}")
+        return BrokerUnavailable(
+            f"{settings.broker} refused the login ({reason}); check the user, "
+            "password and vhost permissions"
+        )
+    # RabbitMQ answers the vhost open with connection.close (530) when the vhost is
+    # missing or forbidden; aiormq reports that as an unexpected frame.
+    if isinstance(exc, amqp_errors.ConnectionNotAllowed) or (
+        isinstance(exc, amqp_errors.InvalidFrameError) and "Connection.Close" in str(exc)
+    ):
+        return BrokerUnavailable(
+            f"{settings.broker} refused the vhost: it does not exist, or this user has "
+            "no permission on it"
+        )
+    untrusted = _certificate_error(exc)
+    if untrusted is not None:
+        # Like a wrong password, a certificate that fails verification does not fix itself.
+        return BrokerUnavailable(
+            f"cannot connect to {settings.broker}: its TLS certificate failed "
+            f"verification ({untrusted.verify_message or untrusted}); trust its CA "
+            "with ssl_context= or ?cafile=, and connect by a name the certificate holds"
+        )
+    return None
 
 
 def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:

@@ -26,7 +26,7 @@ from .broker import Broker
 from .errors import FailedJobNotFound
 from .failures import FailedJob
 from .job import Job
-from .messages import job_message
+from .messages import job_message, republish_headers
 
 __all__ = ["FailedJobs"]
 
@@ -60,6 +60,9 @@ class FailedJobs:
             # The broker closed this channel on the 404; nothing was ever parked here.
             await channel.close()
             return None
+        except BaseException:
+            await channel.close()
+            raise
         return channel, failed
 
     async def _visit(self, queue: str, visitor: Visitor, limit: int | None = None) -> int:
@@ -123,7 +126,7 @@ class FailedJobs:
         wanted = None if ids is None else set(ids)
         moved: list[str] = []
 
-        async def move(record: FailedJob, _: AbstractIncomingMessage) -> bool:
+        async def move(record: FailedJob, message: AbstractIncomingMessage) -> bool:
             if wanted is not None and record.id not in wanted:
                 return False
             if record.job is None:
@@ -137,8 +140,15 @@ class FailedJobs:
                 update={"attempt": 0, "enqueued_at": datetime.now(UTC)}
             )
             await self.broker.ensure_work_queue(fresh.queue)
+            # The user's headers (trace context, on_publish hooks) travel on; the
+            # failure bookkeeping and old route do not (aw-*), nor x-death.
+            carried = {
+                key: value
+                for key, value in republish_headers(message.headers).items()
+                if not key.startswith("aw-")
+            }
             await self.broker.publish(
-                self.broker.topology.exchange, fresh.queue, job_message(fresh)
+                self.broker.topology.exchange, fresh.queue, job_message(fresh, headers=carried)
             )
             moved.append(record.id)
             return True

@@ -16,7 +16,8 @@ Four moments on the consuming side:
 - ``before``: a job is about to run (its args are valid, its handler known);
 - ``after``: it succeeded (``duration_s`` is set);
 - ``on_failure``: an attempt failed (``error`` is set; ``retry_in_s`` too if it
-  will be retried);
+  will be retried). It also fires, with an ``asyncio.CancelledError``, for an
+  attempt that ``stop()`` cancelled; such a job goes back to the queue;
 - ``on_parked``: a job went to the failed-jobs queue (``reason`` is set; ``job``
   is None if the message was not a valid job).
 
@@ -118,6 +119,14 @@ class Hooks:
             raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
         self._hooks[moment].append(hook)
         return hook
+
+    def copy(self) -> Hooks:
+        """A new registry with the same hooks; registering on one leaves the other alone."""
+        fresh = Hooks()
+        for moment, hooks in self._hooks.items():
+            fresh._hooks[moment] = list(hooks)
+        fresh._publish = list(self._publish)
+        return fresh
 
     def __bool__(self) -> bool:
         """True if any consuming-side hook is registered."""

@@ -14,7 +14,8 @@ Every series is labelled by ``queue`` and ``handler``:
 
 - ``amqp_worker_jobs_started_total``: attempts that began (args valid, handler known);
 - ``amqp_worker_jobs_succeeded_total``;
-- ``amqp_worker_jobs_failed_total``: failed attempts, whatever happens next;
+- ``amqp_worker_jobs_failed_total``: failed attempts, whatever happens next
+  (including attempts cancelled by ``stop()``, which RabbitMQ redelivers);
 - ``amqp_worker_jobs_retried_total``: failed attempts that will run again;
 - ``amqp_worker_jobs_parked_total``: jobs moved to a failed-jobs queue, also
   labelled by ``reason`` (``handler`` is empty for messages that were not a job);
@@ -29,6 +30,7 @@ does appear under ``parked``.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from .base import BaseWorker
@@ -102,9 +104,12 @@ class PrometheusMetrics:
             **common,
         )
         self.in_progress = Gauge("jobs_in_progress", "Job attempts running now.", _LABELS, **common)
-        # Attempts counted in in_progress: a failure before the start (unknown
-        # handler, invalid args) must not decrement it.
-        self._running: set[tuple[str, int]] = set()
+        # Whether the attempt running in this task was counted in in_progress: a
+        # failure before the start (unknown handler, invalid args) must not
+        # decrement it. Per task, so two copies of one job running at once count twice.
+        self._counted: ContextVar[bool] = ContextVar(
+            f"amqp_worker_metrics_{id(self)}", default=False
+        )
 
     def instrument(self, worker: BaseWorker) -> BaseWorker:
         """Add this object's hooks to ``worker``; return the worker."""
@@ -121,13 +126,12 @@ class PrometheusMetrics:
         labels = self._labels(event)
         self.started.labels(*labels).inc()
         self.in_progress.labels(*labels).inc()
-        self._running.add((event.job_id, event.attempt))
+        self._counted.set(True)
 
     def _finished(self, event: JobEvent, outcome: str) -> None:
         labels = self._labels(event)
-        key = (event.job_id, event.attempt)
-        if key in self._running:
-            self._running.discard(key)
+        if self._counted.get():
+            self._counted.set(False)
             self.in_progress.labels(*labels).dec()
             self.duration.labels(*labels, outcome).observe(event.duration_s or 0.0)
 

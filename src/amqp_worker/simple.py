@@ -64,6 +64,9 @@ class SimpleWorker(BaseWorker):
         self._tokens = itertools.count()
         self._dropped = 0
         self._failed: list[FailedJob] = []
+        # The message headers of parked jobs (trace context, on_publish headers), by
+        # job id, so a retried job carries them on as it would through RabbitMQ.
+        self._parked_headers: dict[str, dict[str, Any]] = {}
 
     def _copy(self, overrides: dict[str, Any]) -> Self:
         unknown = sorted(set(overrides) - {"max_concurrency", "retry", "timeout_s"})
@@ -129,6 +132,7 @@ class SimpleWorker(BaseWorker):
         else:
             headers = failure_headers(decision.reason, job.queue, outcome.error, history=history)
             self._failed.append(FailedJob.from_message(job.to_json(), headers, job.id, job.queue))
+            self._parked_headers[job.id] = dict(entry.headers)
             logger.warning("job %s parked: %s", job.id, decision.reason.value)
             await self._parked(
                 job.queue, job, job.id, decision.reason, outcome.error, entry.headers
@@ -185,9 +189,10 @@ class SimpleWorker(BaseWorker):
                 fresh = failed.job.model_copy(
                     update={"attempt": 0, "enqueued_at": datetime.now(UTC)}
                 )
-                self._place(_Entry(fresh), 0)
+                self._place(_Entry(fresh, self._parked_headers.get(failed.id, {})), 0)
                 moved.append(failed.id)
             self._failed.remove(failed)
+            self._parked_headers.pop(failed.id, None)
         return moved
 
     async def purge_failed(self, ids: Iterable[str] | None = None, queue: str | None = None) -> int:
@@ -195,6 +200,7 @@ class SimpleWorker(BaseWorker):
         chosen = self._choose(ids, queue)
         for failed in chosen:
             self._failed.remove(failed)
+            self._parked_headers.pop(failed.id, None)
         return len(chosen)
 
     def _choose(self, ids: Iterable[str] | None, queue: str | None) -> list[FailedJob]:

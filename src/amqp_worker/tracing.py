@@ -25,8 +25,9 @@ the broker's confirm: it marks the enqueue, not its latency.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from contextvars import Token
+from contextvars import ContextVar, Token
 from typing import Any
 
 from . import __version__
@@ -77,8 +78,12 @@ class Tracing:
     ) -> None:
         self.tracer = trace.get_tracer("amqp_worker", __version__, tracer_provider)
         self.propagator = propagator
-        # The span and context token of each running attempt, from `before` to its end.
-        self._attempts: dict[tuple[str, int], tuple[trace.Span, Token[otel_context.Context]]] = {}
+        # The running attempt's span and context token, from `before` to its end. The
+        # hooks of one attempt run in the task that runs it, so a context variable
+        # tells attempts apart even when two copies of one job run at once.
+        self._attempt: ContextVar[tuple[trace.Span, Token[otel_context.Context]] | None] = (
+            ContextVar(f"amqp_worker_tracing_{id(self)}", default=None)
+        )
 
     def instrument(self, worker: BaseWorker) -> BaseWorker:
         """Add this object's hooks to ``worker``; return the worker."""
@@ -118,12 +123,13 @@ class Tracing:
         # Hooks run in the task that runs the handler, so attaching here makes
         # the handler's own spans children of this one (threads get a copy).
         token = otel_context.attach(trace.set_span_in_context(span, parent))
-        self._attempts[(event.job_id, event.attempt)] = (span, token)
+        self._attempt.set((span, token))
 
     def _end(self, event: JobEvent) -> trace.Span | None:
-        found = self._attempts.pop((event.job_id, event.attempt), None)
+        found = self._attempt.get()
         if found is None:
             return None  # failed before it started (unknown handler, invalid args)
+        self._attempt.set(None)
         span, token = found
         otel_context.detach(token)
         return span
@@ -145,6 +151,8 @@ class Tracing:
             )
         if event.retry_in_s is not None:
             span.set_attribute("amqp_worker.retry_in_s", event.retry_in_s)
+        if isinstance(event.error, asyncio.CancelledError):
+            span.set_attribute("amqp_worker.cancelled", True)
         span.end()
 
 

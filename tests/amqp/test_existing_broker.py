@@ -54,14 +54,17 @@ async def test_a_vhost_from_the_url(vhost: str, caplog: pytest.LogCaptureFixture
     assert "guest:guest" not in caplog.text
 
 
-async def test_a_vhost_without_permission_is_a_clear_error(vhost: str) -> None:
+@pytest.mark.timeout(30)  # not retried for publish_timeout_s (60 s): waiting can't fix it
+@pytest.mark.parametrize("missing", [False, True], ids=["forbidden", "missing"])
+async def test_a_forbidden_or_missing_vhost_is_a_clear_error_at_once(
+    vhost: str, missing: bool
+) -> None:
     from amqp_worker import BrokerUnavailable
 
     rabbitmqctl("clear_permissions", "-p", vhost, "guest")
-    worker = AMQPWorker(
-        f"amqp://guest:guest@127.0.0.1:5672/{vhost}", publish_timeout_s=2, reconnect_interval_s=0.2
-    )
-    with pytest.raises(BrokerUnavailable) as info:
+    name = f"{vhost}-nope" if missing else vhost
+    worker = AMQPWorker(f"amqp://guest:guest@127.0.0.1:5672/{name}", publish_timeout_s=60)
+    with pytest.raises(BrokerUnavailable, match="refused the vhost") as info:
         await worker.perform(Job(handler="h"))
     assert "guest:guest" not in str(info.value)
     await worker.stop()
@@ -76,3 +79,26 @@ async def test_a_wrong_password_is_refused_at_once_without_echoing_it() -> None:
         await worker.perform(Job(handler="h"))
     assert "not-the-pw" not in str(info.value)
     await worker.stop()
+
+
+@pytest.mark.timeout(30)
+async def test_a_perform_cancelled_while_connecting_leaves_nothing_running() -> None:
+    import socket
+
+    # A server that accepts TCP and never speaks AMQP: the connect hangs.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        worker = AMQPWorker(f"amqp://guest:guest@127.0.0.1:{port}/", publish_timeout_s=60)
+        before = asyncio.all_tasks()
+        attempt = asyncio.ensure_future(worker.perform(Job(handler="h")))
+        await asyncio.sleep(0.3)
+        attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+        await asyncio.sleep(0.3)
+        left = {t for t in asyncio.all_tasks() - before if not t.done()}
+        left.discard(asyncio.current_task())  # type: ignore[arg-type]
+        assert not left, left
+        await worker.stop()

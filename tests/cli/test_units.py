@@ -178,7 +178,8 @@ def test_rebuilt_keeps_handlers_hooks_retry_and_timeout() -> None:
     assert (fresh.settings.max_concurrency, fresh.settings.effective_prefetch) == (4, 9)
     assert fresh.settings.url == worker.settings.url
     assert fresh.handlers == ("h",)
-    assert fresh.hooks is worker.hooks
+    assert fresh.hooks is not worker.hooks
+    assert bool(fresh.hooks)  # the on_parked hook came along
     assert fresh.retry is policy
     assert fresh.timeout_s == 3
     assert rebuilt(worker) is worker

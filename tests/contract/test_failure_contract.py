@@ -291,3 +291,22 @@ async def test_on_publish_headers_travel_with_the_job_and_its_retries(kit: Worke
         await worker.perform_in(kit.job("h", {"n": 5}), 0.05)
         await asyncio.wait_for(done.wait(), GUARD_S)
     assert seen == [(0, "trace-of-5"), (1, "trace-of-5")]
+
+
+async def test_on_publish_headers_survive_parking_and_retry_failed(kit: WorkerKit) -> None:
+    worker = kit.make(retry=RetryPolicy(max_retries=0))
+    seen: list[Any] = []
+    flaky = Flaky(failures=1)
+
+    @worker.hooks.on_publish
+    def inject(job: Job, headers: dict[str, Any]) -> None:
+        headers["trace-parent"] = "trace-of-the-request"
+
+    worker.hooks.before(lambda event: seen.append(event.headers.get("trace-parent")))
+    worker.register("h", flaky)
+    async with worker:
+        await worker.perform(kit.job("h"))
+        [parked] = await wait_parked(worker)
+        await worker.retry_failed([parked.id])
+        await asyncio.wait_for(flaky.succeeded.wait(), GUARD_S)
+    assert seen == ["trace-of-the-request", "trace-of-the-request"]

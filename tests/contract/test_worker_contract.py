@@ -121,26 +121,33 @@ async def test_with_options_makes_a_stopped_copy_that_runs_the_same_handlers(
     assert isinstance(worker, BaseWorker)
     rec = Recorder()
     worker.register("h", rec)
+    seen: list[str] = []
+    worker.hooks.before(lambda event: seen.append(event.job_id))
     copy = worker.with_options(max_concurrency=3)
     kit.workers.append(copy)
     assert copy is not worker
     assert copy.max_concurrency == 3
     assert copy.handlers == ("h",)
-    assert copy.hooks is worker.hooks
+    copy.hooks.after(lambda event: None)  # hooks are copied, not shared
+    assert bool(copy.hooks)
+    assert copy.hooks is not worker.hooks
     assert (copy.retry, copy.timeout_s) == (worker.retry, worker.timeout_s)
     copy.register("only_on_the_copy", rec)
     assert worker.handlers == ("h",)
     async with copy:
-        await copy.perform(kit.job("h", {"n": 1}))
+        job_id = await copy.perform(kit.job("h", {"n": 1}))
         await wait(rec.done)
     assert rec.calls[0][0] == {"n": 1}
+    assert seen == [job_id]  # the hook registered before the copy came along
 
 
-def test_with_options_refuses_unknown_options(kit: WorkerKit) -> None:
+def test_with_options_refuses_unknown_options_and_bad_values(kit: WorkerKit) -> None:
     worker = kit.make()
     assert isinstance(worker, BaseWorker)
     with pytest.raises(ConfigurationError, match="no_such_option"):
         worker.with_options(no_such_option=1)
+    with pytest.raises(ConfigurationError, match="max_concurrency"):
+        worker.with_options(max_concurrency=0)
 
 
 # -- perform --------------------------------------------------------------------

@@ -134,7 +134,9 @@ def connection_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def queue_option(help_text: str) -> Callable[[F], F]:
+def queue_option(
+    help_text: str, default: str = "AMQP_WORKER_QUEUES, or 'default'"
+) -> Callable[[F], F]:
     """A repeatable ``-q/--queue`` option, passed on as ``queues`` (a tuple, maybe empty)."""
     return click.option(
         "-q",
@@ -142,7 +144,7 @@ def queue_option(help_text: str) -> Callable[[F], F]:
         "queues",
         multiple=True,
         metavar="QUEUE",
-        help=f"{help_text} Repeat for more. [default: AMQP_WORKER_QUEUES, or 'default']",
+        help=f"{help_text} Repeat for more. [default: {default}]",
     )
 
 

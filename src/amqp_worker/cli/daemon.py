@@ -198,7 +198,7 @@ def _endpoint_options(kind: str, help_text: str) -> Callable[[F], F]:
 
 @click.command()
 @click.argument("target_spec", metavar="MODULE:ATTR")
-@queue_option("Consume this queue instead of the worker's queues.")
+@queue_option("Consume this queue instead of the worker's queues.", default="the worker's queues")
 @click.option(
     "-c",
     "--concurrency",
@@ -310,7 +310,15 @@ def serve_metrics(worker: AnyWorker, host: str, port: int) -> Iterator[None]:
             "--metrics-port needs the prometheus extra: pip install 'amqp-worker[prometheus]'",
             ExitCode.CONFIG,
         ) from None
-    PrometheusMetrics().instrument(worker)
+    try:
+        PrometheusMetrics().instrument(worker)
+    except ValueError as exc:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
+        raise CLIError(
+            f"--metrics-port: the amqp_worker metrics are already registered ({exc}); "
+            "the worker's module instruments itself, so serve its metrics there and "
+            "drop --metrics-port",
+            ExitCode.CONFIG,
+        ) from None
     try:
         server, thread = start_http_server(port, host)
     except OSError as exc:
