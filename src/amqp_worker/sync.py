@@ -184,8 +184,8 @@ class Publisher:
     async def _until_closed(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
         if self._tasks:
-            # Calls in progress end by themselves within publish_timeout_s; cancelling
-            # one midway could leak aio-pika's reconnect loop, so wait for them.
+            # Calls in progress end by themselves within publish_timeout_s; let them,
+            # rather than cancel a publish the broker may be confirming.
             _, stuck = await asyncio.wait(set(self._tasks), timeout=self.wait_bound_s())
             if stuck:
                 logger.warning("publisher: %d publish(es) never ended", len(stuck))
@@ -346,8 +346,7 @@ class Publisher:
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     # As asyncio.run() does, but bounded: a task that swallows its cancellation
-    # (aio-pika's reconnect loop, after a connect was cancelled) must not keep
-    # the thread alive forever.
+    # (a library's reconnect loop, say) must not keep the thread alive forever.
     leftovers = asyncio.all_tasks(loop)
     if not leftovers:
         return
