@@ -20,7 +20,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import random
 import signal
 import sys
@@ -34,9 +33,8 @@ from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq.exceptions
-from _broker import broker_version, delete_all
+from _shared import delete_all, describe, environment
 
-import amqp_worker
 from amqp_worker import AMQPWorker, Job
 from amqp_worker.topology import DELAY_RADIX, DelayPlan, Topology
 
@@ -727,9 +725,7 @@ def print_report(report: dict[str, Any]) -> None:
         report["delay_queues"],
     )
     print(
-        f"Python {env['python']}, aio-pika {env['aio_pika']}, pydantic {env['pydantic']}, "
-        f"amqp-worker {env['amqp_worker']}, RabbitMQ {env['rabbitmq']}, {env['cpus']} CPUs, "
-        f"load {env['load_average_1m']} at the end; window {report['delay_window_ms']} ms, "
+        f"{describe(env)}; window {report['delay_window_ms']} ms, "
         f"max_concurrency {report['max_concurrency']}, seed {report['seed']}"
         + (f", worker nice {report['worker_nice']:+d}" if report["worker_nice"] else "")
         + (", worker SCHED_FIFO" if report["worker_rt"] else "")
@@ -813,8 +809,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    import pydantic
-
     results = await run(args)
     report: dict[str, Any] = {
         "quick": args.quick,
@@ -826,16 +820,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "worker_rt": args.worker_rt,
         "monitor_ms": args.monitor_ms,
         **results,
-        "environment": {
-            "python": platform.python_version(),
-            "aio_pika": aio_pika.__version__,
-            "pydantic": pydantic.VERSION,
-            "amqp_worker": amqp_worker.__version__,
-            "rabbitmq": await broker_version(args.url),
-            "cpus": os.cpu_count(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
-            "date": time.strftime("%Y-%m-%d"),
-        },
+        "environment": await environment(args.url),
     }
     report["verdicts"] = verdicts(report)
     report["celery_5_7"] = CELERY

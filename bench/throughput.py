@@ -18,7 +18,6 @@ import asyncio
 import cProfile
 import json
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -29,10 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
-from _broker import broker_version, delete_all
+from _shared import delete_all, describe, environment
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-import amqp_worker
 from amqp_worker import AMQPWorker, Job
 from amqp_worker.topology import DELAY_RADIX, Topology
 
@@ -483,12 +481,7 @@ def summarize(rounds: list[dict[str, float]], n: int) -> list[dict[str, Any]]:
 
 def print_table(report: dict[str, Any]) -> None:
     env = report["environment"]
-    print(
-        f"{report['jobs']:,} no-op jobs, median of {report['rounds']} round(s); "
-        f"Python {env['python']}, aio-pika {env['aio_pika']}, pydantic {env['pydantic']}, "
-        f"amqp-worker {env['amqp_worker']}, RabbitMQ {env['rabbitmq']}, {env['cpus']} CPUs, "
-        f"load {env['load_average_1m']} at the end"
-    )
+    print(f"{report['jobs']:,} no-op jobs, median of {report['rounds']} round(s); {describe(env)}")
     header = (
         f"{'case':<32} {'jobs/s':>8} {'vs raw':>6} {'CPU us/job':>10} {'vs raw':>6}"
         "  rounds (jobs/s)"
@@ -519,8 +512,6 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    import pydantic
-
     rounds: list[dict[str, float]] = []
     for index in range(args.rounds):
         if not args.json:
@@ -529,16 +520,7 @@ async def main_async(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "jobs": args.jobs,
         "rounds": args.rounds,
-        "environment": {
-            "python": platform.python_version(),
-            "aio_pika": aio_pika.__version__,
-            "pydantic": pydantic.VERSION,
-            "amqp_worker": amqp_worker.__version__,
-            "rabbitmq": await broker_version(args.url),
-            "cpus": os.cpu_count(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
-            "date": time.strftime("%Y-%m-%d"),
-        },
+        "environment": await environment(args.url),
         "results": summarize(rounds, args.jobs),
     }
     if args.profile:

@@ -1,11 +1,18 @@
-"""Broker helpers the benchmarks share: the server's version, and cleanup after a run."""
+"""What the benchmarks share: the environment a run reports, and cleanup after it."""
 
 from __future__ import annotations
 
+import os
+import platform
+import time
 from collections.abc import Iterable
+from typing import Any
 
 import aio_pika
 import aiormq.exceptions
+import pydantic
+
+import amqp_worker
 
 
 async def broker_version(url: str) -> str:
@@ -19,6 +26,29 @@ async def broker_version(url: str) -> str:
         return version.decode() if isinstance(version, bytes) else str(version)
     finally:
         await connection.close()
+
+
+async def environment(url: str) -> dict[str, Any]:
+    """Versions, CPUs, load and date, for the report of a run against ``url``."""
+    return {
+        "python": platform.python_version(),
+        "aio_pika": aio_pika.__version__,
+        "pydantic": pydantic.VERSION,
+        "amqp_worker": amqp_worker.__version__,
+        "rabbitmq": await broker_version(url),
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def describe(env: dict[str, Any]) -> str:
+    """One line on an :func:`environment`, for the top of a report."""
+    return (
+        f"Python {env['python']}, aio-pika {env['aio_pika']}, pydantic {env['pydantic']}, "
+        f"amqp-worker {env['amqp_worker']}, RabbitMQ {env['rabbitmq']}, {env['cpus']} CPUs, "
+        f"load {env['load_average_1m']} at the end"
+    )
 
 
 async def delete_all(url: str, queues: Iterable[str], exchanges: Iterable[str]) -> None:
