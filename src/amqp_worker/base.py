@@ -266,20 +266,10 @@ class BaseWorker(abc.ABC):
             # stop() gave up on it: hooks that opened something in `before` (a span,
             # an in-progress count) must hear that it ended. The job itself is not
             # settled here; the worker hands it back.
-            if self.hooks:
-                with contextlib.suppress(BaseException):
-                    await self.hooks.emit(
-                        JobEvent(
-                            "on_failure",
-                            queue,
-                            job,
-                            job.id,
-                            job.attempt,
-                            time.perf_counter() - started,
-                            cancelled,
-                            headers=headers,
-                        )
-                    )
+            with contextlib.suppress(BaseException):
+                await self._tell_failure(
+                    job, queue, time.perf_counter() - started, cancelled, headers
+                )
             raise
         except Exception as exc:
             return Outcome(exc, time.perf_counter() - started)
@@ -345,6 +335,25 @@ class BaseWorker(abc.ABC):
                 "outcome": "retried" if decision.retry else "parked",
             },
         )
+        await self._tell_failure(
+            job,
+            queue,
+            outcome.duration_s,
+            exc,
+            headers,
+            retry_in_s=decision.delay_s if decision.retry else None,
+        )
+
+    async def _tell_failure(
+        self,
+        job: Job,
+        queue: str,
+        duration_s: float,
+        error: BaseException,
+        headers: Mapping[str, Any],
+        retry_in_s: float | None = None,
+    ) -> None:
+        """Tell the ``on_failure`` hooks that an attempt of ``job`` ended without success."""
         if self.hooks:
             await self.hooks.emit(
                 JobEvent(
@@ -353,9 +362,9 @@ class BaseWorker(abc.ABC):
                     job,
                     job.id,
                     job.attempt,
-                    outcome.duration_s,
-                    exc,
-                    retry_in_s=decision.delay_s if decision.retry else None,
+                    duration_s,
+                    error,
+                    retry_in_s=retry_in_s,
                     headers=headers,
                 )
             )
