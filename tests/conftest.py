@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -59,13 +60,52 @@ class WorkerKit:
             await delete_topology_queues(self.queue)
 
 
-async def delete_topology_queues(queue: str) -> None:
+async def start_two_stuck_copies(kit: WorkerKit, worker: Worker) -> None:
+    """Start ``worker`` running one job twice at once (same id) in a handler that never returns.
+
+    For tests of what hooks see when two copies of a job overlap and ``stop()``
+    then cancels both. Needs ``max_concurrency`` of at least 2.
+    """
+    running: list[int] = []
+    both = asyncio.Event()
+
+    async def stuck(args: dict[str, Any]) -> None:
+        running.append(1)
+        if len(running) == 2:
+            both.set()
+        await asyncio.Event().wait()  # until stop() cancels it
+
+    worker.register("stuck", stuck)
+    job = kit.job("stuck")
+    await worker.start()
+    await worker.perform(job)
+    await worker.perform(job)  # the same id twice, running at once
+    await asyncio.wait_for(both.wait(), 30)
+
+
+async def delete_topology_queues(*queues: str, prefix: str = "") -> None:
+    """Delete the work, due and failed queues of ``queues`` under SESSION_NAME and ``prefix``.
+
+    The delay queues are shared by the whole session and go at its end.
+    """
     from tests.brokertools import delete_queues
 
-    topology = Topology(name=SESSION_NAME)
+    topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
     await delete_queues(
-        [topology.work_queue(queue), topology.due_queue(queue), topology.failed_queue(queue)]
+        name(queue)
+        for queue in queues
+        for name in (topology.work_queue, topology.due_queue, topology.failed_queue)
     )
+
+
+def example_env(prefix: str) -> dict[str, str]:
+    """This process's environment, pointed at the test broker under SESSION_NAME and ``prefix``."""
+    return {
+        **os.environ,
+        "AMQP_WORKER_URL": BROKER_URL,
+        "AMQP_WORKER_NAME": SESSION_NAME,
+        "AMQP_WORKER_QUEUE_PREFIX": prefix,
+    }
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

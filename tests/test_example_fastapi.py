@@ -13,9 +13,8 @@ from examples.fastapi_app import app
 from pydantic import BaseModel
 
 from amqp_worker import AMQPWorker
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_queues
-from tests.conftest import SESSION_NAME
+from tests.brokertools import BROKER_URL
+from tests.conftest import SESSION_NAME, delete_topology_queues
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 
@@ -27,14 +26,7 @@ async def prefix(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
     monkeypatch.setenv("AMQP_WORKER_NAME", SESSION_NAME)
     monkeypatch.setenv("AMQP_WORKER_QUEUE_PREFIX", prefix)
     yield prefix
-    topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
-    await delete_queues(
-        [
-            topology.work_queue("emails"),
-            topology.due_queue("emails"),
-            topology.failed_queue("emails"),
-        ]
-    )
+    await delete_topology_queues("emails", prefix=prefix)
 
 
 async def client() -> httpx.AsyncClient:

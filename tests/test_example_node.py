@@ -7,7 +7,6 @@ tests are skipped with a reason that says the Node.js example went untested.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import uuid
@@ -18,9 +17,8 @@ import pytest
 from pydantic import BaseModel
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_queues
-from tests.conftest import SESSION_NAME
+from tests.brokertools import BROKER_URL
+from tests.conftest import SESSION_NAME, delete_topology_queues, example_env
 
 pytestmark = pytest.mark.broker
 
@@ -52,23 +50,11 @@ def node_example() -> Path:
 async def prefix() -> AsyncIterator[str]:
     prefix = f"awtest-node-{uuid.uuid4().hex[:8]}."
     yield prefix
-    topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
-    await delete_queues(
-        [
-            topology.work_queue("emails"),
-            topology.due_queue("emails"),
-            topology.failed_queue("emails"),
-        ]
-    )
+    await delete_topology_queues("emails", prefix=prefix)
 
 
 async def publish(script: Path, prefix: str, *args: str) -> tuple[int, str, str]:
-    env = {
-        **os.environ,
-        "AMQP_WORKER_URL": BROKER_URL,
-        "AMQP_WORKER_NAME": SESSION_NAME,
-        "AMQP_WORKER_QUEUE_PREFIX": prefix,
-    }
+    env = example_env(prefix)
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(script),

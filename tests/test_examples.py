@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_queues
-from tests.conftest import SESSION_NAME
+from tests.conftest import delete_topology_queues, example_env
 
 ROOT = Path(__file__).parent.parent
 
@@ -37,13 +35,7 @@ def test_quickstart_runs_with_the_in_process_worker() -> None:
 @pytest.mark.timeout(90)
 async def test_publisher_then_consumer_against_rabbitmq() -> None:
     prefix = f"awtest-ex-{uuid.uuid4().hex[:8]}."
-    env = {
-        **os.environ,
-        "AMQP_WORKER_URL": BROKER_URL,
-        "AMQP_WORKER_NAME": SESSION_NAME,
-        "AMQP_WORKER_QUEUE_PREFIX": prefix,
-    }
-    topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
+    env = example_env(prefix)
     try:
         await run_example(env, "publisher.py")
         out = await run_example(env, "consumer.py", "--until", "13")
@@ -51,13 +43,7 @@ async def test_publisher_then_consumer_against_rabbitmq() -> None:
         assert "welcomed Ada (user 7" in out
         assert out.count("sent email") == 12
     finally:
-        await delete_queues(
-            [
-                topology.work_queue("emails"),
-                topology.due_queue("emails"),
-                topology.failed_queue("emails"),
-            ]
-        )
+        await delete_topology_queues("emails", prefix=prefix)
 
 
 async def run_example(env: dict[str, str], script: str, *args: str) -> str:

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from amqp_worker import Job, PermanentError, RetryPolicy
 from amqp_worker.base import BaseWorker
 from amqp_worker.metrics import PrometheusMetrics
-from tests.conftest import WorkerKit
+from tests.conftest import WorkerKit, start_two_stuck_copies
 from tests.contract.test_failure_contract import Flaky, wait_parked
 
 GUARD_S = 30.0
@@ -89,21 +89,7 @@ async def test_two_copies_of_one_job_and_attempts_cancelled_by_stop(kit: WorkerK
     assert isinstance(worker, BaseWorker)
     registry = CollectorRegistry()
     PrometheusMetrics(registry).instrument(worker)
-    running: list[str] = []
-    both = asyncio.Event()
-
-    async def stuck(args: dict[str, Any]) -> None:
-        running.append("x")
-        if len(running) == 2:
-            both.set()
-        await asyncio.Event().wait()  # until stop() cancels it
-
-    worker.register("stuck", stuck)
-    job = kit.job("stuck")
-    await worker.start()
-    await worker.perform(job)
-    await worker.perform(job)  # the same id twice, running at once
-    await asyncio.wait_for(both.wait(), GUARD_S)
+    await start_two_stuck_copies(kit, worker)
     labels = {"queue": kit.queue, "handler": "stuck"}
     assert value(registry, "amqp_worker_jobs_in_progress", **labels) == 2
     await worker.stop(timeout_s=0.05)

@@ -27,8 +27,8 @@ from amqp_worker import (
 )
 from amqp_worker.sync import THREAD_NAME, Publisher
 from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_queues, drain, queue_state
-from tests.conftest import SESSION_NAME
+from tests.brokertools import BROKER_URL, drain, queue_state
+from tests.conftest import SESSION_NAME, delete_topology_queues, example_env
 
 pytestmark = pytest.mark.broker
 
@@ -43,16 +43,7 @@ def prefix() -> Iterator[str]:
     """A queue prefix no other test uses; its queues are deleted afterwards."""
     prefix = f"awtest-sync-{uuid.uuid4().hex[:8]}."
     yield prefix
-    topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
-    asyncio.run(
-        delete_queues(
-            [
-                name(queue)
-                for queue in ("jobs", "emails")
-                for name in (topology.work_queue, topology.due_queue, topology.failed_queue)
-            ]
-        )
-    )
+    asyncio.run(delete_topology_queues("jobs", "emails", prefix=prefix))
 
 
 def publisher_threads() -> list[threading.Thread]:
@@ -305,12 +296,7 @@ def test_a_publisher_started_before_a_fork_refuses_to_work(
 
 @pytest.mark.timeout(60)
 def test_the_example_enqueues_from_sync_code(prefix: str) -> None:
-    env = {
-        **os.environ,
-        "AMQP_WORKER_URL": BROKER_URL,
-        "AMQP_WORKER_NAME": SESSION_NAME,
-        "AMQP_WORKER_QUEUE_PREFIX": prefix,
-    }
+    env = example_env(prefix)
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "sync_publisher.py")],
         env=env,

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from amqp_worker import Job, RetryPolicy
 from amqp_worker.base import BaseWorker
 from amqp_worker.tracing import Tracing
-from tests.conftest import WorkerKit
+from tests.conftest import WorkerKit, start_two_stuck_copies
 
 GUARD_S = 30.0
 
@@ -140,21 +140,7 @@ async def test_every_attempt_span_ends_even_when_stop_cancels_it(
     worker = kit.make(max_concurrency=4)
     assert isinstance(worker, BaseWorker)
     Tracing(provider).instrument(worker)
-    running: list[str] = []
-    both = asyncio.Event()
-
-    async def stuck(args: dict[str, Any]) -> None:
-        running.append("x")
-        if len(running) == 2:
-            both.set()
-        await asyncio.Event().wait()  # until stop() cancels it
-
-    worker.register("stuck", stuck)
-    job = kit.job("stuck")
-    await worker.start()
-    await worker.perform(job)
-    await worker.perform(job)  # the same id twice, running at once
-    await asyncio.wait_for(both.wait(), GUARD_S)
+    await start_two_stuck_copies(kit, worker)
     await worker.stop(timeout_s=0.05)
     process = named(exporter.get_finished_spans(), "stuck process")
     assert len(process) == 2

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from amqp_worker import __version__
 from amqp_worker.cli import ExitCode
@@ -122,13 +123,10 @@ def test_health_check(broker: Broker) -> None:
 
 def _sample(metrics: str, name: str, **labels: str) -> float:
     """The value of one sample in a Prometheus text exposition, 0 if absent."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in metrics.splitlines():
-        series, _, value = line.rpartition(" ")
-        if series.startswith(f"{name}{{"):
-            got = ",".join(sorted(series[len(name) + 1 : -1].split(",")))
-            if got == wanted:
-                return float(value)
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
     return 0.0
 
 
