@@ -34,7 +34,7 @@ from aio_pika.abc import (
 )
 from aio_pika.message import Message
 
-from .connect import dial, scrub_url
+from .connect import dial
 from .errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -105,10 +105,6 @@ class Broker:
 
     def __repr__(self) -> str:
         return f"<Broker {self.settings.broker}>"
-
-    def scrub(self, text: str) -> str:
-        """``text`` with the URL and its password removed, for messages and logs."""
-        return scrub_url(self.settings, text)
 
     # -- connection -----------------------------------------------------------
 

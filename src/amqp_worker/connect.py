@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,8 +16,6 @@ from .errors import BrokerUnavailable
 from .settings import AMQPSettings
 
 __all__ = ["dial", "scrub_url"]
-
-logger = logging.getLogger("amqp_worker")
 
 #: The longest one connection attempt may take, so a hung TCP connect is retried.
 ATTEMPT_TIMEOUT_S = 10.0
@@ -53,7 +50,6 @@ async def dial(
     properties: dict[str, Any] = {}
     if connection_name:
         properties["connection_name"] = connection_name
-    connect = aio_pika.connect_robust if robust else aio_pika.connect
     kind: type[AbstractConnection] = aio_pika.RobustConnection if robust else aio_pika.Connection
     extra: dict[str, Any] = {}
     if robust:
@@ -68,7 +64,9 @@ async def dial(
         remaining = deadline - loop.time()
         made.clear()
         try:
-            connection: AbstractConnection = await connect(
+            # aio_pika.connect and connect_robust differ only in the connection
+            # class; ours records the object so a failed attempt can close it.
+            connection: AbstractConnection = await aio_pika.connect(
                 settings.url.get_secret_value(),
                 ssl_context=ssl_context,
                 client_properties=properties,
