@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import aio_pika
 import aiormq.exceptions
 import pydantic
+from aio_pika.abc import AbstractChannel
 
 import amqp_worker
+
+T = TypeVar("T")
 
 
 async def broker_version(url: str) -> str:
@@ -51,20 +54,30 @@ def describe(env: dict[str, Any]) -> str:
     )
 
 
-async def delete_all(url: str, queues: Iterable[str], exchanges: Iterable[str]) -> None:
-    """Delete ``queues`` then ``exchanges``; ones that do not exist are skipped."""
+async def on_each(
+    url: str, names: Iterable[str], action: Callable[[AbstractChannel, str], Awaitable[T]]
+) -> dict[str, T | None]:
+    """``action(channel, name)`` for each name, on one connection; None where the broker refused.
+
+    A refusal (a 404 for a missing queue, say) closes the channel, so the next
+    name gets a new one.
+    """
+    results: dict[str, T | None] = {}
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
-        for queue in queues:
+        for name in names:
             try:
-                await channel.queue_delete(queue)
+                results[name] = await action(channel, name)
             except aiormq.exceptions.AMQPError:
-                channel = await connection.channel()  # the error closed the channel
-        for exchange in exchanges:
-            try:
-                await channel.exchange_delete(exchange)
-            except aiormq.exceptions.AMQPError:
+                results[name] = None
                 channel = await connection.channel()
     finally:
         await connection.close()
+    return results
+
+
+async def delete_all(url: str, queues: Iterable[str], exchanges: Iterable[str]) -> None:
+    """Delete ``queues`` then ``exchanges``; ones that do not exist are skipped."""
+    await on_each(url, queues, lambda channel, queue: channel.queue_delete(queue))
+    await on_each(url, exchanges, lambda channel, exchange: channel.exchange_delete(exchange))

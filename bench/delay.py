@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import aio_pika
-import aiormq.exceptions
-from _shared import delete_all, describe, environment
+from _shared import delete_all, describe, environment, on_each
+from aio_pika.abc import AbstractChannel
 
 from amqp_worker import AMQPWorker, Job
 from amqp_worker.topology import DELAY_RADIX, DelayPlan, Topology
@@ -121,58 +120,32 @@ async def cleanup(url: str, names: Names) -> None:
 
 async def queue_depths(url: str, queues: Iterable[str]) -> dict[str, int | None]:
     """Ready messages per queue, by passive declaration; None for a queue that does not exist."""
-    depths: dict[str, int | None] = {}
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        for queue in queues:
-            try:
-                declared = await channel.declare_queue(queue, passive=True)
-            except aiormq.exceptions.AMQPError:
-                depths[queue] = None
-                channel = await connection.channel()
-            else:
-                depths[queue] = declared.declaration_result.message_count or 0
-    finally:
-        await connection.close()
-    return depths
+
+    async def depth(channel: AbstractChannel, queue: str) -> int:
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+    return await on_each(url, queues, depth)
 
 
 async def exchanges_exist(url: str, exchanges: Iterable[str]) -> list[str]:
     """Those of ``exchanges`` that exist, by passive declaration."""
-    found: list[str] = []
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        for exchange in exchanges:
-            try:
-                await channel.declare_exchange(exchange, passive=True)
-            except aiormq.exceptions.AMQPError:
-                channel = await connection.channel()
-            else:
-                found.append(exchange)
-    finally:
-        await connection.close()
-    return found
+
+    async def exists(channel: AbstractChannel, exchange: str) -> bool:
+        await channel.declare_exchange(exchange, passive=True)
+        return True
+
+    return [name for name, found in (await on_each(url, exchanges, exists)).items() if found]
 
 
 async def purge(url: str, queues: Iterable[str]) -> int:
     """Purge the queues that exist; return how many messages were removed."""
-    removed = 0
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        for queue in queues:
-            try:
-                declared = await channel.declare_queue(queue, passive=True)
-                result = await declared.purge()
-            except aiormq.exceptions.AMQPError:
-                channel = await connection.channel()
-            else:
-                removed += result.message_count or 0
-    finally:
-        await connection.close()
-    return removed
+
+    async def purge_one(channel: AbstractChannel, queue: str) -> int:
+        declared = await channel.declare_queue(queue, passive=True)
+        return (await declared.purge()).message_count or 0
+
+    return sum(count or 0 for count in (await on_each(url, queues, purge_one)).values())
 
 
 async def rabbitmqctl(url: str, *command: str) -> list[list[str]] | None:
