@@ -102,6 +102,14 @@ def _free_port() -> int:
         return port
 
 
+def _serving(broker: Broker, endpoint: str) -> tuple[subprocess.Popen[str], int]:
+    """A started daemon serving ``endpoint`` (health or metrics) on a free loopback port."""
+    port = _free_port()
+    proc = broker.daemon(f"--{endpoint}-port", str(port), f"--{endpoint}-host", "127.0.0.1")
+    broker.wait_for_log(proc, "worker started")
+    return proc, port
+
+
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -113,9 +121,7 @@ def _get(url: str) -> tuple[int, str]:
 @pytest.mark.broker
 @pytest.mark.timeout(90)
 def test_health_check(broker: Broker) -> None:
-    port = _free_port()
-    proc = broker.daemon("--health-port", str(port), "--health-host", "127.0.0.1")
-    broker.wait_for_log(proc, "worker started")
+    proc, port = _serving(broker, "health")
     assert _get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
     assert _get(f"http://127.0.0.1:{port}/other")[0] == 404
     assert broker.stop(proc) == ExitCode.OK
@@ -133,9 +139,7 @@ def _sample(metrics: str, name: str, **labels: str) -> float:
 @pytest.mark.broker
 @pytest.mark.timeout(90)
 def test_a_metrics_scrape_shows_the_counters_move(broker: Broker) -> None:
-    port = _free_port()
-    proc = broker.daemon("--metrics-port", str(port), "--metrics-host", "127.0.0.1")
-    broker.wait_for_log(proc, "worker started")
+    proc, port = _serving(broker, "metrics")
     url = f"http://127.0.0.1:{port}/metrics"
     labels = {"queue": broker.queue, "handler": "touch"}
     before = _get(url)[1]
