@@ -17,8 +17,8 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Self, TypedDict, Unpack
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Self, Unpack
 
 import aio_pika.exceptions as aio_pika_errors
 import aiormq.exceptions as amqp_errors
@@ -30,10 +30,11 @@ from aio_pika.abc import (
     AbstractQueue,
     ExchangeType,
 )
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from .base import BaseWorker
 from .broker import Broker, raise_first
+from .defaults import DEFAULT_STOP_TIMEOUT_S
 from .errors import (
     BrokerError,
     ConfigurationError,
@@ -52,10 +53,8 @@ from .failures import (
 )
 from .job import Job
 from .messages import ATTEMPT_HEADER, DUE_HEADER, job_message, republish_headers
-from .protocol import DEFAULT_STOP_TIMEOUT_S
 from .retry import RetryPolicy
-from .settings import AMQPSettings
-from .topology import QueueType
+from .settings import AMQPSettings, WorkerOptions, build_settings
 
 __all__ = ["AMQPWorker", "WorkerOptions"]
 
@@ -65,42 +64,6 @@ logger = logging.getLogger("amqp_worker")
 PARK_RETRY_PAUSE_S = 1.0
 #: At most one "holding too many delayed jobs" warning per this many seconds.
 HOLD_WARNING_INTERVAL_S = 60.0
-
-
-class WorkerOptions(TypedDict, total=False):
-    """Keyword options of :class:`AMQPWorker`; see :class:`AMQPSettings` for each."""
-
-    name: str
-    queues: Sequence[str]
-    max_concurrency: int
-    prefetch: int | None
-    queue_prefix: str
-    connection_name: str | None
-    queue_type: QueueType
-    delay_window_ms: int
-    delay_prefetch: int
-    publish_timeout_s: float
-    heartbeat_s: int
-    reconnect_interval_s: float
-    consumer_timeout_s: float | None
-    shutdown_timeout_s: float
-
-
-def _settings(
-    url: str | None, settings: AMQPSettings | None, options: WorkerOptions
-) -> AMQPSettings:
-    fields: dict[str, Any] = dict(settings) if settings is not None else {}
-    fields.update(options)
-    if url is not None:
-        fields["url"] = SecretStr(url)
-    try:
-        return AMQPSettings(**fields)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigurationError(f"invalid AMQPWorker settings: {problems}") from None
 
 
 def _now_ms() -> float:
@@ -131,7 +94,7 @@ class AMQPWorker(BaseWorker):
         timeout_s: float | None = None,
         **options: Unpack[WorkerOptions],
     ) -> None:
-        self.settings = _settings(url, settings, options)
+        self.settings = build_settings(url, settings, options)
         super().__init__(
             max_concurrency=self.settings.max_concurrency, retry=retry, timeout_s=timeout_s
         )

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
 from .errors import (
     ConfigurationError,
     HandlerAlreadyRegistered,
@@ -29,7 +30,6 @@ from .handlers import Handler, HandlerSpec, check_timeout
 from .hooks import Hooks, JobEvent
 from .job import Job
 from .pool import DrainReport, TaskPool
-from .protocol import DEFAULT_STOP_TIMEOUT_S
 from .retry import Decision, RetryPolicy, decide
 
 __all__ = ["BaseWorker", "Outcome", "delay_until", "seconds"]
@@ -73,7 +73,7 @@ class BaseWorker(abc.ABC):
     def __init__(
         self,
         *,
-        max_concurrency: int = 25,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
     ) -> None:

@@ -31,6 +31,11 @@ which names the offending field.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 __all__ = [
     "AmqpWorkerError",
     "BrokerError",
@@ -49,6 +54,14 @@ __all__ = [
     "Retry",
     "TopologyConflict",
 ]
+
+
+def describe_validation_error(exc: ValidationError, whole: str = "value") -> str:
+    """Pydantic's errors as one line, ``field.path: message; ...`` (``whole`` names the root)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in err['loc']) or whole}: {err['msg']}"
+        for err in exc.errors()
+    )
 
 
 class AmqpWorkerError(Exception):

@@ -23,14 +23,12 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self, TypeVar, runtime_checkable
 
+from .defaults import DEFAULT_STOP_TIMEOUT_S
 from .handlers import Handler
 from .job import Job
 from .retry import RetryPolicy
 
-__all__ = ["DEFAULT_STOP_TIMEOUT_S", "Worker"]
-
-#: How long ``stop()`` waits for running handlers unless told otherwise.
-DEFAULT_STOP_TIMEOUT_S = 30.0
+__all__ = ["Worker"]
 
 H = TypeVar("H", bound=Handler)
 

@@ -8,16 +8,19 @@ a secret: it never appears in a repr, a log line or an error message.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from collections.abc import Sequence
+from typing import Annotated, Any, Self, TypedDict
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
+from .errors import ConfigurationError, describe_validation_error
 from .job import validate_name
 from .topology import DelayPlan, QueueType, Topology
 
-__all__ = ["AMQPSettings", "describe_url"]
+__all__ = ["AMQPSettings", "WorkerOptions", "build_settings", "describe_url"]
 
 
 def describe_url(url: str) -> str:
@@ -48,7 +51,9 @@ class AMQPSettings(BaseSettings):
     queues: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("default",), description="Job queues this process consumes."
     )
-    max_concurrency: int = Field(default=25, ge=1, description="Handlers running at once.")
+    max_concurrency: int = Field(
+        default=DEFAULT_MAX_CONCURRENCY, ge=1, description="Handlers running at once."
+    )
     prefetch: int | None = Field(
         default=None, ge=1, description="Unacked deliveries per consumer; 2 x max_concurrency."
     )
@@ -82,7 +87,9 @@ class AMQPSettings(BaseSettings):
         ),
     )
     shutdown_timeout_s: float = Field(
-        default=30.0, ge=0, description="How long stop() waits for running handlers by default."
+        default=DEFAULT_STOP_TIMEOUT_S,
+        ge=0,
+        description="How long stop() waits for running handlers by default.",
     )
 
     @classmethod
@@ -153,3 +160,44 @@ class AMQPSettings(BaseSettings):
     def broker(self) -> str:
         """Where the broker is, for logs: scheme, host, port and vhost, never credentials."""
         return describe_url(self.url.get_secret_value())
+
+
+class WorkerOptions(TypedDict, total=False):
+    """Keyword options of :class:`~amqp_worker.AMQPWorker`: every :class:`AMQPSettings` field but ``url``.
+
+    A test keeps the two in step.
+    """
+
+    name: str
+    queues: Sequence[str]
+    max_concurrency: int
+    prefetch: int | None
+    queue_prefix: str
+    connection_name: str | None
+    queue_type: QueueType
+    delay_window_ms: int
+    delay_prefetch: int
+    publish_timeout_s: float
+    heartbeat_s: int
+    reconnect_interval_s: float
+    consumer_timeout_s: float | None
+    shutdown_timeout_s: float
+
+
+def build_settings(
+    url: str | None, settings: AMQPSettings | None, options: WorkerOptions
+) -> AMQPSettings:
+    """Settings from ``url``, then ``options``, then ``settings``, then the environment.
+
+    Raises :class:`~amqp_worker.errors.ConfigurationError` naming each bad field.
+    """
+    fields: dict[str, Any] = dict(settings) if settings is not None else {}
+    fields.update(options)
+    if url is not None:
+        fields["url"] = SecretStr(url)
+    try:
+        return AMQPSettings(**fields)
+    except ValidationError as exc:
+        raise ConfigurationError(
+            f"invalid AMQPWorker settings: {describe_validation_error(exc, 'settings')}"
+        ) from None

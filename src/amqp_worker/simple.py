@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 from .base import BaseWorker
+from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
 from .errors import ConfigurationError, FailedJobNotFound
 from .failures import AttemptRecord, FailedJob, failure_headers
 from .job import Job
-from .protocol import DEFAULT_STOP_TIMEOUT_S
 from .retry import RetryPolicy
 
 __all__ = ["SimpleWorker"]
@@ -54,7 +54,7 @@ class SimpleWorker(BaseWorker):
     def __init__(
         self,
         *,
-        max_concurrency: int = 25,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
     ) -> None:

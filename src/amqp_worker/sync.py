@@ -30,11 +30,11 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from .amqp import AMQPWorker, WorkerOptions
+from .amqp import AMQPWorker
+from .defaults import DEFAULT_STOP_TIMEOUT_S
 from .errors import PublishError
 from .job import Job
-from .protocol import DEFAULT_STOP_TIMEOUT_S
-from .settings import AMQPSettings
+from .settings import AMQPSettings, WorkerOptions
 
 __all__ = ["Publisher"]
 

@@ -21,6 +21,7 @@ import click
 
 from amqp_worker import __version__
 from amqp_worker.amqp import AMQPWorker
+from amqp_worker.defaults import DEFAULT_STOP_TIMEOUT_S
 
 from . import logs
 from .common import CLIError, ExitCode, Target, connection_options, queue_option, remember_secret
@@ -283,7 +284,7 @@ def run(
         remember_secret(worker.settings.url.get_secret_value())
         timeout_s = worker.settings.shutdown_timeout_s
     else:
-        timeout_s = 30.0
+        timeout_s = DEFAULT_STOP_TIMEOUT_S
     if shutdown_timeout is not None:
         timeout_s = shutdown_timeout
     logs.emit(banner(worker))

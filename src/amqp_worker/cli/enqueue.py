@@ -13,6 +13,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from amqp_worker.errors import describe_validation_error
 from amqp_worker.job import Job
 
 from .common import CLIError, ExitCode, Target, connection_options
@@ -123,10 +124,7 @@ def enqueue(
     try:
         job = Job(queue=queue, handler=handler, args=job_args)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise CLIError(f"invalid job: {problems}", ExitCode.CONFIG) from None
+        raise CLIError(f"invalid job: {describe_validation_error(exc)}", ExitCode.CONFIG) from None
     worker = target.worker()
 
     async def publish() -> str:
