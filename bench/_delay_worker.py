@@ -46,6 +46,13 @@ from amqp_worker import AMQPWorker, Job
 from amqp_worker.messages import DUE_HEADER
 
 
+#: The private steps of AMQPWorker this bench wraps; a rename must fail loudly, not skew figures.
+WRAPPED = ("_on_due", "_schedule", "_accept")
+_gone = [name for name in WRAPPED if not callable(getattr(AMQPWorker, name, None))]
+if _gone:
+    raise SystemExit(f"bench/_delay_worker.py: AMQPWorker no longer has {', '.join(_gone)}")
+
+
 class TracingWorker(AMQPWorker):
     """An AMQPWorker that time-stamps each delayed job on its way to the handler."""
 

@@ -232,8 +232,8 @@ def make_worker(url: str, names: Names) -> AMQPWorker:
 
 async def warm_up(worker: AMQPWorker, names: Names) -> None:
     """Connect and declare the work queue, as the first ``perform`` would, before timing."""
-    await worker.broker.connect()
-    await worker.broker.ensure_work_queue(names.worker_queue)
+    await worker._broker.connect()
+    await worker._broker.ensure_work_queue(names.worker_queue)
 
 
 async def worker_perform(worker: AMQPWorker, names: Names, n: int) -> Span:

@@ -26,14 +26,15 @@ from .errors import (
     Retry,
     TopologyConflict,
 )
-from .failures import AttemptRecord, FailedJob, FailureReason
+from .failures import AttemptRecord, FailedJob, FailedJobsResult, FailureReason
 from .handlers import Handler
 from .hooks import Hooks, JobEvent
 from .job import Job
-from .protocol import Worker
+from .protocol import FailedJobs, Worker
 from .retry import RetryPolicy
-from .settings import AMQPSettings
+from .settings import AMQPSettings, WorkerOptions
 from .simple import SimpleWorker
+from .topology import Topology
 
 try:
     __version__ = _version("amqp-worker")
@@ -50,6 +51,8 @@ __all__ = [
     "ConfigurationError",
     "FailedJob",
     "FailedJobNotFound",
+    "FailedJobs",
+    "FailedJobsResult",
     "FailureReason",
     "Handler",
     "HandlerAlreadyRegistered",
@@ -67,7 +70,9 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "SimpleWorker",
+    "Topology",
     "TopologyConflict",
     "Worker",
+    "WorkerOptions",
     "__version__",
 ]

@@ -1,42 +1,47 @@
-"""What every worker shares: registration, argument checks, running one job.
+"""What every worker shares: registration, enqueue checks, the lifecycle, running one job.
 
-Implementations add a transport: where enqueued jobs wait, and how they come
-back to :meth:`BaseWorker._execute`.
+:class:`BaseWorker` implements the :class:`~amqp_worker.Worker` protocol once.
+A worker adds a *transport*: where enqueued jobs wait (:meth:`~BaseWorker._enqueue`),
+how it begins and ends taking them (:meth:`~BaseWorker._begin`,
+:meth:`~BaseWorker._end`), and how one delivery is settled. Running a job is
+one template method, :meth:`BaseWorker._run`: attempt, decide, then retry
+later or park; a worker overrides only the transport steps
+(:meth:`~BaseWorker._succeeded`, :meth:`~BaseWorker._retry_later`,
+:meth:`~BaseWorker._park`).
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-import contextlib
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
+from .attempt import report_failure, run_attempt
 from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
 from .errors import (
     ConfigurationError,
     HandlerAlreadyRegistered,
     HandlerNotRegistered,
-    InvalidArgs,
 )
-from .failures import FailedJob, FailureReason
+from .failures import AttemptRecord, FailureReason
 from .handlers import Handler, HandlerSpec, check_timeout
-from .hooks import Hooks, JobEvent
+from .hooks import Hooks
 from .job import Job
 from .pool import DrainReport, TaskPool
-from .retry import Decision, RetryPolicy, decide
+from .protocol import FailedJobs
+from .retry import RetryPolicy, decide
 
-__all__ = ["BaseWorker", "Outcome", "delay_until", "seconds"]
+__all__ = ["BaseWorker", "delay_until", "seconds"]
 
 logger = logging.getLogger("amqp_worker")
 
 H = TypeVar("H", bound=Handler)
+#: What a worker's transport hands to :meth:`BaseWorker._run`: a message, an entry in memory.
+D = TypeVar("D")
 
 
 def seconds(delay: timedelta | float) -> float:
@@ -67,8 +72,12 @@ def delay_until(when: datetime, now: datetime | None = None) -> float:
     return max(0.0, (when - now).total_seconds())
 
 
-class BaseWorker(abc.ABC):
-    """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`."""
+class BaseWorker(abc.ABC, Generic[D]):
+    """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`.
+
+    ``D`` is the transport's delivery: what :meth:`_run` settles when an
+    attempt ends.
+    """
 
     def __init__(
         self,
@@ -140,6 +149,15 @@ class BaseWorker(abc.ABC):
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
     ) -> None:
+        """Register ``handler`` for jobs whose ``handler`` field is ``name``.
+
+        ``retry`` and ``timeout_s`` override the worker's defaults for this
+        handler (``math.inf``: no timeout). Raises
+        :class:`~amqp_worker.errors.InvalidHandler` for an empty or illegal
+        name, a non-callable or bad options, and
+        :class:`~amqp_worker.errors.HandlerAlreadyRegistered` for a name
+        already taken. Allowed before or after :meth:`start`.
+        """
         spec = HandlerSpec.inspect(name, handler, retry=retry, timeout_s=timeout_s)
         if name in self._handlers:
             raise HandlerAlreadyRegistered(name)
@@ -148,6 +166,8 @@ class BaseWorker(abc.ABC):
     def handler(
         self, name: str, *, retry: RetryPolicy | None = None, timeout_s: float | None = None
     ) -> Callable[[H], H]:
+        """Decorator form of :meth:`register`; returns the function unchanged."""
+
         def decorate(func: H) -> H:
             self.register(name, func, retry=retry, timeout_s=timeout_s)
             return func
@@ -157,15 +177,25 @@ class BaseWorker(abc.ABC):
     # -- enqueueing -----------------------------------------------------------
 
     async def perform(self, job: Job) -> str:
+        """Enqueue ``job`` to run as soon as possible; return its id. ``job`` is not mutated."""
         job = self._outgoing(job)
         return await self._enqueue(job, 0.0, self.hooks.publishing(job))
 
     async def perform_at(self, job: Job, when: datetime) -> str:
+        """Enqueue ``job`` to run at ``when``, a timezone-aware datetime; return its id.
+
+        A time in the past runs as soon as possible; a naive datetime raises
+        ``ValueError``.
+        """
         job = self._outgoing(job)
         delay_s = delay_until(when, job.enqueued_at)
         return await self._enqueue(job, delay_s, self.hooks.publishing(job))
 
     async def perform_in(self, job: Job, delay: timedelta | float) -> str:
+        """Enqueue ``job`` to run ``delay`` after now (seconds if a number); return its id.
+
+        A negative or non-finite delay raises ``ValueError``.
+        """
         delay_s = seconds(delay)
         job = self._outgoing(job)
         return await self._enqueue(job, delay_s, self.hooks.publishing(job))
@@ -180,24 +210,10 @@ class BaseWorker(abc.ABC):
             raise TypeError(f"expected a Job, got {type(job).__name__}")
         return job.model_copy(update={"enqueued_at": datetime.now(UTC)})
 
+    @property
     @abc.abstractmethod
-    async def failed_jobs(
-        self, queue: str | None = None, limit: int | None = None
-    ) -> list[FailedJob]:
-        """Parked jobs, oldest first (of ``queue`` only, if given), without removing any."""
-
-    @abc.abstractmethod
-    async def retry_failed(
-        self, ids: Iterable[str] | None = None, queue: str | None = None
-    ) -> list[str]:
-        """Enqueue parked jobs again with ``attempt`` reset (None: all); return their ids.
-
-        Raises :class:`~amqp_worker.errors.FailedJobNotFound` for unknown ids.
-        """
-
-    @abc.abstractmethod
-    async def purge_failed(self, ids: Iterable[str] | None = None, queue: str | None = None) -> int:
-        """Delete parked jobs (None: all); return how many."""
+    def failed(self) -> FailedJobs:
+        """The parked jobs of this worker's queues: list, show, retry, purge."""
 
     @abc.abstractmethod
     async def _enqueue(self, job: Job, delay_s: float, headers: dict[str, Any]) -> str:
@@ -205,11 +221,42 @@ class BaseWorker(abc.ABC):
 
     # -- lifecycle ------------------------------------------------------------
 
-    @abc.abstractmethod
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Begin taking jobs; see :meth:`amqp_worker.Worker.start`. Idempotent."""
+        if self._running:
+            return
+        await self._prepare()
+        self._pool.open()
+        self._running = True
+        try:
+            await self._begin()
+        except BaseException:
+            await self.stop(timeout_s=0)
+            raise
+
+    async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """Stop taking jobs and wait for running handlers; see :meth:`amqp_worker.Worker.stop`."""
+        was_running, self._running = self._running, False
+        await self._end(was_running, timeout_s)
+
+    async def _prepare(self) -> None:
+        """Anything :meth:`start` needs before the worker counts as running (a connection)."""
 
     @abc.abstractmethod
-    async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None: ...
+    async def _begin(self) -> None:
+        """Start delivering jobs to :meth:`_submit`; the worker is already running."""
+
+    @abc.abstractmethod
+    async def _end(self, was_running: bool, timeout_s: float | None) -> None:
+        """Stop delivering, :meth:`_drain` running handlers, release the transport.
+
+        ``was_running`` is False for a worker that was stopped already or
+        never started (a publish-only worker still closes its connection).
+        """
+
+    def _submit_run(self, run: Callable[[], Any], on_abandon: Callable[[], None]) -> None:
+        """Queue ``run()`` for a handler slot; ``on_abandon()`` if stop() drops it unstarted."""
+        self._pool.submit(run, on_abandon=on_abandon)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -247,166 +294,84 @@ class BaseWorker(abc.ABC):
         timeout = spec.timeout_s if spec.timeout_s is not None else self.timeout_s
         return None if timeout is None or math.isinf(timeout) else timeout
 
-    async def _attempt(self, job: Job, queue: str, headers: Mapping[str, Any]) -> Outcome:
-        """Run one attempt of ``job``: validate, call the handler, report what happened."""
-        try:
-            spec = self._spec(job)
-            args = spec.parse_args(job)
-        except (HandlerNotRegistered, InvalidArgs) as exc:
-            return Outcome(exc, 0.0)
-        if self.hooks:
-            await self.hooks.emit(
-                JobEvent("before", queue, job, job.id, job.attempt, headers=headers)
-            )
-        timeout_s = self._timeout_for(spec)
-        started = time.perf_counter()
-        try:
-            linger = await spec.run(job, args, self._pool.threads, timeout_s)
-        except asyncio.CancelledError as cancelled:
-            # stop() gave up on it: hooks that opened something in `before` (a span,
-            # an in-progress count) must hear that it ended. The job itself is not
-            # settled here; the worker hands it back.
-            with contextlib.suppress(BaseException):
-                await self._tell_failure(
-                    job, queue, time.perf_counter() - started, cancelled, headers
+    def _warn_timeouts_over(self, limit_s: float | None) -> None:
+        """Warn about handlers whose timeout exceeds the broker's consumer timeout ``limit_s``."""
+        if limit_s is None:
+            return
+        for name, spec in sorted(self._handlers.items()):
+            timeout = self._timeout_for(spec)
+            if timeout is not None and timeout > limit_s:
+                logger.warning(
+                    "handler %r has timeout_s=%g, longer than the broker's consumer timeout "
+                    "(%gs, consumer_timeout_s): RabbitMQ would close the channel and redeliver "
+                    "the job before the handler times out",
+                    name,
+                    timeout,
+                    limit_s,
                 )
-            raise
-        except Exception as exc:
-            return Outcome(exc, time.perf_counter() - started)
-        duration = time.perf_counter() - started
-        if linger is not None:
-            return Outcome(spec.timeout_error(timeout_s), duration, linger)
-        logger.info(
-            "job %s succeeded: handler=%s queue=%s attempt=%d duration=%.3fs",
-            job.id,
-            job.handler,
-            queue,
-            job.attempt,
-            duration,
-            extra={
-                "job_id": job.id,
-                "handler": job.handler,
-                "queue": queue,
-                "attempt": job.attempt,
-                "duration_s": round(duration, 6),
-                "outcome": "succeeded",
-            },
-        )
-        if self.hooks:
-            await self.hooks.emit(
-                JobEvent("after", queue, job, job.id, job.attempt, duration, headers=headers)
-            )
-        return Outcome(None, duration)
 
-    def _decide(self, job: Job, exc: BaseException) -> Decision:
-        spec = self._handlers.get(job.handler)
-        policy = spec.retry if spec is not None and spec.retry is not None else self.retry
-        return decide(policy, job.attempt, exc)
-
-    async def _failed_attempt(
+    async def _run(
         self,
+        delivery: D,
         job: Job,
         queue: str,
-        outcome: Outcome,
-        decision: Decision,
         headers: Mapping[str, Any],
+        history: Sequence[AttemptRecord] = (),
     ) -> None:
-        """Log a failed attempt once, with its identity and traceback, and tell the hooks."""
-        exc = outcome.error
-        assert exc is not None
-        then = f"retrying in {decision.delay_s:.3g}s" if decision.retry else "parking it"
-        logger.error(
-            "job %s failed: handler=%s queue=%s attempt=%d duration=%.3fs: %s: %s; %s",
-            job.id,
-            job.handler,
-            queue,
-            job.attempt,
-            outcome.duration_s,
-            type(exc).__name__,
-            exc,
-            then,
-            exc_info=exc,
-            extra={
-                "job_id": job.id,
-                "handler": job.handler,
-                "queue": queue,
-                "attempt": job.attempt,
-                "duration_s": round(outcome.duration_s, 6),
-                "outcome": "retried" if decision.retry else "parked",
-            },
-        )
-        await self._tell_failure(
+        """Run one attempt of ``job`` and settle ``delivery``: the flow every worker shares.
+
+        Success settles it (:meth:`_succeeded`). A failure is logged and told
+        to the hooks once, added to the job's ``history``, and then, per the
+        handler's retry policy, either enqueued again with ``attempt + 1``
+        (:meth:`_retry_later`) or parked with the whole history
+        (:meth:`_park`). A timed-out sync handler keeps its slot until its
+        thread returns.
+        """
+        spec = self._handlers.get(job.handler)
+        timeout_s = self._timeout_for(spec) if spec is not None else None
+        outcome = await run_attempt(
+            spec,
             job,
             queue,
-            outcome.duration_s,
-            exc,
             headers,
-            retry_in_s=decision.delay_s if decision.retry else None,
+            hooks=self.hooks,
+            threads=self._pool.threads,
+            timeout_s=timeout_s,
         )
+        if outcome.error is None:
+            await self._succeeded(delivery, job)
+            return
+        policy = spec.retry if spec is not None and spec.retry is not None else self.retry
+        decision = decide(policy, job.attempt, outcome.error)
+        await report_failure(self.hooks, job, queue, outcome, decision, headers)
+        history = [*history, AttemptRecord.of(job.attempt, outcome.error)]
+        if decision.retry:
+            retry = job.model_copy(update={"attempt": job.attempt + 1})
+            await self._retry_later(delivery, retry, queue, decision.delay_s, history)
+        else:
+            await self._park(delivery, job, queue, decision.reason, outcome.error, history)
+        await outcome.wait_linger()
 
-    async def _tell_failure(
+    async def _succeeded(self, delivery: D, job: Job) -> None:
+        """Settle the delivery of a job whose handler succeeded (ack it)."""
+
+    @abc.abstractmethod
+    async def _retry_later(
+        self, delivery: D, retry: Job, queue: str, delay_s: float, history: list[AttemptRecord]
+    ) -> None:
+        """Enqueue ``retry`` (the next attempt) after ``delay_s``, then settle ``delivery``."""
+
+    @abc.abstractmethod
+    async def _park(
         self,
+        delivery: D,
         job: Job,
         queue: str,
-        duration_s: float,
-        error: BaseException,
-        headers: Mapping[str, Any],
-        retry_in_s: float | None = None,
-    ) -> None:
-        """Tell the ``on_failure`` hooks that an attempt of ``job`` ended without success."""
-        if self.hooks:
-            await self.hooks.emit(
-                JobEvent(
-                    "on_failure",
-                    queue,
-                    job,
-                    job.id,
-                    job.attempt,
-                    duration_s,
-                    error,
-                    retry_in_s=retry_in_s,
-                    headers=headers,
-                )
-            )
-
-    async def _parked(
-        self,
-        queue: str,
-        job: Job | None,
-        job_id: str,
         reason: FailureReason,
-        exc: BaseException,
-        headers: Mapping[str, Any],
+        error: BaseException,
+        history: list[AttemptRecord],
     ) -> None:
-        """Tell the hooks a job was parked."""
-        if self.hooks:
-            attempt = job.attempt if job else 0
-            await self.hooks.emit(
-                JobEvent(
-                    "on_parked",
-                    queue,
-                    job,
-                    job_id,
-                    attempt,
-                    error=exc,
-                    reason=reason,
-                    headers=headers,
-                )
-            )
+        """Keep ``job`` as a failed job with ``reason`` and ``history``, then settle ``delivery``.
 
-    @staticmethod
-    async def _linger(outcome: Outcome) -> None:
-        """Hold the slot until a timed-out sync handler's thread has returned."""
-        if outcome.linger is not None:
-            with contextlib.suppress(Exception):
-                await outcome.linger
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one attempt went."""
-
-    error: BaseException | None
-    duration_s: float
-    linger: asyncio.Future[Any] | None = None
-    """A timed-out sync handler's thread, still running."""
+        Tell the ``on_parked`` hooks (:func:`~amqp_worker.attempt.tell_parked`) once it is kept.
+        """

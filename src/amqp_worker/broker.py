@@ -34,11 +34,10 @@ from aio_pika.abc import (
 )
 from aio_pika.message import Message
 
-from .connect import dial
+from .connect import connection_lost, dial
 from .errors import (
     BrokerUnavailable,
     ConfigurationError,
-    PublishError,
     PublishNacked,
     PublishReturned,
     TopologyConflict,
@@ -51,15 +50,6 @@ __all__ = ["Broker"]
 logger = logging.getLogger("amqp_worker")
 
 T = TypeVar("T")
-
-#: Errors that mean "the channel or connection went away", not "the broker said no".
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    amqp_errors.ChannelInvalidStateError,
-    amqp_errors.AMQPConnectionError,
-    amqp_errors.ConnectionClosed,
-    ConnectionError,
-    RuntimeError,  # aio-pika: "Connection was not opened" and friends
-)
 
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
 
@@ -288,6 +278,27 @@ class Broker:
 
         await self._once(f"failed:{queue}", declare)
 
+    async def consumer_queues(
+        self, queue: str, work: AbstractChannel, due: AbstractChannel
+    ) -> tuple[AbstractQueue, AbstractQueue]:
+        """Declare everything a consumer of ``queue`` needs; return its work and due queues.
+
+        The failed-jobs queue, the delay topology, the exchanges and bindings
+        are declared (once per process) on the topology channel. The work and
+        due queues are declared again on the consumer channels ``work`` and
+        ``due``: a robust channel re-declares what was declared through it,
+        and restores its consumers, after a reconnect.
+        """
+        topology = self.topology
+        await self.ensure_failed_queue(queue)
+        await self.ensure_due_queue(queue)
+        await self.ensure_work_queue(queue)
+        arguments = topology.work_queue_arguments()
+        return (
+            await self.declare_queue(topology.work_queue(queue), arguments, channel=work),
+            await self.declare_queue(topology.due_queue(queue), arguments, channel=due),
+        )
+
     def forget(self, queue: str) -> None:
         """Forget that ``queue``'s queues were declared, so the next use declares them again."""
         self._declared -= {f"work:{queue}", f"due:{queue}", f"failed:{queue}"}
@@ -342,7 +353,9 @@ class Broker:
                 raise
             except TimeoutError:
                 break
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
                 # The channel or connection went away: wait for the robust connection to come
                 # back and publish again. A duplicate is possible; a silent loss is not.
                 logger.debug("publish interrupted (%s); retrying", type(exc).__name__)
@@ -366,18 +379,3 @@ class Broker:
 
         results = await asyncio.gather(*(one(*item) for item in items), return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
-
-
-def raise_first(results: list[BaseException | None], ids: list[str]) -> None:
-    """Raise a :class:`PublishError` naming every job whose publish failed, if any did."""
-    failed = [(job_id, r) for job_id, r in zip(ids, results, strict=True) if r is not None]
-    if not failed:
-        return
-    first = failed[0][1]
-    assert first is not None
-    if not isinstance(first, Exception):
-        raise first
-    raise PublishError(
-        f"{len(failed)} of {len(ids)} jobs were not confirmed; first error: {first}",
-        tuple(job_id for job_id, _ in failed),
-    ) from first

@@ -15,7 +15,32 @@ from aio_pika.abc import AbstractConnection
 from .errors import BrokerUnavailable
 from .settings import AMQPSettings
 
-__all__ = ["dial", "scrub_url"]
+__all__ = ["connection_lost", "dial", "scrub_url"]
+
+#: Errors that mean "the channel or connection went away", not "the broker said no".
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    amqp_errors.ChannelInvalidStateError,
+    amqp_errors.AMQPConnectionError,
+    amqp_errors.ConnectionClosed,
+    ConnectionError,
+)
+
+#: What aio-pika and aiormq say, with a bare RuntimeError, when the connection is gone.
+_LOST_MESSAGES = ("Connection was not opened", "Connection is not ready", "closed", "Closed")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """True if ``exc`` means the channel or connection went away (so a retry may work).
+
+    aio-pika and aiormq report some of these as a bare ``RuntimeError``
+    ("Connection was not opened", "<Connection> closed"); those count only by
+    their message, so a ``RuntimeError`` from a bug surfaces at once instead
+    of being retried as an outage.
+    """
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    return type(exc) is RuntimeError and any(text in str(exc) for text in _LOST_MESSAGES)
+
 
 #: The longest one connection attempt may take, so a hung TCP connect is retried.
 ATTEMPT_TIMEOUT_S = 10.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -32,6 +33,7 @@ from .job import Job
 __all__ = [
     "AttemptRecord",
     "FailedJob",
+    "FailedJobsResult",
     "FailureReason",
     "failure_headers",
     "history_from_headers",
@@ -222,3 +224,27 @@ class FailedJob(BaseModel):
             error_message=str(headers.get("aw-error-message", "")),
             traceback=str(headers.get("aw-traceback", "")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJobsResult:
+    """What a bulk ``retry`` or ``purge`` of failed jobs did, by job id."""
+
+    done: tuple[str, ...] = ()
+    """Ids retried (back on their work queue, confirmed) or purged, in queue order."""
+    not_found: tuple[str, ...] = ()
+    """Ids asked for that no failed-jobs queue holds (already retried or purged, or a typo)."""
+    skipped: tuple[str, ...] = ()
+    """Ids left in place: parked bodies that are not valid jobs cannot be retried."""
+
+    def __len__(self) -> int:
+        return len(self.done)
+
+    @classmethod
+    def of(
+        cls, wanted: Sequence[str] | None, done: Sequence[str], skipped: Sequence[str] = ()
+    ) -> FailedJobsResult:
+        """The result of acting on ``wanted`` ids (None: all): the ones not seen are not found."""
+        seen = {*done, *skipped}
+        missing = () if wanted is None else tuple(i for i in wanted if i not in seen)
+        return cls(tuple(done), missing, tuple(skipped))

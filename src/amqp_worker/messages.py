@@ -14,27 +14,37 @@ Headers set by amqp-worker all start with ``aw-``:
 RabbitMQ's own ``x-death`` / ``x-first-death-*`` / ``x-last-death-*`` headers
 are stripped whenever amqp-worker re-publishes a message: RabbitMQ's
 dead-letter cycle detection may otherwise silently drop it.
+
+Re-published messages (a retry, a parked job, a job sent round the delay
+topology again, a failed job retried by hand) all keep their headers through
+one filter, :func:`carried_headers`; this module also builds them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aio_pika import DeliveryMode, Message
+from aio_pika.abc import AbstractIncomingMessage
 
+from .failures import HISTORY_HEADER, AttemptRecord, FailureReason, failure_headers, history_header
 from .job import Job
 
 __all__ = [
     "ATTEMPT_HEADER",
     "DUE_HEADER",
+    "carried_headers",
     "job_message",
+    "parked_message",
     "republish_headers",
+    "retry_headers",
     "strip_death_headers",
 ]
 
 ATTEMPT_HEADER = "aw-attempt"
 DUE_HEADER = "aw-due-ms"
+DELAY_HEADER_PREFIX = "aw-delay-"
 CONTENT_TYPE = "application/json"
 
 
@@ -59,6 +69,67 @@ def republish_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
         key: value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else value
         for key, value in strip_death_headers(headers).items()
     }
+
+
+def carried_headers(
+    headers: Mapping[str, Any] | None, *, fresh_start: bool = False
+) -> dict[str, Any]:
+    """The headers a re-published job keeps: the user's, and its failure record.
+
+    Always dropped: RabbitMQ's death bookkeeping, the old route through the
+    delay topology, the old due time and attempt (the new message gets its
+    own). With ``fresh_start`` (a parked job retried by hand, which starts
+    again at attempt 0) every ``aw-*`` header is dropped too: its failure
+    record belongs to the run that ended. The user's headers (trace context,
+    ``on_publish`` hooks) always travel on.
+    """
+    return {
+        key: value
+        for key, value in republish_headers(headers).items()
+        if not (
+            key.startswith("aw-")
+            and (fresh_start or key.startswith(DELAY_HEADER_PREFIX) or key in _REPLACED)
+        )
+    }
+
+
+#: Headers every new message of a job sets afresh.
+_REPLACED = frozenset({ATTEMPT_HEADER, DUE_HEADER})
+
+
+def retry_headers(
+    headers: Mapping[str, Any] | None, history: Sequence[AttemptRecord]
+) -> dict[str, Any]:
+    """Headers of the next attempt of a job: its carried headers plus the failure history."""
+    return {**carried_headers(headers), HISTORY_HEADER: history_header(history)}
+
+
+def parked_message(
+    message: AbstractIncomingMessage,
+    queue: str,
+    reason: FailureReason,
+    error: BaseException,
+    *,
+    job: Job | None = None,
+    history: Sequence[AttemptRecord] = (),
+) -> Message:
+    """The failed-jobs copy of ``message``: its body untouched, the reason in its headers.
+
+    The body stays exactly as received, so a body that is not even a job can
+    still be read back and explained.
+    """
+    return Message(
+        message.body,
+        headers={
+            **carried_headers(message.headers),
+            **failure_headers(reason, queue, error, history=history),
+        },
+        content_type=message.content_type,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=job.id if job else message.message_id,
+        type=message.type,
+        timestamp=message.timestamp,
+    )
 
 
 def job_message(

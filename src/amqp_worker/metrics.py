@@ -31,10 +31,10 @@ does appear under ``parked``.
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
-from .base import BaseWorker
 from .hooks import JobEvent
+from .protocol import Worker
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -44,6 +44,9 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 __all__ = ["DURATION_BUCKETS_S", "PrometheusMetrics"]
+
+#: Any worker: the integration relies on the Worker protocol only.
+W = TypeVar("W", bound=Worker)
 
 #: Histogram buckets, in seconds: background jobs run from milliseconds to minutes.
 DURATION_BUCKETS_S = (
@@ -111,7 +114,7 @@ class PrometheusMetrics:
             f"amqp_worker_metrics_{id(self)}", default=False
         )
 
-    def instrument(self, worker: BaseWorker) -> BaseWorker:
+    def instrument(self, worker: W) -> W:
         """Add this object's hooks to ``worker``; return the worker."""
         worker.hooks.before(self._before)
         worker.hooks.after(self._after)

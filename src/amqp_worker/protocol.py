@@ -13,22 +13,27 @@ Buffalo (Go)           amqp-worker
 
 Every implementation (:class:`~amqp_worker.SimpleWorker`,
 :class:`~amqp_worker.AMQPWorker`) follows the semantics written here, and one
-contract test suite checks them all.
+contract test suite checks them all. Integrations (metrics, tracing, the CLI)
+rely on nothing else. Parked jobs are reached through ``worker.failed``, a
+:class:`FailedJobs`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import builtins
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 from .defaults import DEFAULT_STOP_TIMEOUT_S
+from .failures import FailedJob, FailedJobsResult
 from .handlers import Handler
+from .hooks import Hooks
 from .job import Job
 from .retry import RetryPolicy
 
-__all__ = ["Worker"]
+__all__ = ["FailedJobs", "Worker"]
 
 H = TypeVar("H", bound=Handler)
 
@@ -50,6 +55,48 @@ class Worker(Protocol):
       handlers run in worker threads, never on the event loop.
     - ``async with worker:`` calls :meth:`start` and, on exit, :meth:`stop`.
     """
+
+    hooks: Hooks
+    """Callbacks around every job (:mod:`amqp_worker.hooks`); metrics and tracing use them."""
+
+    retry: RetryPolicy
+    """The retry policy of handlers registered without one."""
+
+    timeout_s: float | None
+    """The timeout of handlers registered without one; None means no limit."""
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`: the worker is taking jobs."""
+        ...
+
+    @property
+    def max_concurrency(self) -> int:
+        """The most handlers that run at once."""
+        ...
+
+    @property
+    def handlers(self) -> tuple[str, ...]:
+        """Names of the registered handlers, sorted."""
+        ...
+
+    @property
+    def failed(self) -> FailedJobs:
+        """The parked jobs of this worker's queues: list, show, retry, purge."""
+        ...
+
+    def with_options(self, **overrides: Any) -> Self:
+        """A new, stopped worker like this one, with ``overrides`` applied.
+
+        Settings are immutable, so this is how a daemon or a test changes them.
+        The copy has this worker's handlers and hooks (as registered so far),
+        default retry policy and timeout; registering a handler or a hook on
+        one afterwards does not affect the other. ``overrides`` are the
+        constructor's keyword options. Raises
+        :class:`~amqp_worker.errors.ConfigurationError` for unknown or invalid
+        ones.
+        """
+        ...
 
     async def start(self) -> None:
         """Begin running jobs. Jobs enqueued earlier wait and run now.
@@ -92,6 +139,14 @@ class Worker(Protocol):
         """
         ...
 
+    async def perform_many(self, jobs: Iterable[Job]) -> builtins.list[str]:
+        """Enqueue several jobs to run as soon as possible; return their ids in order.
+
+        If some are not enqueued, raises :class:`~amqp_worker.errors.PublishError`
+        whose ``job_ids`` lists them; the others are enqueued.
+        """
+        ...
+
     def register(
         self,
         name: str,
@@ -125,3 +180,45 @@ class Worker(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class FailedJobs(Protocol):
+    """The parked jobs of a worker's queues (``worker.failed``).
+
+    A job is parked, with the reason and every attempt's error, when it ran
+    out of retries, failed with :class:`~amqp_worker.PermanentError`, or
+    could not run at all (invalid args, unknown handler, a body that is not a
+    job). ``queue`` narrows any operation to one job queue; by default it
+    covers all of the worker's queues. Reading never removes or reorders.
+    Bulk operations take one pass over each failed-jobs queue, whatever the
+    number of ids.
+    """
+
+    async def list(
+        self, queue: str | None = None, limit: int | None = None
+    ) -> builtins.list[FailedJob]:
+        """Parked jobs, oldest first (at most ``limit``), without removing any."""
+        ...
+
+    async def show(self, job_id: str, queue: str | None = None) -> FailedJob:
+        """One parked job; :class:`~amqp_worker.errors.FailedJobNotFound` if there is none."""
+        ...
+
+    async def retry(
+        self, ids: Iterable[str] | None = None, queue: str | None = None
+    ) -> FailedJobsResult:
+        """Enqueue parked jobs again with ``attempt`` reset to 0 (``ids=None``: all of them).
+
+        A job is confirmed on its work queue before its failed copy is
+        removed, so a crash in between duplicates it, never loses it. Running
+        the same retry twice finds the ids gone (``not_found``). Parked bodies
+        that are not valid jobs stay where they are (``skipped``).
+        """
+        ...
+
+    async def purge(
+        self, ids: Iterable[str] | None = None, queue: str | None = None
+    ) -> FailedJobsResult:
+        """Delete parked jobs for good (``ids=None``: all of them)."""
+        ...

@@ -15,16 +15,17 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Self
 
+from .attempt import tell_parked
 from .base import BaseWorker
-from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
-from .errors import ConfigurationError, FailedJobNotFound
-from .failures import AttemptRecord, FailedJob, failure_headers
+from .defaults import DEFAULT_MAX_CONCURRENCY
+from .errors import ConfigurationError
+from .failed_jobs.memory import MemoryFailedJobs
+from .failures import AttemptRecord, FailedJob, FailureReason, failure_headers
 from .job import Job
+from .protocol import FailedJobs
 from .retry import RetryPolicy
 
 __all__ = ["SimpleWorker"]
@@ -41,7 +42,7 @@ class _Entry:
     history: list[AttemptRecord] = field(default_factory=list)
 
 
-class SimpleWorker(BaseWorker):
+class SimpleWorker(BaseWorker[_Entry]):
     """Runs jobs in this process with asyncio; persists nothing.
 
     - Jobs performed before :meth:`start` wait in memory and run after it.
@@ -63,10 +64,7 @@ class SimpleWorker(BaseWorker):
         self._timers: dict[int, tuple[asyncio.TimerHandle, _Entry]] = {}
         self._tokens = itertools.count()
         self._dropped = 0
-        self._failed: list[FailedJob] = []
-        # The message headers of parked jobs (trace context, on_publish headers), by
-        # job id, so a retried job carries them on as it would through RabbitMQ.
-        self._parked_headers: dict[str, dict[str, Any]] = {}
+        self._failed = MemoryFailedJobs(lambda job, headers: self._place(_Entry(job, headers), 0))
 
     def _copy(self, overrides: dict[str, Any]) -> Self:
         unknown = sorted(set(overrides) - {"max_concurrency", "retry", "timeout_s"})
@@ -81,8 +79,13 @@ class SimpleWorker(BaseWorker):
         }
         return type(self)(**{**options, **overrides})
 
+    @property
+    def failed(self) -> FailedJobs:
+        """The jobs this worker parked, kept in memory: list, show, retry, purge."""
+        return self._failed
+
     def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
+        state = "running" if self.running else "stopped"
         return f"<SimpleWorker {state} max_concurrency={self.max_concurrency}>"
 
     # -- enqueueing -------------------------------------------------------------
@@ -105,7 +108,7 @@ class SimpleWorker(BaseWorker):
         self._accept(entry)
 
     def _accept(self, entry: _Entry) -> None:
-        if self._running:
+        if self.running:
             self._submit(entry)
         else:
             self._pending.append(entry)
@@ -114,45 +117,42 @@ class SimpleWorker(BaseWorker):
         def dropped() -> None:
             self._dropped += 1
 
-        self._pool.submit(lambda: self._execute(entry), on_abandon=dropped)
-
-    # -- running ------------------------------------------------------------------
-
-    async def _execute(self, entry: _Entry) -> None:
         job = entry.job
-        outcome = await self._attempt(job, job.queue, entry.headers)
-        if outcome.error is None:
-            return
-        decision = self._decide(job, outcome.error)
-        await self._failed_attempt(job, job.queue, outcome, decision, entry.headers)
-        history = [*entry.history, AttemptRecord.of(job.attempt, outcome.error)]
-        if decision.retry:
-            retry = job.model_copy(update={"attempt": job.attempt + 1})
-            self._place(_Entry(retry, entry.headers, history), decision.delay_s)
-        else:
-            headers = failure_headers(decision.reason, job.queue, outcome.error, history=history)
-            self._failed.append(FailedJob.from_message(job.to_json(), headers, job.id, job.queue))
-            self._parked_headers[job.id] = dict(entry.headers)
-            logger.warning("job %s parked: %s", job.id, decision.reason.value)
-            await self._parked(
-                job.queue, job, job.id, decision.reason, outcome.error, entry.headers
-            )
-        await self._linger(outcome)
+        self._submit_run(
+            lambda: self._run(entry, job, job.queue, entry.headers, entry.history), dropped
+        )
+
+    # -- settling an attempt (the transport steps of BaseWorker._run) --------------
+
+    async def _retry_later(
+        self, delivery: _Entry, retry: Job, queue: str, delay_s: float, history: list[AttemptRecord]
+    ) -> None:
+        self._place(_Entry(retry, delivery.headers, history), delay_s)
+
+    async def _park(
+        self,
+        delivery: _Entry,
+        job: Job,
+        queue: str,
+        reason: FailureReason,
+        error: BaseException,
+        history: list[AttemptRecord],
+    ) -> None:
+        headers = failure_headers(reason, queue, error, history=history)
+        record = FailedJob.from_message(job.to_json(), headers, job.id, queue)
+        self._failed.park(record, delivery.headers)
+        logger.warning("job %s parked: %s", job.id, reason.value)
+        await tell_parked(self.hooks, queue, job, job.id, reason, error, delivery.headers)
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._running:
-            return
-        self._pool.open()
-        self._running = True
+    async def _begin(self) -> None:
         while self._pending:
             self._submit(self._pending.popleft())
 
-    async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:
-        if not self._running:
+    async def _end(self, was_running: bool, timeout_s: float | None) -> None:
+        if not was_running:
             return
-        self._running = False
         self._dropped = 0
         report = await self._drain(timeout_s)
         # Jobs enqueued while draining went to _pending; they are dropped too.
@@ -168,48 +168,3 @@ class SimpleWorker(BaseWorker):
                 dropped,
                 report.cancelled,
             )
-
-    # -- failed jobs ----------------------------------------------------------------
-
-    async def failed_jobs(
-        self, queue: str | None = None, limit: int | None = None
-    ) -> list[FailedJob]:
-        """Parked jobs, oldest first; of ``queue`` only if given."""
-        found = [f for f in self._failed if queue is None or f.queue == queue]
-        return found if limit is None else found[:limit]
-
-    async def retry_failed(
-        self, ids: Iterable[str] | None = None, queue: str | None = None
-    ) -> list[str]:
-        """Enqueue parked jobs again with ``attempt`` reset; None retries all. Return their ids."""
-        chosen = self._choose(ids, queue)
-        moved: list[str] = []
-        for failed in chosen:
-            if failed.job is not None:
-                fresh = failed.job.model_copy(
-                    update={"attempt": 0, "enqueued_at": datetime.now(UTC)}
-                )
-                self._place(_Entry(fresh, self._parked_headers.get(failed.id, {})), 0)
-                moved.append(failed.id)
-            self._failed.remove(failed)
-            self._parked_headers.pop(failed.id, None)
-        return moved
-
-    async def purge_failed(self, ids: Iterable[str] | None = None, queue: str | None = None) -> int:
-        """Delete parked jobs; None deletes all (of ``queue``, if given). Return how many."""
-        chosen = self._choose(ids, queue)
-        for failed in chosen:
-            self._failed.remove(failed)
-            self._parked_headers.pop(failed.id, None)
-        return len(chosen)
-
-    def _choose(self, ids: Iterable[str] | None, queue: str | None) -> list[FailedJob]:
-        pool = [f for f in self._failed if queue is None or f.queue == queue]
-        if ids is None:
-            return pool
-        wanted = list(dict.fromkeys(ids))
-        by_id = {f.id: f for f in pool}
-        missing = [i for i in wanted if i not in by_id]
-        if missing:
-            raise FailedJobNotFound(f"no failed job with id {', '.join(missing)}")
-        return [by_id[i] for i in wanted]

@@ -28,12 +28,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, TypeVar
 
 from . import __version__
-from .base import BaseWorker
 from .hooks import JobEvent
 from .job import Job
+from .protocol import Worker
 
 try:
     from opentelemetry import context as otel_context
@@ -44,6 +44,9 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("tracing needs the otel extra: pip install 'amqp-worker[otel]'") from exc
 
 __all__ = ["Tracing"]
+
+#: Any worker: the integration relies on the Worker protocol only.
+W = TypeVar("W", bound=Worker)
 
 
 class _HeaderGetter(Getter[Mapping[str, Any]]):
@@ -85,7 +88,7 @@ class Tracing:
             ContextVar(f"amqp_worker_tracing_{id(self)}", default=None)
         )
 
-    def instrument(self, worker: BaseWorker) -> BaseWorker:
+    def instrument(self, worker: W) -> W:
         """Add this object's hooks to ``worker``; return the worker."""
         worker.hooks.on_publish(self._on_publish)
         worker.hooks.before(self._before)

@@ -71,9 +71,9 @@ async def test_perform_many_pipelines_confirms(workers: Workers) -> None:
 
 async def test_a_returned_message_raises(workers: Workers) -> None:
     publisher = workers()
-    await publisher.broker.ensure_work_queue(workers.queue)
+    await publisher._broker.ensure_work_queue(workers.queue)
     with pytest.raises(PublishReturned, match="unroutable"):
-        await publisher.broker.publish(
+        await publisher._broker.publish(
             publisher.topology.exchange, "no-such-binding", job_message(Job(handler="h"))
         )
     await publisher.stop()
@@ -89,7 +89,7 @@ async def test_a_nacked_message_raises(workers: Workers) -> None:
         )
     publisher = workers()
     with pytest.raises(PublishNacked, match="refused"):
-        await publisher.broker.publish("", full, job_message(Job(handler="h")))
+        await publisher._broker.publish("", full, job_message(Job(handler="h")))
     await publisher.stop()
 
 

@@ -133,7 +133,7 @@ async def test_a_job_running_across_a_reconnect_is_not_acked_on_the_new_channel(
         await asyncio.wait_for(started.wait(), 20)
         await asyncio.to_thread(node.kill)
         await asyncio.to_thread(node.restart)
-        await worker.broker.connect()
+        await worker._broker.connect()
         release.set()  # the first run ends now; its delivery tag belongs to a dead channel
         await asyncio.wait_for(again.wait(), 60)  # RabbitMQ redelivered the unacked job
     assert len(runs) == 2

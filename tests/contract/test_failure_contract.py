@@ -12,6 +12,7 @@ import pytest
 from amqp_worker import (
     FailedJob,
     FailedJobNotFound,
+    FailedJobsResult,
     FailureReason,
     Job,
     JobEvent,
@@ -46,7 +47,7 @@ class Flaky:
 
 async def wait_parked(worker: Any, count: int = 1) -> list[FailedJob]:
     deadline = time.monotonic() + GUARD_S
-    while len(found := await worker.failed_jobs()) < count:
+    while len(found := await worker.failed.list()) < count:
         assert time.monotonic() < deadline, f"only {len(found)} of {count} jobs parked"
         await asyncio.sleep(0.05)
     return list(found)
@@ -66,7 +67,7 @@ async def test_fails_twice_then_succeeds_runs_three_times_with_growing_delays(
     second_gap = flaky.starts[2] - flaky.starts[1]
     assert first_gap >= 0.1
     assert second_gap >= 0.2
-    assert await worker.failed_jobs() == []
+    assert await worker.failed.list() == []
 
 
 async def test_an_always_failing_job_is_parked_with_every_attempt(kit: WorkerKit) -> None:
@@ -198,12 +199,12 @@ async def test_retry_failed_brings_a_job_back_and_it_succeeds(kit: WorkerKit) ->
         job = kit.job("h", {"x": 1})
         await worker.perform(job)
         [parked] = await wait_parked(worker)
-        assert await worker.retry_failed([parked.id]) == [job.id]
+        assert await worker.failed.retry([parked.id]) == FailedJobsResult(done=(job.id,))
         await asyncio.wait_for(flaky.succeeded.wait(), GUARD_S)
         assert flaky.attempts == [0, 0]  # attempt reset
-        assert await worker.failed_jobs() == []
-        with pytest.raises(FailedJobNotFound):
-            await worker.retry_failed([parked.id])  # safe to run twice: nothing left
+        assert await worker.failed.list() == []
+        # Safe to run twice: nothing left, and it says so.
+        assert await worker.failed.retry([parked.id]) == FailedJobsResult(not_found=(job.id,))
 
 
 async def test_purge_failed(kit: WorkerKit) -> None:
@@ -214,13 +215,19 @@ async def test_purge_failed(kit: WorkerKit) -> None:
         for job in jobs:
             await worker.perform(job)
         await wait_parked(worker, 3)
-        assert await worker.purge_failed([jobs[0].id]) == 1
-        assert {f.id for f in await worker.failed_jobs()} == {jobs[1].id, jobs[2].id}
+        purged = await worker.failed.purge([jobs[0].id, "no-such-id"])
+        assert purged == FailedJobsResult(done=(jobs[0].id,), not_found=("no-such-id",))
+        assert {f.id for f in await worker.failed.list()} == {jobs[1].id, jobs[2].id}
+        shown = await worker.failed.show(jobs[1].id)
+        assert shown.job is not None
+        assert (shown.id, shown.job.args) == (jobs[1].id, {"n": 1})
         with pytest.raises(FailedJobNotFound):
-            await worker.purge_failed(["no-such-id"])
-        assert len(await worker.failed_jobs(limit=1)) == 1
-        assert await worker.purge_failed() == 2
-        assert await worker.failed_jobs() == []
+            await worker.failed.show("no-such-id")
+        assert len(await worker.failed.list(limit=1)) == 1
+        assert sorted((await worker.failed.purge()).done) == sorted([jobs[1].id, jobs[2].id])
+        assert await worker.failed.list() == []
+        with pytest.raises(TypeError):
+            await worker.failed.purge(jobs[1].id)  # type: ignore[arg-type]  # a str, not ids
 
 
 async def test_hooks_see_every_moment(kit: WorkerKit) -> None:
@@ -307,6 +314,6 @@ async def test_on_publish_headers_survive_parking_and_retry_failed(kit: WorkerKi
     async with worker:
         await worker.perform(kit.job("h"))
         [parked] = await wait_parked(worker)
-        await worker.retry_failed([parked.id])
+        await worker.failed.retry([parked.id])
         await asyncio.wait_for(flaky.succeeded.wait(), GUARD_S)
     assert seen == ["trace-of-the-request", "trace-of-the-request"]

@@ -84,8 +84,7 @@ class Daemon:
             return False
         if not isinstance(self.worker, AMQPWorker):
             return True
-        connection = self.worker.broker.connection
-        return connection is not None and not connection.is_closed and connection.connected.is_set()
+        return self.worker.connected
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name

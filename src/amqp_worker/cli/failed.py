@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import click
 
 from amqp_worker.amqp import AMQPWorker
-from amqp_worker.errors import FailedJobNotFound
 from amqp_worker.failures import FailedJob
 
 from .common import (
@@ -66,22 +65,6 @@ def _ids_or_all(ids: tuple[str, ...], all_: bool) -> list[str] | None:
     return None if all_ else list(dict.fromkeys(ids))
 
 
-async def _each(
-    ids: list[str], action: Callable[[list[str]], Awaitable[Any]]
-) -> tuple[list[str], list[str]]:
-    """Apply ``action`` to each id on its own: which were done, which were not found."""
-    done: list[str] = []
-    missing: list[str] = []
-    for job_id in ids:
-        try:
-            await action([job_id])
-        except FailedJobNotFound:
-            missing.append(job_id)
-        else:
-            done.append(job_id)
-    return done, missing
-
-
 def _not_found(missing: list[str], queues: tuple[str, ...]) -> CLIError:
     where = ", ".join(queues)
     return CLIError(f"no failed job with id {', '.join(missing)} in {where}", ExitCode.FAILURE)
@@ -102,7 +85,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, 
 @connection_options
 def list_(queues: tuple[str, ...], limit: int | None, as_json: bool, target: Target) -> ExitCode:
     """List parked jobs, oldest first; nothing is removed or reordered."""
-    records = _with_worker(target, queues, lambda w: w.failed_jobs(limit=limit))
+    records = _with_worker(target, queues, lambda w: w.failed.list(limit=limit))
     if as_json:
         click.echo(json.dumps([_record_json(r) for r in records], indent=2))
         return ExitCode.OK
@@ -188,18 +171,15 @@ def retry(ids: tuple[str, ...], all_: bool, queues: tuple[str, ...], target: Tar
     """
     wanted = _ids_or_all(ids, all_)
 
-    async def act(worker: AMQPWorker) -> tuple[list[str], list[str]]:
-        if wanted is None:
-            return await worker.retry_failed(), []
-        return await _each(wanted, worker.retry_failed)
-
-    moved, missing = _with_worker(target, queues, act)
-    for job_id in moved:
+    result = _with_worker(target, queues, lambda w: w.failed.retry(wanted))
+    for job_id in result.done:
         click.echo(f"retried {job_id}")
-    if wanted is None and not moved:
+    for job_id in result.skipped:
+        click.echo(f"skipped {job_id}: not a valid job, left in place")
+    if wanted is None and not result.done:
         click.echo("no failed jobs to retry")
-    if missing:
-        raise _not_found(missing, target.settings(queues).queues)
+    if result.not_found:
+        raise _not_found(list(result.not_found), target.settings(queues).queues)
     return ExitCode.OK
 
 
@@ -227,16 +207,11 @@ def purge(
             click.echo("nothing deleted")
             return ExitCode.FAILURE
 
-    async def act(worker: AMQPWorker) -> tuple[int, list[str]]:
-        if wanted is None:
-            return await worker.purge_failed(), []
-        done, missing = await _each(wanted, worker.purge_failed)
-        for job_id in done:
+    result = _with_worker(target, queues, lambda w: w.failed.purge(wanted))
+    if wanted is not None:
+        for job_id in result.done:
             click.echo(f"deleted {job_id}")
-        return len(done), missing
-
-    count, missing = _with_worker(target, queues, act)
-    click.echo(f"deleted {count} failed job(s) of {where}")
-    if missing:
-        raise _not_found(missing, settings.queues)
+    click.echo(f"deleted {len(result.done)} failed job(s) of {where}")
+    if result.not_found:
+        raise _not_found(list(result.not_found), settings.queues)
     return ExitCode.OK

@@ -22,13 +22,13 @@ from datetime import UTC, datetime
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from .broker import Broker
-from .errors import FailedJobNotFound
-from .failures import FailedJob
-from .job import Job
-from .messages import job_message, republish_headers
+from amqp_worker.broker import Broker
+from amqp_worker.failed_jobs import first_with_id, wanted_ids
+from amqp_worker.failures import FailedJob, FailedJobsResult
+from amqp_worker.job import Job
+from amqp_worker.messages import carried_headers, job_message
 
-__all__ = ["FailedJobs"]
+__all__ = ["RabbitFailedJobs"]
 
 logger = logging.getLogger("amqp_worker")
 
@@ -36,12 +36,16 @@ logger = logging.getLogger("amqp_worker")
 Visitor = Callable[[FailedJob, AbstractIncomingMessage], Awaitable[bool]]
 
 
-class FailedJobs:
-    """The failed-jobs queues of some work queues, on one broker."""
+class RabbitFailedJobs:
+    """The failed-jobs queues of some work queues, on one broker (an :class:`~amqp_worker.FailedJobs`)."""
 
     def __init__(self, broker: Broker, queues: Sequence[str]) -> None:
-        self.broker = broker
+        self._broker = broker
         self.queues = tuple(queues)
+        """The job queues whose failed jobs this covers when no ``queue`` is given."""
+
+    def __repr__(self) -> str:
+        return f"<RabbitFailedJobs {self._broker.settings.broker} queues={list(self.queues)!r}>"
 
     def _queues(self, queue: str | None) -> tuple[str, ...]:
         return (queue,) if queue is not None else self.queues
@@ -51,10 +55,10 @@ class FailedJobs:
 
         Declared passively: reading (or a typo in ``--queue``) never creates queues.
         """
-        channel: AbstractChannel = await self.broker.channel()
+        channel: AbstractChannel = await self._broker.channel()
         try:
             failed = await channel.declare_queue(
-                self.broker.topology.failed_queue(queue), passive=True
+                self._broker.topology.failed_queue(queue), passive=True
             )
         except amqp_errors.ChannelNotFoundEntity:
             # The broker closed this channel on the 404; nothing was ever parked here.
@@ -66,7 +70,7 @@ class FailedJobs:
         return channel, failed
 
     async def _visit(self, queue: str, visitor: Visitor, limit: int | None = None) -> int:
-        """Show each message of ``queue``'s failed-jobs queue to ``visitor``, in order."""
+        """Show each message of ``queue``'s failed-jobs queue to ``visitor``, in order, once."""
         opened = await self._open(queue)
         if opened is None:
             return 0
@@ -88,6 +92,10 @@ class FailedJobs:
             await channel.close()
         return seen
 
+    async def _visit_all(self, queue: str | None, visitor: Visitor) -> None:
+        for name in self._queues(queue):
+            await self._visit(name, visitor)
+
     async def list(
         self, queue: str | None = None, limit: int | None = None
     ) -> builtins.list[FailedJob]:
@@ -106,28 +114,24 @@ class FailedJobs:
         return found
 
     async def show(self, job_id: str, queue: str | None = None) -> FailedJob:
-        """One parked job by id; raises :class:`FailedJobNotFound`."""
-        for record in await self.list(queue):
-            if record.id == job_id:
-                return record
-        raise FailedJobNotFound(
-            f"no failed job with id {job_id} in {', '.join(self._queues(queue))}"
-        )
+        """One parked job by id; raises :class:`~amqp_worker.errors.FailedJobNotFound`."""
+        return first_with_id(await self.list(queue), job_id, ", ".join(self._queues(queue)))
 
     async def retry(
         self, ids: Iterable[str] | None = None, queue: str | None = None
-    ) -> builtins.list[str]:
+    ) -> FailedJobsResult:
         """Move parked jobs back to their work queues (``attempt`` reset); None moves all.
 
-        Each job is confirmed on its work queue before its failed copy is
-        removed. Raises :class:`FailedJobNotFound` for ids not found, after
-        moving the ones that were.
+        One pass over each failed-jobs queue. Each job is confirmed on its
+        work queue before its failed copy is removed.
         """
-        wanted = None if ids is None else set(ids)
+        wanted = wanted_ids(ids)
+        chosen = None if wanted is None else set(wanted)
         moved: list[str] = []
+        skipped: list[str] = []
 
         async def move(record: FailedJob, message: AbstractIncomingMessage) -> bool:
-            if wanted is not None and record.id not in wanted:
+            if chosen is not None and record.id not in chosen:
                 return False
             if record.job is None:
                 logger.warning(
@@ -135,62 +139,37 @@ class FailedJobs:
                     record.id,
                     record.reason.value,
                 )
+                skipped.append(record.id)
                 return False
             fresh: Job = record.job.model_copy(
                 update={"attempt": 0, "enqueued_at": datetime.now(UTC)}
             )
-            await self.broker.ensure_work_queue(fresh.queue)
+            await self._broker.ensure_work_queue(fresh.queue)
             # The user's headers (trace context, on_publish hooks) travel on; the
-            # failure bookkeeping and old route do not (aw-*), nor x-death.
-            carried = {
-                key: value
-                for key, value in republish_headers(message.headers).items()
-                if not key.startswith("aw-")
-            }
-            await self.broker.publish(
-                self.broker.topology.exchange, fresh.queue, job_message(fresh, headers=carried)
+            # failure bookkeeping and old route do not, nor x-death.
+            headers = carried_headers(message.headers, fresh_start=True)
+            await self._broker.publish(
+                self._broker.topology.exchange, fresh.queue, job_message(fresh, headers=headers)
             )
             moved.append(record.id)
             return True
 
-        for name in self._queues(queue):
-            await self._visit(name, move)
-        _raise_missing(wanted, moved)
-        return moved
+        await self._visit_all(queue, move)
+        return FailedJobsResult.of(wanted, moved, skipped)
 
-    async def purge(self, ids: Iterable[str] | None = None, queue: str | None = None) -> int:
-        """Delete parked jobs; None deletes all of the queues. Return how many."""
-        if ids is None:
-            total = 0
-            for name in self._queues(queue):
-                opened = await self._open(name)
-                if opened is None:
-                    continue
-                channel, failed = opened
-                try:
-                    result = await failed.purge()
-                    total += result.message_count or 0
-                finally:
-                    await channel.close()
-            return total
-        wanted = set(ids)
+    async def purge(
+        self, ids: Iterable[str] | None = None, queue: str | None = None
+    ) -> FailedJobsResult:
+        """Delete parked jobs; None deletes all of the queues. One pass over each queue."""
+        wanted = wanted_ids(ids)
+        chosen = None if wanted is None else set(wanted)
         deleted: list[str] = []
 
         async def delete(record: FailedJob, _: AbstractIncomingMessage) -> bool:
-            if record.id in wanted:
-                deleted.append(record.id)
-                return True
-            return False
+            if chosen is not None and record.id not in chosen:
+                return False
+            deleted.append(record.id)
+            return True
 
-        for name in self._queues(queue):
-            await self._visit(name, delete)
-        _raise_missing(wanted, deleted)
-        return len(deleted)
-
-
-def _raise_missing(wanted: set[str] | None, done: list[str]) -> None:
-    if wanted is None:
-        return
-    missing = sorted(wanted - set(done))
-    if missing:
-        raise FailedJobNotFound(f"no failed job with id {', '.join(missing)}")
+        await self._visit_all(queue, delete)
+        return FailedJobsResult.of(wanted, deleted)
