@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from amqp_worker import Job, PermanentError, RetryPolicy
-from amqp_worker.base import BaseWorker
+from amqp_worker import Job, PermanentError, RetryPolicy, Worker
 from amqp_worker.metrics import PrometheusMetrics
 from tests.conftest import WorkerKit, start_two_stuck_copies
 from tests.contract.test_failure_contract import Flaky, wait_parked
@@ -24,7 +23,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 @pytest.mark.timeout(90)
 async def test_counters_histogram_and_gauge_follow_the_jobs(kit: WorkerKit) -> None:
     worker = kit.make(retry=RetryPolicy(max_retries=1, base_s=0.05, jitter=0.0))
-    assert isinstance(worker, BaseWorker)
+    assert isinstance(worker, Worker)
     registry = CollectorRegistry()
     assert PrometheusMetrics(registry).instrument(worker) is worker
     flaky = Flaky(failures=1)
@@ -86,7 +85,7 @@ def test_one_metrics_object_per_registry() -> None:
 @pytest.mark.timeout(60)
 async def test_two_copies_of_one_job_and_attempts_cancelled_by_stop(kit: WorkerKit) -> None:
     worker = kit.make(max_concurrency=4)
-    assert isinstance(worker, BaseWorker)
+    assert isinstance(worker, Worker)
     registry = CollectorRegistry()
     PrometheusMetrics(registry).instrument(worker)
     await start_two_stuck_copies(kit, worker)

@@ -15,8 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from amqp_worker import Job, RetryPolicy
-from amqp_worker.base import BaseWorker
+from amqp_worker import Job, RetryPolicy, Worker
 from amqp_worker.tracing import Tracing
 from tests.conftest import WorkerKit, start_two_stuck_copies
 
@@ -41,7 +40,7 @@ async def test_one_trace_from_perform_through_a_delay_and_a_retry_to_the_handler
 ) -> None:
     provider, exporter = spans
     worker = kit.make(retry=RetryPolicy(max_retries=1, base_s=0.05, jitter=0.0))
-    assert isinstance(worker, BaseWorker)
+    assert isinstance(worker, Worker)
     Tracing(provider).instrument(worker)
     tracer = provider.get_tracer("test")
     done = asyncio.Event()
@@ -115,7 +114,7 @@ async def test_a_job_without_trace_headers_starts_a_new_trace(
 ) -> None:
     provider, exporter = spans
     worker = kit.make()
-    assert isinstance(worker, BaseWorker)
+    assert isinstance(worker, Worker)
     done = asyncio.Event()
 
     async def h(args: dict[str, Any]) -> None:
@@ -138,7 +137,7 @@ async def test_every_attempt_span_ends_even_when_stop_cancels_it(
 ) -> None:
     provider, exporter = spans
     worker = kit.make(max_concurrency=4)
-    assert isinstance(worker, BaseWorker)
+    assert isinstance(worker, Worker)
     Tracing(provider).instrument(worker)
     await start_two_stuck_copies(kit, worker)
     await worker.stop(timeout_s=0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,8 +26,12 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
 )
 
-#: What aio-pika and aiormq say, with a bare RuntimeError, when the connection is gone.
-_LOST_MESSAGES = ("Connection was not opened", "Connection is not ready", "closed", "Closed")
+#: What aio-pika and aiormq say, with a bare RuntimeError, when the connection is gone:
+#: "Connection was not opened", "<Connection ...> closed", "Can't initialize closed channel".
+_LOST_MESSAGE = re.compile(
+    r"^Connection (was not opened|is not ready)|Connection.*\bclosed$|closed channel",
+    re.IGNORECASE,
+)
 
 
 def connection_lost(exc: BaseException) -> bool:
@@ -39,7 +44,7 @@ def connection_lost(exc: BaseException) -> bool:
     """
     if isinstance(exc, _CONNECTION_ERRORS):
         return True
-    return type(exc) is RuntimeError and any(text in str(exc) for text in _LOST_MESSAGES)
+    return type(exc) is RuntimeError and _LOST_MESSAGE.search(str(exc)) is not None
 
 
 #: The longest one connection attempt may take, so a hung TCP connect is retried.

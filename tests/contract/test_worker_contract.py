@@ -25,7 +25,6 @@ from amqp_worker import (
     RetryPolicy,
     Worker,
 )
-from amqp_worker.base import BaseWorker
 from tests.conftest import WorkerKit
 
 GUARD_S = 20.0
@@ -107,7 +106,7 @@ async def test_register_after_start(kit: WorkerKit) -> None:
 
 async def test_running_is_true_between_start_and_stop(kit: WorkerKit) -> None:
     worker = kit.make()
-    assert isinstance(worker, BaseWorker)
+    assert isinstance(worker, Worker)
     assert not worker.running
     async with worker:
         assert worker.running
@@ -118,7 +117,7 @@ async def test_with_options_makes_a_stopped_copy_that_runs_the_same_handlers(
     kit: WorkerKit,
 ) -> None:
     worker = kit.make()
-    assert isinstance(worker, BaseWorker)
+    assert isinstance(worker, Worker)
     rec = Recorder()
     worker.register("h", rec)
     seen: list[str] = []
@@ -143,7 +142,7 @@ async def test_with_options_makes_a_stopped_copy_that_runs_the_same_handlers(
 
 def test_with_options_refuses_unknown_options_and_bad_values(kit: WorkerKit) -> None:
     worker = kit.make()
-    assert isinstance(worker, BaseWorker)
+    assert isinstance(worker, Worker)
     with pytest.raises(ConfigurationError, match="no_such_option"):
         worker.with_options(no_such_option=1)
     with pytest.raises(ConfigurationError, match="max_concurrency"):
