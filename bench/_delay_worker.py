@@ -45,7 +45,6 @@ from aio_pika.abc import AbstractIncomingMessage
 from amqp_worker import AMQPWorker, Job
 from amqp_worker.messages import DUE_HEADER
 
-
 #: The private steps of AMQPWorker this bench wraps; a rename must fail loudly, not skew figures.
 WRAPPED = ("_on_due", "_schedule", "_accept")
 _gone = [name for name in WRAPPED if not callable(getattr(AMQPWorker, name, None))]
