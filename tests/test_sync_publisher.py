@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from amqp_worker import (
     BrokerUnavailable,
@@ -55,7 +56,7 @@ def make(prefix: str, **options: Any) -> Publisher:
 
 
 def work_queue(publisher: Publisher, queue: str = "jobs") -> str:
-    return publisher.worker.topology.work_queue(queue)
+    return publisher.settings.topology.work_queue(queue)
 
 
 @pytest.mark.timeout(30)
@@ -141,7 +142,7 @@ def test_many_threads_publish_at_once(prefix: str) -> None:
 def test_on_publish_hooks_see_the_callers_contextvars(prefix: str) -> None:
     with make(prefix) as publisher:
 
-        @publisher.worker.hooks.on_publish
+        @publisher.hooks.on_publish
         def tag(job: Job, headers: dict[str, Any]) -> None:
             headers["x-request-id"] = request_id.get()
 
@@ -181,9 +182,10 @@ def test_the_thread_starts_on_first_use_and_close_ends_it(prefix: str) -> None:
     publisher.perform(Job(handler="h", queue="jobs"))
     assert len(publisher_threads()) == len(before) + 1
     assert "open" in repr(publisher)
-    assert publisher.worker.broker.connection is not None
+    # No public way to the worker (its start() would consume on the wrong loop): peek.
+    assert publisher._worker.connected
     publisher.close()
-    assert publisher.worker.broker.connection is None
+    assert not publisher._worker.connected
     assert publisher_threads() == before
     assert publisher.closed
     assert "closed" in repr(publisher)
@@ -222,7 +224,7 @@ def test_close_waits_for_calls_in_progress(prefix: str) -> None:
     publishing = threading.Event()
     proceed = threading.Event()
 
-    @publisher.worker.hooks.on_publish
+    @publisher.hooks.on_publish
     def pause(job: Job, headers: dict[str, Any]) -> None:
         # Runs on the publisher's loop: holds the call in progress until close() began.
         publishing.set()
@@ -264,7 +266,7 @@ def silent_broker_url() -> Iterator[str]:
 def test_close_gives_up_on_calls_still_in_progress_after_timeout_s(silent_broker_url: str) -> None:
     publisher = Publisher(silent_broker_url, publish_timeout_s=2, reconnect_interval_s=0.2)
     publishing = threading.Event()
-    publisher.worker.hooks.on_publish(lambda job, headers: publishing.set())
+    publisher.hooks.on_publish(lambda job, headers: publishing.set())
     with ThreadPoolExecutor(max_workers=1) as pool:
         call = pool.submit(publisher.perform, Job(handler="h"))
         assert publishing.wait(10)  # the call is now connecting, and the connect hangs
@@ -276,7 +278,7 @@ def test_close_gives_up_on_calls_still_in_progress_after_timeout_s(silent_broker
     # publish_timeout_s), then the thread closes the worker and ends.
     for thread in publisher_threads():
         thread.join()
-    assert publisher.worker.broker.connection is None
+    assert not publisher._worker.connected
 
 
 @pytest.mark.timeout(30)
@@ -288,10 +290,53 @@ def test_a_publisher_started_before_a_fork_refuses_to_work(
         parent_pid = os.getpid()
         with monkeypatch.context() as patched:
             # What a forked child sees: the thread belongs to another process.
-            patched.setattr("amqp_worker.sync.os.getpid", lambda: parent_pid + 1)
+            patched.setattr("amqp_worker.loop_thread.os.getpid", lambda: parent_pid + 1)
             with pytest.raises(RuntimeError, match="another process"):
                 publisher.perform(Job(handler="h", queue="jobs"))
         assert asyncio.run(queue_state(work_queue(publisher))) == (1, 0)
+
+
+@pytest.mark.timeout(30)
+def test_hooks_and_settings_are_exposed_not_the_worker(prefix: str) -> None:
+    with make(prefix, publish_timeout_s=7) as publisher:
+        # The worker's start() would consume on the wrong loop: it is not exposed.
+        assert not hasattr(publisher, "worker")
+        assert publisher.settings.publish_timeout_s == 7
+        assert publisher.settings.queue_prefix == prefix
+        with pytest.raises(ValidationError, match="frozen"):
+            publisher.settings.publish_timeout_s = 1  # type: ignore[misc]
+        publisher.hooks.on_publish(lambda job, headers: headers.update({"x-tag": "t"}))
+        job_id = publisher.perform(Job(handler="h", queue="jobs"))
+        [message] = asyncio.run(drain(work_queue(publisher)))
+    assert message["message_id"] == job_id
+    assert message["headers"]["x-tag"] == "t"
+
+
+#: Publishes and exits without close(): the interpreter must still exit.
+FORGOTTEN_CLOSE = """
+from amqp_worker import Job
+from amqp_worker.sync import Publisher
+
+publisher = Publisher()
+print("enqueued job", publisher.perform(Job(queue="jobs", handler="h")), flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_forgotten_close_does_not_keep_the_process_alive(prefix: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FORGOTTEN_CLOSE],
+        env=example_env(prefix),
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.split()[-1]
+    topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
+    [message] = asyncio.run(drain(topology.work_queue("jobs")))
+    assert message["message_id"] == job_id
 
 
 @pytest.mark.timeout(60)

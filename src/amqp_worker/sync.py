@@ -11,34 +11,28 @@
         job_id = publisher.perform(Job(queue="emails", handler="welcome", args={...}))
 
 It wraps a publish-only :class:`~amqp_worker.AMQPWorker` running on an event
-loop in one background thread of its own. Every call blocks until the broker
-confirmed the job (or raises), and may come from any number of threads.
-See ``docs/sync.md``.
+loop in one background thread of its own (a :class:`~amqp_worker.loop_thread.LoopThread`).
+Every call blocks until the broker confirmed the job (or raises), and may come
+from any number of threads. See ``docs/sync.md``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
-import logging
-import math
-import os
-import threading
 from collections.abc import Coroutine, Iterable
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
 from .amqp import AMQPWorker
 from .defaults import DEFAULT_STOP_TIMEOUT_S
 from .errors import PublishError
+from .hooks import Hooks
 from .job import Job
+from .loop_thread import LoopThread, Unanswered
 from .settings import AMQPSettings, WorkerOptions
 
 __all__ = ["Publisher"]
-
-logger = logging.getLogger("amqp_worker")
 
 T = TypeVar("T")
 
@@ -49,9 +43,6 @@ THREAD_NAME = "amqp-worker-publisher"
 #: The worker raises BrokerUnavailable by itself after publish_timeout_s; this margin
 #: only guards against a loop thread that stopped answering (a blocking hook, a bug).
 GRACE_S = 10.0
-
-#: Longest the thread waits, at its very end, for leftover tasks to take their cancellation.
-TEARDOWN_S = 5.0
 
 
 class Publisher:
@@ -101,42 +92,40 @@ class Publisher:
         settings: AMQPSettings | None = None,
         **options: Unpack[WorkerOptions],
     ) -> None:
+        # Not exposed: its start() would consume on the wrong loop, and only the loop
+        # thread may touch it once publishing began. hooks and settings are what users need.
         self._worker = AMQPWorker(url, settings=settings, **options)
-        # Guards the caller-side state below; never held while waiting for the loop thread.
-        self._lock = threading.Lock()
-        self._closed = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping: asyncio.Event | None = None
-        self._pid = 0
-        #: The futures of calls in progress, for close() to wait on.
-        self._pending: set[concurrent.futures.Future[Any]] = set()
-        #: Completed by close() when it gives up on calls in progress: releases their callers.
-        self._abandoned: concurrent.futures.Future[None] = concurrent.futures.Future()
-        #: Set once close() is done, for a second close() to wait on.
-        self._closed_done = threading.Event()
-        #: The publishing tasks, touched only on the loop thread.
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._thread = LoopThread(
+            THREAD_NAME,
+            # Closes the connection; the worker never consumed, so nothing else to stop.
+            on_stop=partial(self._worker.stop, timeout_s=0),
+            stop_timeout_s=self._worker.settings.publish_timeout_s + GRACE_S,
+            owner="Publisher",
+            in_loop_hint="use AMQPWorker and await its perform methods in async code",
+        )
 
     def __repr__(self) -> str:
         # The worker's repr shows where the broker is, never its credentials.
-        if self._closed:
-            state = "closed"
-        elif self._thread is None:
-            state = "idle"
-        else:
-            state = "open"
-        return f"<Publisher {state} {self._worker!r}>"
+        return f"<Publisher {self._thread.state} {self._worker!r}>"
 
     @property
-    def worker(self) -> AMQPWorker:
-        """The publish-only worker underneath: its settings, and ``worker.hooks.on_publish``."""
-        return self._worker
+    def hooks(self) -> Hooks:
+        """The worker's hooks: ``publisher.hooks.on_publish(...)`` registers a publish hook.
+
+        ``on_publish`` hooks run on the background thread, in the calling
+        thread's contextvars; one that blocks stalls every caller.
+        """
+        return self._worker.hooks
+
+    @property
+    def settings(self) -> AMQPSettings:
+        """The immutable settings the worker underneath was built with."""
+        return self._worker.settings
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` was called; every later ``perform*`` raises."""
-        return self._closed
+        return self._thread.closed
 
     def wait_bound_s(self, jobs: int = 1) -> float:
         """Longest a call publishing ``jobs`` jobs waits for the background thread, in seconds.
@@ -148,112 +137,17 @@ class Publisher:
         """
         return self._worker.settings.publish_timeout_s * (2 + max(jobs, 1)) + GRACE_S
 
-    # -- the background thread ------------------------------------------------------
-
-    def _ensure_started(self) -> asyncio.AbstractEventLoop:
-        """Start the thread and its loop on first use; call with ``_lock`` held."""
-        if self._loop is not None:
-            if self._pid != os.getpid():
-                raise RuntimeError(
-                    "this Publisher's thread was started in another process (before a fork): "
-                    "create a Publisher in each process, or do not publish before forking"
-                )
-            return self._loop
-        loop = asyncio.new_event_loop()
-        stopping = asyncio.Event()
-        thread = threading.Thread(
-            target=self._serve, args=(loop, stopping), name=THREAD_NAME, daemon=True
-        )
-        thread.start()
-        self._loop, self._stopping, self._thread = loop, stopping, thread
-        self._pid = os.getpid()
-        return loop
-
-    def _serve(self, loop: asyncio.AbstractEventLoop, stopping: asyncio.Event) -> None:
-        """The background thread: publish until close(), finish, stop the worker, tear down."""
-        try:
-            loop.run_until_complete(self._until_closed(stopping))
-        finally:
-            try:
-                _cancel_leftovers(loop)
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                loop.close()
-
-    async def _until_closed(self, stopping: asyncio.Event) -> None:
-        await stopping.wait()
-        if self._tasks:
-            # Calls in progress end by themselves within publish_timeout_s; let them,
-            # rather than cancel a publish the broker may be confirming.
-            _, stuck = await asyncio.wait(set(self._tasks), timeout=self.wait_bound_s())
-            if stuck:
-                logger.warning("publisher: %d publish(es) never ended", len(stuck))
-        stop_bound_s = self._worker.settings.publish_timeout_s + GRACE_S
-        try:
-            async with asyncio.timeout(stop_bound_s):
-                await self._worker.stop(timeout_s=0)
-        except TimeoutError:
-            logger.warning("publisher: the connection did not close within %gs", stop_bound_s)
-        except Exception:
-            logger.exception("publisher: closing the connection failed")
-
-    async def _in_context(self, ctx: contextvars.Context, coroutine: Coroutine[Any, Any, T]) -> T:
-        # Run in the caller's context, so on_publish hooks see its contextvars (the
-        # current span), and track the task so that close() can wait for it.
-        task = asyncio.get_running_loop().create_task(coroutine, context=ctx)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return await task
-
     def _call(self, coroutine: Coroutine[Any, Any, T], job_ids: tuple[str, ...]) -> T:
         """Run ``coroutine`` on the loop thread; block for its result or exception."""
-        wrapped = self._in_context(contextvars.copy_context(), coroutine)
-        try:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                pass
-            else:
-                raise RuntimeError(
-                    "Publisher blocks, and this thread runs an event loop (waiting here "
-                    "would stall or deadlock it): use AMQPWorker and await its perform "
-                    "methods in async code"
-                )
-            with self._lock:
-                if self._closed:
-                    raise RuntimeError("this Publisher is closed; create a new one to publish")
-                future = asyncio.run_coroutine_threadsafe(wrapped, self._ensure_started())
-                self._pending.add(future)
-        except BaseException:
-            # Never started: close them, or Python warns they were never awaited.
-            wrapped.close()
-            coroutine.close()
-            raise
-        future.add_done_callback(self._forget)
         bound_s = self.wait_bound_s(len(job_ids))
-        waiting: list[concurrent.futures.Future[Any]] = [future, self._abandoned]
-        concurrent.futures.wait(
-            waiting, timeout=bound_s, return_when=concurrent.futures.FIRST_COMPLETED
-        )
-        if future.done():
-            # result() re-raises the worker's exception object itself, traceback included.
-            return future.result()
-        if self._abandoned.done():
-            raise PublishError(
-                "the Publisher was closed before the broker confirmed; "
-                "the job may or may not be enqueued",
-                job_ids,
-            )
-        raise PublishError(
-            f"no answer from the publisher thread within {bound_s:g}s; "
-            "the job may or may not be enqueued",
-            job_ids,
-        )
-
-    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
-        with self._lock:
-            self._pending.discard(future)
+        try:
+            return self._thread.run(coroutine, bound_s)
+        except Unanswered as exc:
+            if exc.abandoned:
+                reason = "the Publisher was closed before the broker confirmed"
+            else:
+                reason = f"no answer from the publisher thread within {bound_s:g}s"
+            raise PublishError(f"{reason}; the job may or may not be enqueued", job_ids) from None
 
     # -- publishing ------------------------------------------------------------------
 
@@ -303,34 +197,7 @@ class Publisher:
         but may be called from async code (an app's shutdown hook); not from
         the publisher's own thread (an ``on_publish`` hook).
         """
-        if timeout_s is not None and not (timeout_s >= 0 and math.isfinite(timeout_s)):
-            raise ValueError(f"timeout_s must be a finite number >= 0 or None, got {timeout_s!r}")
-        if self._thread is not None and threading.current_thread() is self._thread:
-            raise RuntimeError("a Publisher cannot be closed from its own thread")
-        with self._lock:
-            already, self._closed = self._closed, True
-            pending = list(self._pending)
-            loop, thread, stopping = self._loop, self._thread, self._stopping
-        if already:
-            self._closed_done.wait(self.wait_bound_s() if timeout_s is None else timeout_s)
-            return
-        try:
-            if loop is None or thread is None or stopping is None:
-                return  # never published: no thread, no connection
-            _, running = concurrent.futures.wait(pending, timeout=timeout_s)
-            loop.call_soon_threadsafe(stopping.set)
-            if running:
-                self._abandoned.set_result(None)
-                logger.warning(
-                    "publisher closed with %d call(s) in progress: they end in the background",
-                    len(running),
-                )
-                return
-            thread.join(self._worker.settings.publish_timeout_s + GRACE_S + TEARDOWN_S)
-            if thread.is_alive():
-                logger.warning("publisher: thread %s did not end; left as a daemon", thread.name)
-        finally:
-            self._closed_done.set()
+        self._thread.close(timeout_s)
 
     def __enter__(self) -> Self:
         return self
@@ -342,23 +209,6 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    # As asyncio.run() does, but bounded: a task that swallows its cancellation
-    # (a library's reconnect loop, say) must not keep the thread alive forever.
-    leftovers = asyncio.all_tasks(loop)
-    if not leftovers:
-        return
-    for task in leftovers:
-        task.cancel()
-    _, stuck = loop.run_until_complete(asyncio.wait(leftovers, timeout=TEARDOWN_S))
-    if stuck:
-        logger.warning(
-            "publisher: %d task(s) ignored cancellation for %gs; closing the loop anyway",
-            len(stuck),
-            TEARDOWN_S,
-        )
 
 
 def _ids(jobs: list[Job]) -> tuple[str, ...]:
