@@ -1,11 +1,14 @@
-"""AMQPSettings: validation, environment, secrecy."""
+"""AMQPSettings: validation, environment, secrecy; the lists that must match its fields."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from amqp_worker.settings import AMQPSettings, describe_url
+from amqp_worker.cli import daemon
+from amqp_worker.cli.common import Target
+from amqp_worker.errors import describe_validation_error
+from amqp_worker.settings import AMQPSettings, WorkerOptions
 
 
 def test_defaults() -> None:
@@ -71,9 +74,26 @@ def test_the_url_never_shows_in_a_repr() -> None:
     ],
 )
 def test_bad_values_name_the_field(field: str, value: object) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as info:
         AMQPSettings(**{field: value})
+    # The one line a ConfigurationError carries: "field: message", or for a check
+    # across fields (a derived queue name too long), a message that names it.
+    line = describe_validation_error(info.value, "settings")
+    assert line.startswith(f"{field}: ") or (
+        line.startswith("settings: ") and field in line.removeprefix("settings: ")
+    ), line
 
 
-def test_describe_url_defaults() -> None:
-    assert describe_url("amqp://localhost") == "amqp://localhost:5672 vhost=/"
+def test_worker_options_are_the_settings_but_url() -> None:
+    """WorkerOptions repeats AMQPSettings' fields by hand (a TypedDict cannot be derived)."""
+    options = WorkerOptions.__required_keys__ | WorkerOptions.__optional_keys__
+    assert options == set(AMQPSettings.model_fields) - {"url"}
+
+
+def test_run_overrides_only_settings_with_its_own_options() -> None:
+    """The AMQP-only options of ``run`` name settings, and options ``run`` has."""
+    assert set(daemon._OPTION_NAMES) <= set(AMQPSettings.model_fields)
+    flags = {flag for param in daemon.run.params for flag in param.opts}
+    assert set(daemon._OPTION_NAMES.values()) <= flags
+    # run passes its Target's options (no --timeout there) as overrides too.
+    assert set(Target("amqp://h/", "n", "p").options()) <= set(daemon._OPTION_NAMES)

@@ -7,16 +7,16 @@ import contextlib
 import re
 import ssl
 from typing import Any
-from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractConnection
 
 from .errors import BrokerUnavailable
+from .redact import redact, url_secrets
 from .settings import AMQPSettings
 
-__all__ = ["connection_lost", "dial", "scrub_url"]
+__all__ = ["connection_lost", "dial"]
 
 #: Errors that mean "the channel or connection went away", not "the broker said no".
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -51,12 +51,9 @@ def connection_lost(exc: BaseException) -> bool:
 ATTEMPT_TIMEOUT_S = 10.0
 
 
-def scrub_url(settings: AMQPSettings, text: str) -> str:
-    """``text`` with the secret URL and its password replaced, for messages and logs."""
-    secret = settings.url.get_secret_value()
-    password = urlsplit(secret).password
-    text = text.replace(secret, settings.broker)
-    return text.replace(password, "***") if password else text
+def _redacted(settings: AMQPSettings, text: str) -> str:
+    """``text`` without the password of ``settings.url`` (or of any URL), for messages."""
+    return redact(text, url_secrets(settings.url.get_secret_value()))
 
 
 async def dial(
@@ -121,7 +118,7 @@ async def dial(
         if loop.time() + settings.reconnect_interval_s > deadline:
             break
         await asyncio.sleep(settings.reconnect_interval_s)
-    reason = scrub_url(settings, f"{type(last).__name__}: {last}")
+    reason = _redacted(settings, f"{type(last).__name__}: {last}")
     raise BrokerUnavailable(f"cannot connect to {settings.broker} within {timeout_s:g}s ({reason})")
 
 
@@ -130,7 +127,7 @@ def _final_error(settings: AMQPSettings, exc: BaseException) -> BaseException | 
     if not isinstance(exc, OSError | TimeoutError | amqp_errors.AMQPError):
         return exc  # cancelled, or a bug: not a broker failure
     if isinstance(exc, amqp_errors.ProbableAuthenticationError):
-        reason = scrub_url(settings, f"{type(exc).__name__}: {exc}")
+        reason = _redacted(settings, f"{type(exc).__name__}: {exc}")
         return BrokerUnavailable(
             f"{settings.broker} refused the login ({reason}); check the user, "
             "password and vhost permissions"

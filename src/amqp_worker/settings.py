@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Annotated, Any, Self, TypedDict
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,17 +18,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
 from .errors import ConfigurationError, describe_validation_error
 from .job import validate_name
+from .redact import describe_url
 from .topology import DelayPlan, QueueType, Topology
 
-__all__ = ["AMQPSettings", "WorkerOptions", "build_settings", "describe_url"]
-
-
-def describe_url(url: str) -> str:
-    """Scheme, host, port and vhost of an AMQP URL, for logs and banners: never credentials."""
-    parts = urlsplit(url)
-    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    return f"{parts.scheme}://{parts.hostname}:{port} vhost={vhost}"
+__all__ = ["AMQPSettings", "WorkerOptions", "build_settings"]
 
 
 class AMQPSettings(BaseSettings):

@@ -84,6 +84,9 @@ def test_a_bad_url_in_the_environment_is_a_config_error_too() -> None:
         (("failed", "retry", "some-id", "--all"), "not both"),
         (("failed", "purge", "--yes"), "--all"),
         (("failed", "list", "--limit", "0"), "--limit"),
+        (("check", "--timeout", "0"), "--timeout"),
+        (("failed", "show", "some-id", "--timeout", "soon"), "--timeout"),
+        (("run", "tests.cli.app:worker", "--timeout", "1"), "--timeout"),  # run retries instead
         (("nonsense",), "nonsense"),
     ],
 )
@@ -135,18 +138,52 @@ def test_simple_worker_refuses_amqp_options() -> None:
     "args",
     [
         ("failed", "list"),
+        ("failed", "show", "some-id"),
         ("failed", "retry", "--all"),
+        ("failed", "purge", "--all", "--yes"),
         ("queues",),
+        ("queues", "--watch"),
         ("check",),
         ("enqueue", "-q", "a", "-H", "h"),
     ],
 )
 def test_an_unreachable_broker_is_a_one_line_connection_error(args: tuple[str, ...]) -> None:
-    env = base_env(AMQP_WORKER_URL=UNREACHABLE_URL, AMQP_WORKER_PUBLISH_TIMEOUT_S="1")
-    result = cli(*args, env=env)
+    # The daemon's AMQP_WORKER_PUBLISH_TIMEOUT_S does not stretch a one-shot command.
+    env = base_env(AMQP_WORKER_URL=UNREACHABLE_URL, AMQP_WORKER_PUBLISH_TIMEOUT_S="60")
+    result = cli(*args, "--timeout", "0.5", env=env)
     assert result.returncode == ExitCode.CONNECTION, result.stderr
     line = one_line_error(result)
-    assert "cannot connect to amqp://127.0.0.1:1 vhost=/ within 1s" in line
+    assert "cannot connect to amqp://127.0.0.1:1 vhost=/ within 0.5s" in line
+
+
+@pytest.mark.timeout(60)
+def test_one_shot_commands_wait_5s_by_default() -> None:
+    env = base_env(AMQP_WORKER_PUBLISH_TIMEOUT_S="60")
+    result = cli("check", "--url", UNREACHABLE_URL, env=env)
+    assert result.returncode == ExitCode.CONNECTION, result.stderr
+    assert "cannot connect to amqp://127.0.0.1:1 vhost=/ within 5s" in one_line_error(result)
+
+
+#: Passwords a URL parser can get wrong; each must stay out of every message.
+AWKWARD_URLS = [
+    "amqp://guest:s3cret@pw@127.0.0.1:1/",  # a raw @
+    "amqp://guest:s3cret/pw@127.0.0.1:1/",  # a raw /: urllib reads "s3cret" as the port
+    "amqp://guest:1/s3cret@127.0.0.1:1/",  # ... and here as a valid port 1 of host "guest"
+    "amqp://guest:s3cret%40pw@127.0.0.1:1/",  # %-escaped
+    "amqp://guest:s3cret pw@127.0.0.1:1/",  # whitespace
+    "amqp://a:s3cret-1@127.0.0.1:1/,amqp://b:s3cret-2@127.0.0.1:2/",  # a list (not yet supported)
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("url", AWKWARD_URLS)
+def test_no_password_is_printed_whatever_the_url(url: str) -> None:
+    by_option = cli("check", "--url", url, "--timeout", "0.2")
+    by_env = cli("failed", "list", "--timeout", "0.2", env=base_env(AMQP_WORKER_URL=url))
+    mistyped = cli("check", url)  # forgot --url: click echoes the argument
+    for result in (by_option, by_env, mistyped):
+        assert result.returncode in (ExitCode.CONFIG, ExitCode.CONNECTION), result.stderr
+        one_line_error(result)  # one line, no traceback, no "s3cret"
 
 
 @pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""The CLI's pieces, in process: durations, tables, scrubbing, JSON logs, health, rebuilding."""
+"""The CLI's pieces, in process: durations, tables, secrets, targets, JSON logs, health, rebuilding."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import logging
 import math
 import sys
 
+import click
 import pytest
 
 from amqp_worker import AMQPWorker, RetryPolicy, SimpleWorker
-from amqp_worker.cli.common import remember_secret, render_table, scrub, shorten
+from amqp_worker.cli import cli
+from amqp_worker.cli.common import DEFAULT_TIMEOUT_S, Secrets, Target, render_table, shorten
 from amqp_worker.cli.daemon import Daemon
 from amqp_worker.cli.enqueue import parse_duration, parse_time
 from amqp_worker.cli.health import respond, start_health_server
@@ -58,10 +60,56 @@ def test_shorten() -> None:
     assert shorten("x" * 20, 10) == "xxxxxxx..."
 
 
-def test_scrub_removes_credentials() -> None:
-    assert scrub("see amqp://user:pw@host/") == "see amqp://***@host/"
-    remember_secret("amqps://bob:hunter22@rabbit/vh")
-    assert "hunter22" not in scrub("login with hunter22 failed")
+def test_secrets_scrub_what_they_were_given() -> None:
+    secrets = Secrets.given(
+        ["check", "--url=amqps://bob:hunter22@rabbit/vh", "amqp://x:s3cret pw@h/"],
+        {"AMQP_WORKER_URL": "amqp://u:env-pw-1@h/", "OTHER": "amqp://u:not-ours@h/"},
+    )
+    assert secrets.scrub("see amqp://user:pw@host/") == "see amqp://***@host/"
+    assert secrets.scrub("hunter22, s3cret pw, env-pw-1") == "***, ***, ***"
+    assert secrets.scrub("not-ours") == "not-ours"  # only AMQP_WORKER_URL is a URL of ours
+    secrets.add("amqp://u:added-pw@h/")
+    assert secrets.scrub("added-pw") == "***"
+
+
+def test_secrets_are_per_run_not_global() -> None:
+    Secrets(["amqp://u:hunter22@h/"])
+    assert Secrets().scrub("hunter22") == "hunter22"
+
+
+def test_target_learns_the_url_of_each_worker_it_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMQP_WORKER_URL", "amqp://u:env-pw-2@h/")
+    target = Target(None, None, None)
+    target.worker()
+    assert target.secrets.scrub("env-pw-2") == "***"
+
+
+def test_target_timeout_is_the_publish_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMQP_WORKER_PUBLISH_TIMEOUT_S", "60")  # the daemon's; not used here
+    assert Target(None, None, None, 2.5).worker().settings.publish_timeout_s == 2.5
+    assert Target(None, None, None, 2.5).settings(["a"]).publish_timeout_s == 2.5
+    assert Target(None, None, None).settings().publish_timeout_s == 60
+
+
+def _commands(group: click.Group, path: str = "") -> dict[str, click.Command]:
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found |= _commands(command, f"{path}{name} ")
+        else:
+            found[f"{path}{name}"] = command
+    return found
+
+
+def test_every_one_shot_command_has_a_short_timeout() -> None:
+    commands = _commands(cli)
+    assert {"check", "enqueue", "queues", "failed list", "failed purge"} <= set(commands)
+    for path, command in commands.items():
+        timeouts = [param for param in command.params if param.name == "timeout"]
+        if path == "run":  # a daemon retries for publish_timeout_s
+            assert not timeouts
+        else:
+            assert [param.default for param in timeouts] == [DEFAULT_TIMEOUT_S], path
 
 
 def test_json_formatter_adds_the_job_fields() -> None:

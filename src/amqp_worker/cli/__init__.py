@@ -7,6 +7,8 @@ exit code says what kind it was (:class:`ExitCode`, documented in docs/cli.md).
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -24,7 +26,7 @@ from amqp_worker.errors import (
 
 from . import logs
 from .check import check
-from .common import CLIError, ExitCode, scrub
+from .common import CLIError, ExitCode, Secrets
 from .daemon import run
 from .enqueue import enqueue
 from .failed import failed
@@ -57,12 +59,13 @@ cli.add_command(check)
 cli.add_command(failed)
 
 
-def _report(message: str, prefix: str = PROG) -> None:
-    line = f"{prefix}: error: {scrub(message)}"
+def _report(message: str, secrets: Secrets, prefix: str = PROG) -> None:
+    """Print the one error line, without any password ``secrets`` knows or any URL holds."""
+    clean = secrets.scrub(message)
     if logs.log_format() == "json":
-        logs.emit(scrub(message), level=logging.ERROR)
+        logs.emit(clean, level=logging.ERROR)
     else:
-        click.echo(line, err=True)
+        click.echo(f"{prefix}: error: {clean}", err=True)
 
 
 def _classify(exc: Exception) -> ExitCode | None:
@@ -81,21 +84,24 @@ def _classify(exc: Exception) -> ExitCode | None:
 def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     logs.quiet_dial_errors()
+    # What this run must never print, from what it was given; the commands add
+    # the URLs of the workers they build (click hands it to them as ctx.obj).
+    secrets = Secrets.given(sys.argv[1:] if argv is None else argv, os.environ)
     try:
-        result = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+        result = cli.main(args=argv, prog_name=PROG, standalone_mode=False, obj=secrets)
     except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
         return exc.exit_code
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         prefix = exc.ctx.command_path if exc.ctx is not None else PROG
-        _report(f"{exc.format_message()}{hint}", prefix)
+        _report(f"{exc.format_message()}{hint}", secrets, prefix)
         return ExitCode.CONFIG
     except click.exceptions.Abort:
         click.echo(f"{PROG}: aborted", err=True)
         return ExitCode.FAILURE
     except click.ClickException as exc:
-        _report(exc.format_message())
+        _report(exc.format_message(), secrets)
         return exc.exit_code
     except Exception as exc:
         code = _classify(exc)
@@ -106,7 +112,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
             exc, BrokerError
         ):
             message = f"{type(exc).__name__}: {message}"
-        _report(message)
+        _report(message, secrets)
         return code
     return int(result) if isinstance(result, int) else ExitCode.OK
 

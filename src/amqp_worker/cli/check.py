@@ -19,7 +19,7 @@ def check(queues: tuple[str, ...], target: Target) -> ExitCode:
     """Check that the broker answers and each queue's work, due and failed queues exist.
 
     Declares nothing (passive declares only). Exit 0 if all is there, 1 if
-    something is missing, 4 if the broker cannot be reached.
+    something is missing, 4 if the broker cannot be reached within --timeout.
     """
     settings = target.settings(queues)
     topology = settings.topology

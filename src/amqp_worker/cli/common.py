@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import click
 
 from amqp_worker.amqp import AMQPWorker
+from amqp_worker.redact import redact, url_secrets
 from amqp_worker.settings import AMQPSettings
 
 __all__ = [
+    "DEFAULT_TIMEOUT_S",
     "CLIError",
     "ExitCode",
+    "Secrets",
     "Target",
     "connection_options",
+    "daemon_connection_options",
     "queue_option",
     "render_table",
-    "scrub",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,32 +53,59 @@ class CLIError(Exception):
         self.code = code
 
 
-_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
-_secrets: set[str] = set()
+#: How long a one-shot command (everything but ``run``) waits for the broker by default.
+DEFAULT_TIMEOUT_S = 5.0
+
+#: Where a URL may come from besides the command line.
+URL_ENV = "AMQP_WORKER_URL"
 
 
-def remember_secret(url: str) -> None:
-    """Never print ``url`` or its password, whatever error message carries them."""
-    _secrets.add(url)
-    password = urlsplit(url).password
-    if password:
-        _secrets.add(password)
+class Secrets:
+    """The passwords one run of the CLI must never print, learnt from what it was given.
 
+    :func:`~amqp_worker.cli.run_cli` makes one per run, from the command line
+    and ``AMQP_WORKER_URL``, and hands it to the commands as the click
+    context's ``obj``; :class:`Target` adds the URL of each worker it builds,
+    ``run`` the URL of the worker it loaded. Every error line goes through
+    :meth:`scrub`. One object per run, passed explicitly: two runs in one
+    process (tests, embedding) never share or leak secrets.
+    """
 
-def scrub(text: str) -> str:
-    """``text`` without credentials: userinfo of URLs and every remembered secret."""
-    for secret in sorted(_secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _CREDENTIALS.sub(r"\1***@", text)
+    def __init__(self, urls: Iterable[str | None] = ()) -> None:
+        self._known: set[str] = set()
+        for url in urls:
+            self.add(url)
+
+    @classmethod
+    def given(cls, argv: Sequence[str], environ: Mapping[str, str]) -> Secrets:
+        """The secrets in ``argv`` (any argument holding a URL, ``--url=...`` too) and the env."""
+        return cls([*(arg for arg in argv if "://" in arg), environ.get(URL_ENV)])
+
+    def add(self, url: str | None) -> None:
+        """Never print the password(s) of ``url`` (a URL or a comma-separated list; None: none)."""
+        if url:
+            self._known |= url_secrets(url)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without any known password or the credentials of any URL."""
+        return redact(text, self._known)
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a command connects: ``--url``, ``--name`` and ``--queue-prefix`` (None: env)."""
+    """Where a command connects: ``--url``, ``--name``, ``--queue-prefix`` and ``--timeout``.
+
+    None means "not given": the environment, then the defaults, decide.
+    ``timeout_s`` becomes the worker's ``publish_timeout_s``, so it bounds
+    connecting and each broker confirm; None (``run``) keeps the setting's.
+    Each URL a worker is built with is added to ``secrets``.
+    """
 
     url: str | None
     name: str | None
     queue_prefix: str | None
+    timeout_s: float | None = None
+    secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)
 
     def options(self) -> dict[str, Any]:
         """The given values as :class:`~amqp_worker.AMQPWorker` keyword options."""
@@ -86,6 +114,8 @@ class Target:
             options["name"] = self.name
         if self.queue_prefix is not None:
             options["queue_prefix"] = self.queue_prefix
+        if self.timeout_s is not None:
+            options["publish_timeout_s"] = self.timeout_s
         return options
 
     def worker(self, queues: Sequence[str] = (), **options: Any) -> AMQPWorker:
@@ -93,12 +123,11 @@ class Target:
 
         Raises :class:`~amqp_worker.ConfigurationError` for bad values.
         """
-        if self.url is not None:
-            remember_secret(self.url)
+        self.secrets.add(self.url)
         if queues:
             options["queues"] = list(queues)
-        worker = AMQPWorker(self.url, **self.options(), **options)
-        remember_secret(worker.settings.url.get_secret_value())
+        worker = AMQPWorker(self.url, **{**self.options(), **options})
+        self.secrets.add(worker.settings.url.get_secret_value())
         return worker
 
     def settings(self, queues: Sequence[str] = ()) -> AMQPSettings:
@@ -106,32 +135,75 @@ class Target:
         return self.worker(queues).settings
 
 
-def connection_options(func: F) -> F:
-    """Add ``--url``, ``--name`` and ``--queue-prefix``; pass them on as ``target``."""
+def _connection_options(func: F, *, timeout: bool) -> F:
+    """Add ``--url``, ``--name``, ``--queue-prefix`` (and ``--timeout``); pass on ``target``."""
 
-    @click.option(
-        "--url",
-        metavar="URL",
-        help="amqp:// or amqps:// URL; the path is the vhost. [env: AMQP_WORKER_URL; "
-        "prefer the env var: options show in `ps`]",
-    )
-    @click.option(
-        "--name",
-        metavar="NAME",
-        help="Namespace of the exchanges and internal queues. [env: AMQP_WORKER_NAME]",
-    )
-    @click.option(
-        "--queue-prefix",
-        metavar="PREFIX",
-        help="Prepended to every queue name. [env: AMQP_WORKER_QUEUE_PREFIX]",
-    )
     @functools.wraps(func)
     def wrapper(
-        *args: Any, url: str | None, name: str | None, queue_prefix: str | None, **kwargs: Any
+        *args: Any,
+        url: str | None,
+        name: str | None,
+        queue_prefix: str | None,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> Any:
-        return func(*args, target=Target(url, name, queue_prefix), **kwargs)
+        # run_cli passes one Secrets per run as ctx.obj; a bare cli.main() gets a fresh one.
+        secrets = click.get_current_context().ensure_object(Secrets)
+        secrets.add(url)
+        return func(*args, target=Target(url, name, queue_prefix, timeout, secrets), **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    options = [
+        click.option(
+            "--url",
+            metavar="URL",
+            help="amqp:// or amqps:// URL; the path is the vhost. [env: AMQP_WORKER_URL; "
+            "prefer the env var: options show in `ps`]",
+        ),
+        click.option(
+            "--name",
+            metavar="NAME",
+            help="Namespace of the exchanges and internal queues. [env: AMQP_WORKER_NAME]",
+        ),
+        click.option(
+            "--queue-prefix",
+            metavar="PREFIX",
+            help="Prepended to every queue name. [env: AMQP_WORKER_QUEUE_PREFIX]",
+        ),
+    ]
+    if timeout:
+        options.append(
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                default=DEFAULT_TIMEOUT_S,
+                show_default=True,
+                metavar="SECONDS",
+                help="Longest wait for the broker: to connect, and for each publish "
+                "confirm. (AMQP_WORKER_PUBLISH_TIMEOUT_S is for `run` only.)",
+            )
+        )
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(options):  # so --help lists them in this order
+        decorated = option(decorated)
+    return decorated  # type: ignore[return-value]
+
+
+def connection_options(func: F) -> F:
+    """For one-shot commands: ``--url``, ``--name``, ``--queue-prefix``, ``--timeout``.
+
+    The command gets them as ``target``, a :class:`Target`; ``--timeout``
+    (default :data:`DEFAULT_TIMEOUT_S`) becomes the ``publish_timeout_s`` of
+    the workers it builds, so an unreachable broker is reported within seconds.
+    """
+    return _connection_options(func, timeout=True)
+
+
+def daemon_connection_options(func: F) -> F:
+    """For ``run``: ``--url``, ``--name`` and ``--queue-prefix``, as ``target``; no ``--timeout``.
+
+    A daemon keeps retrying for ``publish_timeout_s`` (the worker's setting).
+    """
+    return _connection_options(func, timeout=False)
 
 
 def queue_option(

@@ -24,7 +24,7 @@ from amqp_worker.amqp import AMQPWorker
 from amqp_worker.defaults import DEFAULT_STOP_TIMEOUT_S
 
 from . import logs
-from .common import CLIError, ExitCode, Target, connection_options, queue_option, remember_secret
+from .common import CLIError, ExitCode, Target, daemon_connection_options, queue_option
 from .health import start_health_server
 from .loading import AnyWorker, load_worker, rebuilt
 
@@ -205,7 +205,7 @@ def _endpoint_options(kind: str, help_text: str) -> Callable[[F], F]:
     type=click.IntRange(min=1),
     help="Handlers running at once. [default: the worker's max_concurrency]",
 )
-@connection_options
+@daemon_connection_options
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
@@ -261,6 +261,8 @@ def run(
     """
     logs.configure(log_level, log_format)
     worker = load_worker(target_spec)
+    if isinstance(worker, AMQPWorker):  # its URL came from its module, not from us
+        target.secrets.add(worker.settings.url.get_secret_value())
     overrides: dict[str, Any] = {
         "url": target.url,
         **target.options(),
@@ -274,13 +276,11 @@ def run(
             f"{given} only apply to an AMQPWorker; {target_spec} is a SimpleWorker",
             ExitCode.CONFIG,
         )
-    if target.url is not None:
-        remember_secret(target.url)
     if concurrency is not None:
         overrides["max_concurrency"] = concurrency
     worker = rebuilt(worker, **overrides)
     if isinstance(worker, AMQPWorker):
-        remember_secret(worker.settings.url.get_secret_value())
+        target.secrets.add(worker.settings.url.get_secret_value())
         timeout_s = worker.settings.shutdown_timeout_s
     else:
         timeout_s = DEFAULT_STOP_TIMEOUT_S

@@ -63,7 +63,10 @@ class Probe:
         await self.close()
 
     async def connect(self) -> None:
-        """Connect, retrying for up to ``publish_timeout_s``; else :class:`BrokerUnavailable`."""
+        """Connect, retrying for up to ``publish_timeout_s`` (the CLI's ``--timeout``).
+
+        Raises :class:`BrokerUnavailable` when that runs out.
+        """
         self._connection = await dial(
             self.settings,
             self.settings.publish_timeout_s,
