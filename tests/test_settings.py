@@ -44,7 +44,15 @@ def test_settings_are_immutable() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://user:hunter2@host/", "hunter2", "amqp://user:hunter2@/", "amqp://h:99999999/"]
+    "url",
+    [
+        "http://user:hunter2@host/",
+        "hunter2",
+        "amqp://user:hunter2@/",
+        "amqp://h:99999999/",
+        "amqp://guest:1/hunter2@127.0.0.1:1/",  # a raw "/" in the password
+        "amqp://guest:hunter2@127.0.0.1/v@host",
+    ],
 )
 def test_bad_urls_are_refused_without_echoing_the_password(url: str) -> None:
     with pytest.raises(ValidationError) as info:

@@ -103,6 +103,13 @@ class AMQPSettings(BaseSettings):
             parts.port  # noqa: B018 - raises on a malformed port
         except ValueError:
             raise ValueError("has a malformed port") from None
+        if "@" in parts.path or "@" in parts.query:
+            # "amqp://user:pa/ss@host/" splits at the "/" and would dial "user": the
+            # password (or vhost) holds a raw "@" or "/" that must be %-escaped.
+            raise ValueError(
+                "has an '@' after the host: %-escape '/' and '@' in the password "
+                "and vhost (%2F, %40)"
+            )
         return value
 
     @field_validator("queues", mode="before")
