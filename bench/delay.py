@@ -6,6 +6,9 @@ Usage::
     python3 bench/delay.py --quick      # 100 jobs + one 20 s job, 1,000 pending
     python3 bench/delay.py --json
 
+The exit status is the verdict: 0 when every target in TARGETS is met, 1 when
+any is missed (stderr names each one), 130 on Ctrl-C.
+
 The consumer runs in a process of its own (``bench/_delay_worker.py``), so its RSS
 can be read from ``/proc/<pid>/status``; this process publishes. Everything lives
 under a fresh ``awbench-delay-<hex>`` name, and is deleted at the end, also after a
@@ -801,7 +804,20 @@ async def main_async(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print_report(report)
-    return 0
+    return exit_status(report["verdicts"])
+
+
+def exit_status(rows: list[dict[str, Any]]) -> int:
+    """0 if every target was met; else 1, after naming each missed one on stderr."""
+    missed = [row for row in rows if not row["ok"]]
+    for row in missed:
+        unit = f" {row['unit']}" if row["unit"] else ""
+        print(
+            f"bench/delay.py: target missed: {row['label']} {row['value']:g}{unit} "
+            f"(target <= {row['target']:g}{unit})",
+            file=sys.stderr,
+        )
+    return 1 if missed else 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

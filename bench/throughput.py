@@ -257,14 +257,36 @@ def in_flight(worker: AMQPWorker) -> int:
     """Job tasks of ``worker`` not yet finished; a task ends only after its ack is sent.
 
     Reads the private task pool: the bench is part of the project and there is no
-    public counter. Falls back to 0 (time to the n-th handler call) if it is gone.
+    public counter. :func:`check_private_parts` makes sure it is there.
     """
-    pool = getattr(worker, "_pool", None)
-    if pool is None:
-        return 0
-    running: int = pool.running
-    waiting: int = pool.waiting
+    running: int = worker._pool.running
+    waiting: int = worker._pool.waiting
     return running + waiting
+
+
+def check_private_parts(url: str) -> None:
+    """Stop with a clear message if AMQPWorker lost a private part this bench uses.
+
+    ``in_flight`` reads ``_pool`` and ``warm_up`` calls ``_broker``. Without them a
+    round would crash midway or, worse, time something else; check before any round.
+    """
+    worker = AMQPWorker(url, name="awbench-check", queues=["check"])
+    missing: list[str] = []
+    for part, members, user in (
+        ("_pool", ("running", "waiting"), "in_flight"),
+        ("_broker", ("connect", "ensure_work_queue"), "warm_up"),
+    ):
+        if not hasattr(worker, part):
+            missing.append(f"{part} (read by {user})")
+            continue
+        owner = getattr(worker, part)
+        missing += [f"{part}.{m} (read by {user})" for m in members if not hasattr(owner, m)]
+    if missing:
+        raise SystemExit(
+            "bench/throughput.py: AMQPWorker no longer has "
+            + ", ".join(missing)
+            + "; update the bench to the worker's new internals"
+        )
 
 
 @dataclass
@@ -512,6 +534,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    check_private_parts(args.url)
     rounds: list[dict[str, float]] = []
     for index in range(args.rounds):
         if not args.json:

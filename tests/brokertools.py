@@ -65,6 +65,22 @@ async def queue_state(name: str, url: str = BROKER_URL) -> tuple[int, int] | Non
         return result.message_count or 0, result.consumer_count or 0
 
 
+async def accepts_declaration(name: str, arguments: dict[str, Any], url: str = BROKER_URL) -> bool:
+    """Whether RabbitMQ takes a durable re-declaration of the existing queue ``name``.
+
+    It refuses one whose arguments differ from the queue's (its type among them),
+    so this tells a quorum queue from a classic one without the management API.
+    """
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await channel.declare_queue(name, passive=True)  # must exist: never create it here
+        try:
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            return False
+        return True
+
+
 async def drain(name: str, url: str = BROKER_URL) -> list[dict[str, Any]]:
     """Take every message out of a queue; return body and headers of each."""
     out: list[dict[str, Any]] = []

@@ -12,19 +12,31 @@ import pytest
 
 from amqp_worker import AMQPWorker, Job, SimpleWorker, Worker
 from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_topology
+from tests.brokertools import BROKER_URL, delete_topology, queue_state
 
-IMPLEMENTATIONS = ["simple", "amqp"]
+#: The AMQP run of each contract test needs RabbitMQ; ``-m "not broker"`` leaves it out.
+IMPLEMENTATIONS = ["simple", pytest.param("amqp", marks=pytest.mark.broker)]
 
 #: One worker name per test session: the delay topology is shared by this run's tests
 #: (as it is by a deployment's queues) and deleted at the end; work queues are per test.
 SESSION_NAME = f"awtest-{uuid.uuid4().hex[:8]}"
 
 
+#: Set when a test marked ``broker`` runs. Only such tests touch RabbitMQ, so a
+#: ``-m "not broker"`` session has nothing to clean up there and never dials it.
+BROKER_USED = pytest.StashKey[bool]()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("broker") is not None:
+        item.config.stash[BROKER_USED] = True
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _delete_session_topology() -> Iterator[None]:
+def _delete_session_topology(pytestconfig: pytest.Config) -> Iterator[None]:
     yield
-    asyncio.run(delete_topology(Topology(name=SESSION_NAME)))
+    if pytestconfig.stash.get(BROKER_USED, False):
+        asyncio.run(delete_topology(Topology(name=SESSION_NAME)))
 
 
 class WorkerKit:
@@ -52,6 +64,17 @@ class WorkerKit:
 
     def job(self, handler: str, args: dict[str, Any] | None = None, **fields: Any) -> Job:
         return Job(handler=handler, queue=self.queue, args=args or {}, **fields)
+
+    async def consumers(self) -> tuple[int, int]:
+        """Consumers RabbitMQ counts on this kit's work and due queues (the amqp kind only)."""
+        assert self.kind == "amqp"
+        topology = Topology(name=SESSION_NAME)
+        counts: list[int] = []
+        for name in (topology.work_queue(self.queue), topology.due_queue(self.queue)):
+            state = await queue_state(name)
+            assert state is not None, f"{name} was never declared"
+            counts.append(state[1])
+        return counts[0], counts[1]
 
     async def close(self) -> None:
         for worker in self.workers:

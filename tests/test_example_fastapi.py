@@ -13,7 +13,8 @@ from examples.fastapi_app import app
 from pydantic import BaseModel
 
 from amqp_worker import AMQPWorker
-from tests.brokertools import BROKER_URL
+from amqp_worker.topology import Topology
+from tests.brokertools import BROKER_URL, queue_state
 from tests.conftest import SESSION_NAME, delete_topology_queues
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
@@ -68,6 +69,11 @@ async def test_a_signup_enqueues_a_job_that_a_worker_runs(prefix: str) -> None:
         await asyncio.wait_for(done.wait(), 20)
     assert (job_id, Welcome(email="ada@example.com", name="Ada")) in got
     assert ("reminder", {"email": "ada@example.com"}) in got
+    # The refused signup enqueued nothing: no third job ran, waits, or was parked.
+    assert len(got) == 2
+    topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
+    for queue in (topology.work_queue("emails"), topology.failed_queue("emails")):
+        assert await queue_state(queue) == (0, 0), queue
 
 
 async def test_an_unreachable_broker_is_a_503_without_credentials(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from datetime import UTC, datetime
 
 from aio_pika import DeliveryMode
@@ -36,15 +37,23 @@ def test_strip_death_headers() -> None:
 
 
 def test_failure_headers_carry_the_error_and_a_truncated_traceback() -> None:
-    def deep(n: int) -> None:
+    # Two functions calling each other: Python folds a frame repeated in a row
+    # ("[Previous line repeated N more times]"), not alternating ones, so the
+    # traceback really is longer than the limit.
+    def ping(n: int) -> None:
         if n == 0:
             raise ValueError("x" * 5000)
-        deep(n - 1)
+        pong(n - 1)
+
+    def pong(n: int) -> None:
+        ping(n - 1)
 
     try:
-        deep(200)
+        ping(200)
     except ValueError as exc:
         error = exc
+    full = "".join(traceback.format_exception(error))
+    assert len(full) > MAX_TRACEBACK_CHARS
     now = datetime(2026, 1, 1, tzinfo=UTC)
     headers = failure_headers(FailureReason.HANDLER_ERROR, "q", error, now=now)
     assert headers["aw-failure-reason"] == "handler_error"
@@ -52,8 +61,14 @@ def test_failure_headers_carry_the_error_and_a_truncated_traceback() -> None:
     assert headers["aw-failed-at"] == "2026-01-01T00:00:00+00:00"
     assert headers["aw-error-type"] == "builtins.ValueError"
     assert len(headers["aw-error-message"]) < 1100
-    assert len(headers["aw-traceback"]) <= MAX_TRACEBACK_CHARS + 30
-    assert "ValueError" in headers["aw-traceback"]  # the end, where it raised, is kept
+    kept = headers["aw-traceback"]
+    assert MAX_TRACEBACK_CHARS <= len(kept) <= MAX_TRACEBACK_CHARS + 30
+    assert kept.startswith("...(truncated)...")
+    # The end, where it raised, is kept; the start, where it was called, is not.
+    assert kept.endswith(full[-MAX_TRACEBACK_CHARS // 2 :])
+    assert 'raise ValueError("x" * 5000)' in kept
+    assert "in test_failure_headers_carry_the_error_and_a_truncated_traceback" in full
+    assert "in test_failure_headers_carry_the_error_and_a_truncated_traceback" not in kept
 
 
 def test_failure_headers_without_an_exception() -> None:

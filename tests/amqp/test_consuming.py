@@ -151,11 +151,18 @@ async def test_stop_hands_prefetched_jobs_back_and_runs_none_twice(workers: Work
     assert sorted(json.loads(b["body"])["args"]["n"] for b in bodies) == [0, 1, 2, 3, 4]
 
 
-async def test_a_given_connection_is_used_and_not_closed(workers: Workers) -> None:
+async def test_a_given_connection_is_used_and_not_closed(
+    workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the given connection reaches RabbitMQ: a worker that dialled its own fails.
+    monkeypatch.setenv("AMQP_WORKER_URL", "amqp://guest:guest@127.0.0.1:1/")
     connection = await aio_pika.connect_robust(BROKER_URL)
     try:
         worker = AMQPWorker(
-            connection=connection, name=workers.topology.name, queues=[workers.queue]
+            connection=connection,
+            name=workers.topology.name,
+            queues=[workers.queue],
+            publish_timeout_s=5,
         )
         workers.made.append(worker)
         done = asyncio.Event()

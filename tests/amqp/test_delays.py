@@ -12,7 +12,7 @@ import pytest
 from amqp_worker import Job
 from amqp_worker.topology import ONE_YEAR_MS
 from tests.amqp.conftest import Workers
-from tests.brokertools import drain, queue_state
+from tests.brokertools import accepts_declaration, drain, queue_state
 
 pytestmark = pytest.mark.broker
 
@@ -152,6 +152,7 @@ async def test_quorum_queues_end_to_end() -> None:
     worker = AMQPWorker(BROKER_URL, name=name, queues=[queue], queue_type="quorum")
     clock = Clock(expect=2)
     worker.register("h", clock)
+    quorum, classic = Topology(name=name, queue_type="quorum"), Topology(name=name)
     try:
         async with worker:
             due = time.time() + 1.5
@@ -159,6 +160,23 @@ async def test_quorum_queues_end_to_end() -> None:
             await worker.perform_in(Job(handler="h", queue=queue, args={"name": "later"}), 1.5)
             await asyncio.wait_for(clock.done.wait(), 60)
         assert clock.started["later"] >= due
+        # RabbitMQ made them quorum queues: it takes their quorum arguments and
+        # refuses the classic ones (a worker that ignored queue_type passes the above).
+        route = quorum.delay_route(1500)
+        level = len(route.headers) - 1
+        delay = (level, int(route.headers[f"aw-delay-{level}"]))
+
+        def declared(t: Topology) -> list[tuple[str, dict[str, Any]]]:
+            return [
+                (t.work_queue(queue), t.work_queue_arguments()),
+                (t.due_queue(queue), t.work_queue_arguments()),
+                (t.failed_queue(queue), t.failed_queue_arguments()),
+                (t.delay_queue(*delay), t.delay_queue_arguments(*delay)),
+            ]
+
+        for (made, want), (_, other) in zip(declared(quorum), declared(classic), strict=True):
+            assert await accepts_declaration(made, want), made
+            assert not await accepts_declaration(made, other), made
     finally:
         await worker.stop()
         await delete_topology(Topology(name=name, queue_type="quorum"), [queue])

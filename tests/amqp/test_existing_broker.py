@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from amqp_worker import AMQPWorker, Job
+from tests.brokertools import queue_state
 
 pytestmark = pytest.mark.broker
 
@@ -37,7 +38,8 @@ def vhost() -> Iterator[str]:
 @pytest.mark.timeout(90)
 async def test_a_vhost_from_the_url(vhost: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    worker = AMQPWorker(f"amqp://guest:guest@127.0.0.1:5672/{vhost}", queues=["jobs.emails"])
+    url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    worker = AMQPWorker(url, queues=["jobs.emails"])
     assert f"vhost={vhost}" in worker.settings.broker
     done = asyncio.Event()
     got: list[dict[str, Any]] = []
@@ -51,6 +53,8 @@ async def test_a_vhost_from_the_url(vhost: str, caplog: pytest.LogCaptureFixture
         await worker.perform(Job(handler="h", queue="jobs.emails", args={"in": vhost}))
         await asyncio.wait_for(done.wait(), 20)
     assert got == [{"in": vhost}]
+    # It ran through that vhost, not the default one: its queue is there, acked empty.
+    assert await queue_state(worker.topology.work_queue("jobs.emails"), url=url) == (0, 0)
     assert "guest:guest" not in caplog.text
 
 

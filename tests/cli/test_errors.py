@@ -216,6 +216,7 @@ def test_a_health_port_in_use_is_a_config_error() -> None:
     assert f"cannot serve the health check on 127.0.0.1:{port}" in result.stderr.splitlines()[-1]
 
 
+@pytest.mark.broker
 @pytest.mark.timeout(30)
 def test_a_wrong_password_is_a_one_line_connection_error() -> None:
     env = base_env(AMQP_WORKER_URL="amqp://guest:s3cret-pw@127.0.0.1:5672/")

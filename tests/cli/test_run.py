@@ -172,6 +172,7 @@ def test_a_metrics_scrape_shows_the_counters_move(broker: Broker) -> None:
     assert broker.stop(proc) == ExitCode.OK
 
 
+@pytest.mark.broker
 @pytest.mark.timeout(60)
 def test_a_metrics_port_in_use_is_a_config_error(broker: Broker) -> None:
     with socket.socket() as taken:

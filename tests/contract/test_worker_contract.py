@@ -22,6 +22,7 @@ from amqp_worker import (
     HandlerAlreadyRegistered,
     InvalidHandler,
     Job,
+    JobEvent,
     RetryPolicy,
     Worker,
 )
@@ -127,8 +128,8 @@ async def test_with_options_makes_a_stopped_copy_that_runs_the_same_handlers(
     assert copy is not worker
     assert copy.max_concurrency == 3
     assert copy.handlers == ("h",)
-    copy.hooks.after(lambda event: None)  # hooks are copied, not shared
-    assert bool(copy.hooks)
+    after_on_copy: list[str] = []
+    copy.hooks.after(lambda event: after_on_copy.append(event.job_id))
     assert copy.hooks is not worker.hooks
     assert (copy.retry, copy.timeout_s) == (worker.retry, worker.timeout_s)
     copy.register("only_on_the_copy", rec)
@@ -138,6 +139,10 @@ async def test_with_options_makes_a_stopped_copy_that_runs_the_same_handlers(
         await wait(rec.done)
     assert rec.calls[0][0] == {"n": 1}
     assert seen == [job_id]  # the hook registered before the copy came along
+    assert after_on_copy == [job_id]
+    # Hooks are copied, not shared: one added to the copy never runs for the original.
+    await worker.hooks.emit(JobEvent("after", kit.queue, None, "on-the-original"))
+    assert after_on_copy == [job_id]
 
 
 def test_with_options_refuses_unknown_options_and_bad_values(kit: WorkerKit) -> None:
@@ -506,24 +511,49 @@ async def test_stop_cancels_handlers_after_the_timeout_and_logs_it(
     assert "cancelled 1 handler" in caplog.text
 
 
-async def test_stop_is_idempotent_and_safe_before_start(kit: WorkerKit) -> None:
+async def test_stop_is_idempotent_and_safe_before_start(
+    kit: WorkerKit, caplog: pytest.LogCaptureFixture
+) -> None:
     worker = kit.make()
+    rec = Recorder()
+    worker.register("h", rec)
+    caplog.set_level(logging.DEBUG, logger="amqp_worker")
+    await worker.stop()  # before start: nothing to stop, and nothing broken by it
+    assert not worker.running
+    async with worker:
+        await worker.perform(kit.job("h", {"round": 1}))
+        await wait(rec.done)
+    if kit.kind == "amqp":
+        assert await kit.consumers() == (0, 0)  # leaving the block stopped consuming
+    caplog.clear()
+    await worker.stop()  # a stopped worker: "does nothing"
     await worker.stop()
-    await worker.start()
-    await worker.stop()
-    await worker.stop()
+    assert not worker.running
+    assert [r.getMessage() for r in caplog.records] == []
+    # Still a worker that starts and runs jobs, once each.
+    rec.done.clear()
+    async with worker:
+        await worker.perform(kit.job("h", {"round": 2}))
+        await wait(rec.done)
+    assert [c[0]["round"] for c in rec.calls] == [1, 2]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_start_is_idempotent(kit: WorkerKit) -> None:
     worker = kit.make()
-    rec = Recorder()
+    rec = Recorder(expect=3)
     worker.register("h", rec)
+    await worker.perform(kit.job("h", {"n": 0}))  # waits for start: must run once, not per start
     await worker.start()
     await worker.start()
-    await worker.perform(kit.job("h"))
+    assert worker.running
+    if kit.kind == "amqp":
+        assert await kit.consumers() == (1, 1)  # one consumer per queue, not one per start()
+    await worker.perform(kit.job("h", {"n": 1}))
+    await worker.perform_in(kit.job("h", {"n": 2}), 0.05)
     await wait(rec.done)
-    await worker.stop()
-    assert len(rec.calls) == 1
+    await worker.stop(timeout_s=GUARD_S)  # lets any duplicate that started finish
+    assert sorted(c[0]["n"] for c in rec.calls) == [0, 1, 2]
 
 
 async def test_start_works_again_after_stop(kit: WorkerKit) -> None:
@@ -571,3 +601,6 @@ async def test_async_with_starts_and_stops(kit: WorkerKit) -> None:
         assert same is worker
         await worker.perform(kit.job("h"))
         await wait(rec.done)
+    assert not worker.running
+    if kit.kind == "amqp":
+        assert await kit.consumers() == (0, 0)
