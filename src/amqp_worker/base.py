@@ -13,6 +13,7 @@ later or park; a worker overrides only the transport steps
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -97,6 +98,7 @@ class BaseWorker(abc.ABC, Generic[D]):
         self.hooks = Hooks()
         """Callbacks around every job: see :mod:`amqp_worker.hooks`."""
         self._running = False
+        self._starting = asyncio.Lock()
 
     @property
     def max_concurrency(self) -> int:
@@ -223,16 +225,18 @@ class BaseWorker(abc.ABC, Generic[D]):
 
     async def start(self) -> None:
         """Begin taking jobs; see :meth:`amqp_worker.Worker.start`. Idempotent."""
-        if self._running:
-            return
-        await self._prepare()
-        self._pool.open()
-        self._running = True
-        try:
-            await self._begin()
-        except BaseException:
-            await self.stop(timeout_s=0)
-            raise
+        # Two concurrent start() calls must not both begin (two consumers per queue).
+        async with self._starting:
+            if self._running:
+                return
+            await self._prepare()
+            self._pool.open()
+            self._running = True
+            try:
+                await self._begin()
+            except BaseException:
+                await self.stop(timeout_s=0)
+                raise
 
     async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Stop taking jobs and wait for running handlers; see :meth:`amqp_worker.Worker.stop`."""

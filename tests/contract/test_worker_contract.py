@@ -556,6 +556,20 @@ async def test_start_is_idempotent(kit: WorkerKit) -> None:
     assert sorted(c[0]["n"] for c in rec.calls) == [0, 1, 2]
 
 
+async def test_concurrent_starts_begin_once(kit: WorkerKit) -> None:
+    worker = kit.make()
+    rec = Recorder()
+    worker.register("h", rec)
+    await asyncio.gather(worker.start(), worker.start(), worker.start())
+    assert worker.running
+    if kit.kind == "amqp":
+        assert await kit.consumers() == (1, 1)  # not one consumer per concurrent start()
+    await worker.perform(kit.job("h"))
+    await wait(rec.done)
+    await worker.stop(timeout_s=GUARD_S)
+    assert len(rec.calls) == 1
+
+
 async def test_start_works_again_after_stop(kit: WorkerKit) -> None:
     worker = kit.make()
     rec = Recorder()
