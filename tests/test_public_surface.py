@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from typing import Any
 
@@ -16,7 +17,7 @@ BUILTINS = (bool, int, float, str, tuple, list, dict, type(None))
 
 def _exported(kind: Any) -> bool:
     origin = typing.get_origin(kind)
-    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+    if origin is typing.Union or origin is types.UnionType:
         return all(_exported(arg) for arg in typing.get_args(kind))
     if origin is not None:
         return origin in BUILTINS or _exported(origin)

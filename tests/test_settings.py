@@ -105,3 +105,56 @@ def test_run_overrides_only_settings_with_its_own_options() -> None:
     assert set(daemon._OPTION_NAMES.values()) <= flags
     # run passes its Target's options (no --timeout there) as overrides too.
     assert set(Target("amqp://h/", "n", "p").options()) <= set(daemon._OPTION_NAMES)
+
+
+CLUSTER = [
+    "amqp://app:s3cr3t-pw@rabbit1:5672/prod",
+    "amqp://app:s3cr3t-pw@rabbit2:5673/prod",
+    "amqp://app:s3cr3t-pw@rabbit3/prod",
+]
+
+
+def test_a_comma_separated_url_is_a_list_of_cluster_nodes() -> None:
+    settings = AMQPSettings(url=SecretStr(",".join(CLUSTER)))
+    assert settings.urls == tuple(CLUSTER)
+    assert settings.broker == (
+        "amqp://rabbit1:5672 vhost=prod, amqp://rabbit2:5673 vhost=prod, "
+        "amqp://rabbit3:5672 vhost=prod"
+    )
+    assert "s3cr3t" not in repr(settings)
+    spaced = AMQPSettings(url=SecretStr(", ".join(CLUSTER)))
+    assert spaced.urls == tuple(CLUSTER)
+
+
+@pytest.mark.parametrize(
+    ("entry", "what"),
+    [
+        ("amqp://app:s3cr3t-pw@rabbit2:5672/staging", "vhost"),
+        ("amqp://other:s3cr3t-pw@rabbit2:5672/prod", "credentials"),
+        ("amqp://app:other-s3cr3t@rabbit2:5672/prod", "credentials"),
+        ("amqps://app:s3cr3t-pw@rabbit2:5671/prod", "scheme"),
+        ("amqp://app:s3cr3t-pw@rabbit2:5672/prod?heartbeat=5", "options"),
+    ],
+)
+def test_every_node_must_share_vhost_credentials_and_options(entry: str, what: str) -> None:
+    url = ",".join([CLUSTER[0], entry, CLUSTER[2]])
+    with pytest.raises(ValidationError) as info:
+        AMQPSettings(url=SecretStr(url))
+    message = str(info.value)
+    assert "entry 2 (amqp" in message
+    assert "rabbit2" in message
+    assert f"different {what}" in message
+    assert "s3cr3t" not in message
+
+
+def test_a_bad_entry_of_a_list_is_named_by_its_place() -> None:
+    url = ",".join([CLUSTER[0], "amqp://app:s3cr3t-pw@rabbit2:notaport/prod"])
+    with pytest.raises(ValidationError) as info:
+        AMQPSettings(url=SecretStr(url))
+    assert "entry 2 of 2: has a malformed port" in str(info.value)
+    assert "s3cr3t" not in str(info.value)
+
+
+def test_the_list_comes_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMQP_WORKER_URL", ",".join(CLUSTER))
+    assert AMQPSettings().urls == tuple(CLUSTER)

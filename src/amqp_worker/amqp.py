@@ -115,10 +115,20 @@ class AMQPWorker(BaseWorker[Delivery]):
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
+        where = self.node or self.settings.broker
         return (
-            f"<AMQPWorker {state} {self.settings.broker} name={self.settings.name!r} "
+            f"<AMQPWorker {state} {where} name={self.settings.name!r} "
             f"queues={list(self.settings.queues)!r}>"
         )
+
+    @property
+    def node(self) -> str | None:
+        """The RabbitMQ node this worker is connected to now (scheme, host, port, vhost), or None.
+
+        With a list of cluster nodes in ``url``, this is the one in use; it
+        changes when the worker fails over to another node.
+        """
+        return self._broker.node if self.connected else None
 
     @property
     def topology(self) -> Topology:
@@ -179,7 +189,7 @@ class AMQPWorker(BaseWorker[Delivery]):
         self._warn_timeouts_over(self.settings.consumer_timeout_s)
         logger.info(
             "worker started: %s queues=%s handlers=%s max_concurrency=%d prefetch=%d",
-            settings.broker,
+            self.node or settings.broker,
             ",".join(settings.queues),
             ",".join(self.handlers) or "-",
             settings.max_concurrency,

@@ -42,6 +42,8 @@ from .errors import (
     PublishReturned,
     TopologyConflict,
 )
+from .failover import NodeRing
+from .redact import describe_url
 from .settings import AMQPSettings
 from .topology import DELAY_RADIX, Topology
 
@@ -52,6 +54,11 @@ logger = logging.getLogger("amqp_worker")
 T = TypeVar("T")
 
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
+
+
+def _node_of(connection: AbstractConnection) -> str:
+    """The node ``connection`` is on (aio-pika keeps its URL), described without credentials."""
+    return describe_url(str(getattr(connection, "url", "?")))
 
 
 def _conflict(kind: str, name: str, exc: BaseException, wanted: dict[str, Any]) -> TopologyConflict:
@@ -92,9 +99,11 @@ class Broker:
         self._channel_lock = asyncio.Lock()
         self._exchanges: dict[str, AbstractExchange] = {}
         self._outage = False
+        # Shuffled once per worker, so a fleet spreads its connections over the nodes.
+        self._ring = NodeRing(settings.urls)
 
     def __repr__(self) -> str:
-        return f"<Broker {self.settings.broker}>"
+        return f"<Broker {self.node or self.settings.broker}>"
 
     # -- connection -----------------------------------------------------------
 
@@ -107,6 +116,11 @@ class Broker:
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context the user passed in, or None for the default."""
         return self._ssl_context
+
+    @property
+    def node(self) -> str | None:
+        """The node this broker is connected to (or last dialled), for logs; never credentials."""
+        return _node_of(self._connection) if self._connection is not None else None
 
     @property
     def connection(self) -> AbstractConnection | None:
@@ -129,10 +143,11 @@ class Broker:
         connection = await dial(
             self.settings,
             timeout_s,
+            ring=self._ring,
             ssl_context=self._ssl_context,
             connection_name=self.settings.connection_name,
         )
-        logger.info("connected to %s", self.settings.broker)
+        logger.info("connected to %s", _node_of(connection))
         connection.close_callbacks.add(self._on_connection_close)
         if isinstance(connection, AbstractRobustConnection):
             connection.reconnect_callbacks.add(self._on_reconnect)
@@ -143,12 +158,15 @@ class Broker:
         if exc is not None and not isinstance(exc, asyncio.CancelledError) and not self._outage:
             self._outage = True
             logger.warning(
-                "connection to %s lost (%s); reconnecting", self.settings.broker, type(exc).__name__
+                "connection to %s lost (%s); reconnecting%s",
+                self.node,
+                type(exc).__name__,
+                " to the next node" if len(self._ring) > 1 else "",
             )
 
     def _on_reconnect(self, _connection: object) -> None:
         self._outage = False
-        logger.info("reconnected to %s; topology re-declared", self.settings.broker)
+        logger.info("reconnected to %s; topology re-declared", self.node)
 
     async def channel(self, *, publisher_confirms: bool = False) -> AbstractChannel:
         """A new channel on the connection."""

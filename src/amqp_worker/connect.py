@@ -13,6 +13,7 @@ import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractConnection
 
 from .errors import BrokerUnavailable
+from .failover import FailoverConnection, NodeRing
 from .redact import redact, url_secrets
 from .settings import AMQPSettings
 
@@ -60,61 +61,74 @@ async def dial(
     settings: AMQPSettings,
     timeout_s: float,
     *,
+    ring: NodeRing | None = None,
     robust: bool = True,
     ssl_context: ssl.SSLContext | None = None,
     connection_name: str | None = None,
 ) -> AbstractConnection:
-    """Connect to ``settings.url``, retrying every ``reconnect_interval_s`` for ``timeout_s``.
+    """Connect to a node of ``settings.url``, retrying every ``reconnect_interval_s`` for ``timeout_s``.
 
-    A refused login, a missing or forbidden vhost and a TLS certificate that
-    fails verification are not retried: waiting does not fix them.
-    Raises :class:`~amqp_worker.errors.BrokerUnavailable` with a one-line
-    reason that never contains the password. ``robust`` connections reconnect
-    by themselves later on (aio-pika's ``connect_robust``).
+    Each round tries every node of ``ring`` (default: the settings' URLs in
+    their given order) once, starting with its current one, and waits only
+    between rounds: a dead node never delays the next one. The node that
+    answered becomes the ring's current one. A refused login, a missing or
+    forbidden vhost and a TLS certificate that fails verification are not
+    retried: waiting does not fix them. Raises
+    :class:`~amqp_worker.errors.BrokerUnavailable` with a one-line reason that
+    never contains the password. ``robust`` connections reconnect by
+    themselves later on, moving to the next node of the ring
+    (:class:`~amqp_worker.failover.FailoverConnection`).
     """
+    ring = ring or NodeRing(settings.urls, shuffle=False)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     properties: dict[str, Any] = {}
     if connection_name:
         properties["connection_name"] = connection_name
-    kind: type[AbstractConnection] = aio_pika.RobustConnection if robust else aio_pika.Connection
     extra: dict[str, Any] = {}
     if robust:
         extra["reconnect_interval"] = settings.reconnect_interval_s
     made: list[AbstractConnection] = []  # the connection objects of the current attempt
 
     def factory(*args: Any, **kwargs: Any) -> AbstractConnection:
-        made.append(kind(*args, **kwargs))
+        if robust:
+            made.append(FailoverConnection(*args, ring=ring, **kwargs))
+        else:
+            made.append(aio_pika.Connection(*args, **kwargs))
         return made[-1]
 
     while True:
-        remaining = deadline - loop.time()
-        made.clear()
-        try:
-            # aio_pika.connect and connect_robust differ only in the connection
-            # class; ours records the object so a failed attempt can close it.
-            connection: AbstractConnection = await aio_pika.connect(
-                settings.url.get_secret_value(),
-                ssl_context=ssl_context,
-                client_properties=properties,
-                timeout=max(0.1, min(remaining, ATTEMPT_TIMEOUT_S)),
-                heartbeat=settings.heartbeat_s,
-                connection_class=factory,
-                **extra,
-            )
-            return connection
-        except BaseException as exc:
-            # A connection that failed (or was cancelled) halfway may have started
-            # reconnecting by itself: close it, or it retries forever in the background.
-            for half_made in made:
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(half_made.close())
-            final = _final_error(settings, exc)
-            if final is exc:
-                raise
-            if final is not None:
-                raise final from None
-            last: BaseException = exc
+        for url in ring.round():
+            remaining = deadline - loop.time()
+            made.clear()
+            try:
+                # aio_pika.connect and connect_robust differ only in the connection
+                # class; ours records the object so a failed attempt can close it.
+                connection: AbstractConnection = await aio_pika.connect(
+                    url,
+                    ssl_context=ssl_context,
+                    client_properties=properties,
+                    timeout=max(0.1, min(remaining, ATTEMPT_TIMEOUT_S)),
+                    heartbeat=settings.heartbeat_s,
+                    connection_class=factory,
+                    **extra,
+                )
+                ring.use(url)
+                return connection
+            except BaseException as exc:
+                # A connection that failed (or was cancelled) halfway may have started
+                # reconnecting by itself: close it, or it retries forever in the background.
+                for half_made in made:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(half_made.close())
+                final = _final_error(settings, exc)
+                if final is exc:
+                    raise
+                if final is not None:
+                    raise final from None
+                last: BaseException = exc
+            if loop.time() >= deadline:
+                break
         if loop.time() + settings.reconnect_interval_s > deadline:
             break
         await asyncio.sleep(settings.reconnect_interval_s)

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
 from .errors import ConfigurationError, describe_validation_error
 from .job import validate_name
-from .redact import describe_url
+from .redact import describe_url, split_urls
 from .topology import DelayPlan, QueueType, Topology
 
 __all__ = ["AMQPSettings", "WorkerOptions", "build_settings"]
@@ -36,7 +36,10 @@ class AMQPSettings(BaseSettings):
 
     url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@localhost:5672/"),
-        description="amqp:// or amqps:// URL; the path is the vhost, the query holds TLS options.",
+        description=(
+            "amqp:// or amqps:// URL, or a comma-separated list of the nodes of one cluster; "
+            "the path is the vhost, the query holds TLS options."
+        ),
     )
     name: str = Field(
         default="amqp_worker", description="Namespace of the exchanges and internal queues."
@@ -93,23 +96,31 @@ class AMQPSettings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: SecretStr) -> SecretStr:
-        parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in ("amqp", "amqps"):
-            # Say what is wrong without echoing the URL, which may hold a password.
-            raise ValueError(f"must start with amqp:// or amqps://, not {parts.scheme or '?'}://")
-        if not parts.hostname:
-            raise ValueError("has no host")
-        try:
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError:
-            raise ValueError("has a malformed port") from None
-        if "@" in parts.path or "@" in parts.query:
-            # "amqp://user:pa/ss@host/" splits at the "/" and would dial "user": the
-            # password (or vhost) holds a raw "@" or "/" that must be %-escaped.
-            raise ValueError(
-                "has an '@' after the host: %-escape '/' and '@' in the password "
-                "and vhost (%2F, %40)"
-            )
+        urls = split_urls(value.get_secret_value())
+        if not urls:
+            raise ValueError("is empty")
+        for number, url in enumerate(urls, 1):
+            where = f"entry {number} of {len(urls)}: " if len(urls) > 1 else ""
+            try:
+                _check_one_url(url)
+            except ValueError as exc:
+                raise ValueError(f"{where}{exc}") from None
+        first = urlsplit(urls[0])
+        for number, url in enumerate(urls[1:], 2):
+            parts = urlsplit(url)
+            for what, mine, theirs in (
+                ("scheme", parts.scheme, first.scheme),
+                ("vhost", parts.path, first.path),
+                ("credentials", (parts.username, parts.password), (first.username, first.password)),
+                ("options (the query string)", parts.query, first.query),
+            ):
+                if mine != theirs:
+                    # Name the entry by its place and host, never by its text: it holds a password.
+                    raise ValueError(
+                        f"entry {number} ({describe_url(url)}) names different {what} than "
+                        "entry 1: every URL of the list must be a node of one cluster, with "
+                        "the same vhost, credentials and options"
+                    )
         return value
 
     @field_validator("queues", mode="before")
@@ -157,9 +168,34 @@ class AMQPSettings(BaseSettings):
         return self.prefetch or 2 * self.max_concurrency
 
     @property
+    def urls(self) -> tuple[str, ...]:
+        """The node URLs of ``url`` (one, or each of a comma-separated list); secrets."""
+        return tuple(split_urls(self.url.get_secret_value()))
+
+    @property
     def broker(self) -> str:
         """Where the broker is, for logs: scheme, host, port and vhost, never credentials."""
         return describe_url(self.url.get_secret_value())
+
+
+def _check_one_url(url: str) -> None:
+    """Raise ``ValueError`` saying what is wrong with one node URL, without echoing it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        # Say what is wrong without echoing the URL, which may hold a password.
+        raise ValueError(f"must start with amqp:// or amqps://, not {parts.scheme or '?'}://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError("has a malformed port") from None
+    if "@" in parts.path or "@" in parts.query:
+        # "amqp://user:pa/ss@host/" splits at the "/" and would dial "user": the
+        # password (or vhost) holds a raw "@" or "/" that must be %-escaped.
+        raise ValueError(
+            "has an '@' after the host: %-escape '/' and '@' in the password and vhost (%2F, %40)"
+        )
 
 
 class WorkerOptions(TypedDict, total=False):

@@ -1,0 +1,92 @@
+"""Several broker addresses for one cluster: which node to dial, and moving on when it dies.
+
+``url`` may list the nodes of one RabbitMQ cluster, comma-separated. Each
+worker shuffles the list once (:class:`NodeRing`), so a fleet of workers
+spreads its connections over the nodes, then dials the nodes in that order.
+Once connected it stays on its node; when the connection is lost,
+:class:`FailoverConnection` (aio-pika's robust connection, which re-opens
+channels, re-declares topology and restores consumers) tries the *next* node
+first, so a dead node costs one refused or timed-out attempt per outage, not
+one per round.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from aio_pika import RobustConnection
+from yarl import URL
+
+__all__ = ["FailoverConnection", "NodeRing"]
+
+
+class NodeRing:
+    """The URLs of one cluster's nodes, in this worker's (shuffled) order, and the one in use.
+
+    Holds secrets: never log it, never put it in a repr.
+    """
+
+    def __init__(self, urls: Sequence[str], *, shuffle: bool = True) -> None:
+        if not urls:
+            raise ValueError("a NodeRing needs at least one URL")
+        self._urls = list(urls)
+        if shuffle:
+            random.shuffle(self._urls)
+        self._index = 0
+
+    def __len__(self) -> int:
+        return len(self._urls)
+
+    def __repr__(self) -> str:
+        return f"<NodeRing of {len(self._urls)} node(s)>"
+
+    @property
+    def current(self) -> str:
+        """The node to dial now."""
+        return self._urls[self._index]
+
+    def advance(self) -> str:
+        """Move on to the next node (after the last, the first again) and return it."""
+        self._index = (self._index + 1) % len(self._urls)
+        return self.current
+
+    def round(self) -> list[str]:
+        """Every node once, starting with the current one."""
+        return self._urls[self._index :] + self._urls[: self._index]
+
+    def use(self, url: str) -> None:
+        """Make ``url`` (one of the ring's) the current node."""
+        self._index = self._urls.index(url)
+
+
+class FailoverConnection(RobustConnection):
+    """A robust connection that moves to the next node of its ring on every new attempt.
+
+    aio-pika's reconnect loop clears the connection's transport at the start
+    of each attempt; that is the moment the next node gets its turn. The
+    first attempt uses the URL the connection was made with.
+    """
+
+    def __init__(self, url: URL, *args: Any, ring: NodeRing, **kwargs: Any) -> None:
+        self._ring = ring
+        self._clears = 0
+        super().__init__(url, *args, **kwargs)
+
+    @property
+    def transport(self) -> Any:
+        """The current transport (aio-pika's), None between connections."""
+        return self.__dict__.get("_failover_transport")
+
+    @transport.setter
+    def transport(self, value: Any) -> None:
+        if value is None:
+            # Cleared once by Connection.__init__, then once at the start of every
+            # connection attempt: from the second attempt on, dial the next node.
+            self._clears += 1
+            if self._clears > 2 and len(self._ring) > 1:
+                # The TLS and timeout options were read from the first URL's query;
+                # every entry of the list has the same one (AMQPSettings checks).
+                self.url = URL(self._ring.advance())
+        self.__dict__["_failover_transport"] = value
