@@ -108,6 +108,7 @@ class Names:
             t.work_queue(self.queue),
             t.due_queue(self.queue),
             t.failed_queue(self.queue),
+            t.quarantine_queue(self.queue),
             *self.delay_queues(),
         ]
 

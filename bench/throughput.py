@@ -96,6 +96,7 @@ def topology_names(topology: Topology, queues: list[str]) -> tuple[list[str], li
             topology.work_queue(queue),
             topology.due_queue(queue),
             topology.failed_queue(queue),
+            topology.quarantine_queue(queue),
         )
     ]
     queue_names += [

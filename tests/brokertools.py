@@ -39,6 +39,7 @@ async def delete_topology(topology: Topology, queues: Iterable[str] = ()) -> Non
             topology.work_queue(queue),
             topology.due_queue(queue),
             topology.failed_queue(queue),
+            topology.quarantine_queue(queue),
         )
     ]
     names += [

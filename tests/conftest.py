@@ -117,7 +117,12 @@ async def delete_topology_queues(*queues: str, prefix: str = "") -> None:
     await delete_queues(
         name(queue)
         for queue in queues
-        for name in (topology.work_queue, topology.due_queue, topology.failed_queue)
+        for name in (
+            topology.work_queue,
+            topology.due_queue,
+            topology.failed_queue,
+            topology.quarantine_queue,
+        )
     )
 
 

@@ -21,6 +21,7 @@ def test_default_names() -> None:
     assert t.work_queue("default") == "default"
     assert t.failed_queue("default") == "amqp_worker.failed.default"
     assert t.due_queue("default") == "amqp_worker.due.default"
+    assert t.quarantine_queue("default") == "amqp_worker.quarantine.default"
     assert t.due_exchange == "amqp_worker.due"
 
 
@@ -28,6 +29,7 @@ def test_prefix_and_dotted_names_are_kept_verbatim() -> None:
     t = Topology(name="shop.jobs", queue_prefix="eu.")
     assert t.work_queue("billing.invoices") == "eu.billing.invoices"
     assert t.failed_queue("billing.invoices") == "shop.jobs.failed.eu.billing.invoices"
+    assert t.quarantine_queue("billing.invoices") == "shop.jobs.quarantine.eu.billing.invoices"
 
 
 def test_names_over_255_bytes_are_refused() -> None:

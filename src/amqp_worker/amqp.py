@@ -32,14 +32,15 @@ from .attempt import tell_parked
 from .base import BaseWorker
 from .broker import Broker
 from .defaults import DEFAULT_STOP_TIMEOUT_S
-from .errors import ConfigurationError, HandlerNotRegistered
+from .errors import ConfigurationError, HandlerNotRegistered, JobCrashed
 from .failed_jobs.rabbitmq import RabbitFailedJobs
 from .failures import AttemptRecord, FailureReason, history_from_headers
 from .hold import DueAction, DueHold, due_action
 from .job import Job
-from .messages import DUE_HEADER, carried_headers, retry_headers
+from .messages import DELIVERIES_HEADER, DUE_HEADER, carried_headers, retry_headers
 from .protocol import FailedJobs
 from .publishing import JobPublisher, due_in, now_ms
+from .quarantine import VerdictKind, verdict
 from .retry import RetryPolicy
 from .settings import AMQPSettings, WorkerOptions, build_settings
 from .settle import Settler, stale
@@ -174,18 +175,22 @@ class AMQPWorker(BaseWorker[Delivery]):
         settings = self.settings
         work = await self._broker.channel()
         due = await self._broker.channel()
-        self._channels = [work, due]
+        quarantine = await self._broker.channel()
+        self._channels = [work, due, quarantine]
         await work.set_qos(prefetch_count=settings.effective_prefetch)
         # Held jobs wait unacked on their own channel, so they never use up the
         # prefetch of ordinary jobs, and ordinary jobs never delay them.
         await due.set_qos(prefetch_count=settings.delay_prefetch)
+        # One quarantined job at a time: if it kills this worker, it alone comes back
+        # from the quarantine queue (see quarantine.py).
+        await quarantine.set_qos(prefetch_count=1)
         for queue in settings.queues:
-            work_queue, due_queue = await self._broker.consumer_queues(queue, work, due)
-            for consumed, callback in (
-                (work_queue, functools.partial(self._on_message, queue)),
-                (due_queue, functools.partial(self._on_due, queue)),
+            queues = await self._broker.consumer_queues(queue, (work, due, quarantine))
+            for consumed, callback in zip(
+                queues, (self._on_message, self._on_due, self._on_message), strict=True
             ):
-                self._consumers.append((consumed, await consumed.consume(callback)))
+                tag = await consumed.consume(functools.partial(callback, queue))
+                self._consumers.append((consumed, tag))
         self._warn_timeouts_over(self.settings.consumer_timeout_s)
         logger.info(
             "worker started: %s queues=%s handlers=%s max_concurrency=%d prefetch=%d",
@@ -267,10 +272,29 @@ class AMQPWorker(BaseWorker[Delivery]):
             reason = FailureReason.UNKNOWN_HANDLER
             self._settler.track(self._park_message(queue, message, reason, error, job))
             return
+        if message.redelivered:
+            self._settler.track(self._came_back(queue, message, job))
+            return
         self._submit_run(
             lambda: self._consume(queue, message, job),
             on_abandon=lambda: self._settler.hand_back(message),
         )
+
+    async def _came_back(self, queue: str, message: AbstractIncomingMessage, job: Job) -> None:
+        """A job that was handed out before and never finished: quarantine it, or park it."""
+        found = verdict(True, message.headers, self.settings.max_deliveries)
+        if found.kind is VerdictKind.QUARANTINE:
+            await self._settler.quarantine(queue, message, job, found.deliveries)
+            return
+        error = JobCrashed(
+            f"job {job.id} was handed out {found.deliveries} times without finishing "
+            f"(max_deliveries={self.settings.max_deliveries}): its handler {job.handler!r} "
+            "keeps killing the worker that runs it"
+        )
+        extra = {DELIVERIES_HEADER: found.deliveries}
+        reason = FailureReason.CRASHED
+        if await self._settler.park(queue, message, reason, error, job, extra_headers=extra):
+            await tell_parked(self.hooks, queue, job, job.id, reason, error, message.headers or {})
 
     async def _consume(self, queue: str, message: AbstractIncomingMessage, job: Job) -> None:
         if stale(message):

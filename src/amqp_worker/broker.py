@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -53,24 +52,10 @@ logger = logging.getLogger("amqp_worker")
 
 T = TypeVar("T")
 
-_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
-
 
 def _node_of(connection: AbstractConnection) -> str:
     """The node ``connection`` is on (aio-pika keeps its URL), described without credentials."""
     return describe_url(str(getattr(connection, "url", "?")))
-
-
-def _conflict(kind: str, name: str, exc: BaseException, wanted: dict[str, Any]) -> TopologyConflict:
-    reply = str(exc.args[0]) if exc.args else str(exc)
-    match = _INEQUIVALENT.search(reply)
-    argument = f"argument {match.group(1)!r}" if match else "its arguments"
-    return TopologyConflict(
-        f"{kind} {name!r} already exists on the broker with a different {argument}: "
-        f"{reply}. amqp-worker declares it with {wanted or 'no arguments'}. "
-        "Use a different name or queue_prefix, match queue_type to the existing queue, "
-        "or move its messages away and delete it so amqp-worker can declare it."
-    )
 
 
 class Broker:
@@ -209,7 +194,7 @@ class Broker:
         try:
             return await channel.declare_exchange(name, kind, durable=True)
         except amqp_errors.ChannelPreconditionFailed as exc:
-            raise _conflict("exchange", name, exc, {"type": kind.value}) from None
+            raise TopologyConflict.from_reply("exchange", name, exc, {"type": kind.value}) from None
 
     async def declare_queue(
         self,
@@ -223,7 +208,7 @@ class Broker:
         try:
             queue = await channel.declare_queue(name, durable=True, arguments=arguments)
         except amqp_errors.ChannelPreconditionFailed as exc:
-            raise _conflict("queue", name, exc, arguments) from None
+            raise TopologyConflict.from_reply("queue", name, exc, arguments) from None
         for exchange, routing_key, binding_args in bindings:
             await queue.bind(exchange, routing_key, arguments=binding_args)
         return queue
@@ -296,30 +281,44 @@ class Broker:
 
         await self._once(f"failed:{queue}", declare)
 
+    async def ensure_quarantine_queue(self, queue: str) -> None:
+        """Make sure the quarantine queue of ``queue`` exists."""
+        topology = self.topology
+
+        async def declare() -> None:
+            await self.declare_queue(
+                topology.quarantine_queue(queue), topology.work_queue_arguments()
+            )
+
+        await self._once(f"quarantine:{queue}", declare)
+
     async def consumer_queues(
-        self, queue: str, work: AbstractChannel, due: AbstractChannel
-    ) -> tuple[AbstractQueue, AbstractQueue]:
-        """Declare everything a consumer of ``queue`` needs; return its work and due queues.
+        self, queue: str, channels: tuple[AbstractChannel, AbstractChannel, AbstractChannel]
+    ) -> tuple[AbstractQueue, AbstractQueue, AbstractQueue]:
+        """Declare everything a consumer of ``queue`` needs; return its work, due and quarantine queues.
 
         The failed-jobs queue, the delay topology, the exchanges and bindings
-        are declared (once per process) on the topology channel. The work and
-        due queues are declared again on the consumer channels ``work`` and
-        ``due``: a robust channel re-declares what was declared through it,
-        and restores its consumers, after a reconnect.
+        are declared (once per process) on the topology channel. The consumed
+        queues are declared again on their consumer ``channels`` (work, due,
+        quarantine): a robust channel re-declares what was declared through
+        it, and restores its consumers, after a reconnect.
         """
         topology = self.topology
         await self.ensure_failed_queue(queue)
+        await self.ensure_quarantine_queue(queue)
         await self.ensure_due_queue(queue)
         await self.ensure_work_queue(queue)
         arguments = topology.work_queue_arguments()
-        return (
-            await self.declare_queue(topology.work_queue(queue), arguments, channel=work),
-            await self.declare_queue(topology.due_queue(queue), arguments, channel=due),
-        )
+        names = (topology.work_queue, topology.due_queue, topology.quarantine_queue)
+        work, due, quarantine = [
+            await self.declare_queue(name(queue), arguments, channel=channel)
+            for name, channel in zip(names, channels, strict=True)
+        ]
+        return work, due, quarantine
 
     def forget(self, queue: str) -> None:
         """Forget that ``queue``'s queues were declared, so the next use declares them again."""
-        self._declared -= {f"work:{queue}", f"due:{queue}", f"failed:{queue}"}
+        self._declared -= {f"{kind}:{queue}" for kind in ("work", "due", "failed", "quarantine")}
 
     # -- publishing -------------------------------------------------------------
 

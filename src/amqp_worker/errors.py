@@ -16,6 +16,7 @@ The tree::
     ├── Retry                                    a handler asks to be retried after a delay
     ├── PermanentError                           a handler says: do not retry, park this job
     ├── JobTimeout                (TimeoutError) a handler ran past its timeout_s
+    ├── JobCrashed                               a job kept killing the worker running it
     ├── FailedJobNotFound         (LookupError)  no failed job has this id
     ├── ConfigurationError        (ValueError)   a setting or URL is unusable
     └── BrokerError                              RabbitMQ did not do what was asked
@@ -31,7 +32,8 @@ which names the offending field.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -46,6 +48,7 @@ __all__ = [
     "HandlerNotRegistered",
     "InvalidArgs",
     "InvalidHandler",
+    "JobCrashed",
     "JobTimeout",
     "PermanentError",
     "PublishError",
@@ -114,6 +117,12 @@ class JobTimeout(AmqpWorkerError, TimeoutError):
     """A handler ran longer than its ``timeout_s``; retried like any other failure."""
 
 
+class JobCrashed(AmqpWorkerError):
+    """A job was handed out ``max_deliveries`` times and never finished: its handler kept
+    killing the worker process (``os._exit``, a segfault, the OOM killer). Parked, not retried.
+    """
+
+
 class FailedJobNotFound(AmqpWorkerError, LookupError):
     """No failed job has this id (in the queues that were searched)."""
 
@@ -132,6 +141,21 @@ class BrokerUnavailable(BrokerError, ConnectionError):
 
 class TopologyConflict(BrokerError):
     """A queue or exchange already exists on the broker with different arguments."""
+
+    @classmethod
+    def from_reply(
+        cls, kind: str, name: str, exc: BaseException, wanted: dict[str, Any]
+    ) -> TopologyConflict:
+        """The error for the broker's 406 reply ``exc`` to declaring ``name`` with ``wanted``."""
+        reply = str(exc.args[0]) if exc.args else str(exc)
+        match = re.search(r"inequivalent arg '([^']+)'", reply)
+        argument = f"argument {match.group(1)!r}" if match else "its arguments"
+        return cls(
+            f"{kind} {name!r} already exists on the broker with a different {argument}: "
+            f"{reply}. amqp-worker declares it with {wanted or 'no arguments'}. "
+            "Use a different name or queue_prefix, match queue_type to the existing queue, "
+            "or move its messages away and delete it so amqp-worker can declare it."
+        )
 
 
 class PublishError(BrokerError):

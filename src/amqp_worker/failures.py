@@ -65,6 +65,9 @@ class FailureReason(StrEnum):
     """This worker has no handler of that name."""
     HANDLER_ERROR = "handler_error"
     """The handler raised (or timed out) and will not be retried."""
+    CRASHED = "crashed"
+    """The job was handed out ``max_deliveries`` times and never finished: it kept
+    killing the worker that ran it."""
 
 
 def _truncate(text: str, limit: int) -> str:

@@ -9,6 +9,8 @@ Headers set by amqp-worker all start with ``aw-``:
 - ``aw-due-ms``: for delayed jobs, the due time in ms since the Unix epoch,
   by the publisher's clock;
 - ``aw-delay-<level>``: the route through the delay topology;
+- ``aw-deliveries``: on a job that came back unfinished (its worker died), how
+  many times that happened (see :mod:`amqp_worker.quarantine`);
 - on retried and parked jobs, the failure record (see :mod:`amqp_worker.failures`).
 
 RabbitMQ's own ``x-death`` / ``x-first-death-*`` / ``x-last-death-*`` headers
@@ -33,6 +35,7 @@ from .job import Job
 
 __all__ = [
     "ATTEMPT_HEADER",
+    "DELIVERIES_HEADER",
     "DUE_HEADER",
     "carried_headers",
     "job_message",
@@ -45,6 +48,7 @@ __all__ = [
 ATTEMPT_HEADER = "aw-attempt"
 DUE_HEADER = "aw-due-ms"
 DELAY_HEADER_PREFIX = "aw-delay-"
+DELIVERIES_HEADER = "aw-deliveries"
 CONTENT_TYPE = "application/json"
 
 

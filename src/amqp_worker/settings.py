@@ -82,6 +82,14 @@ class AMQPSettings(BaseSettings):
             "so say it here. start() warns about handler timeouts longer than this."
         ),
     )
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Times a job may be handed out without finishing (its worker died) before it is "
+            "parked with reason crashed."
+        ),
+    )
     shutdown_timeout_s: float = Field(
         default=DEFAULT_STOP_TIMEOUT_S,
         ge=0,
@@ -150,6 +158,7 @@ class AMQPSettings(BaseSettings):
         for queue in self.queues:
             topology.failed_queue(queue)
             topology.due_queue(queue)
+            topology.quarantine_queue(queue)
         return self
 
     @property
@@ -217,6 +226,7 @@ class WorkerOptions(TypedDict, total=False):
     heartbeat_s: int
     reconnect_interval_s: float
     consumer_timeout_s: float | None
+    max_deliveries: int
     shutdown_timeout_s: float
 
 

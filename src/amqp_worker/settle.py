@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import aio_pika.exceptions as aio_pika_errors
 import aiormq.exceptions as amqp_errors
+from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractIncomingMessage
 
 from .broker import Broker
@@ -27,7 +28,7 @@ from .connect import connection_lost
 from .errors import BrokerError
 from .failures import AttemptRecord, FailureReason
 from .job import Job
-from .messages import parked_message
+from .messages import DELIVERIES_HEADER, carried_headers, parked_message
 from .publishing import JobPublisher
 
 __all__ = ["Settler", "stale"]
@@ -107,6 +108,7 @@ class Settler:
         error: BaseException,
         job: Job | None = None,
         history: list[AttemptRecord] | None = None,
+        extra_headers: Mapping[str, Any] | None = None,
     ) -> bool:
         """Move ``message`` to ``queue``'s failed-jobs queue with the reason, then ack it.
 
@@ -116,16 +118,12 @@ class Settler:
         failed_queue = self._broker.topology.failed_queue(queue)
         what = f"job {job.id}" if job else f"message {message.message_id or '(no id)'}"
         parked = parked_message(message, queue, reason, error, job=job, history=history or ())
-        try:
-            await self._broker.ensure_failed_queue(queue)
-            await self._broker.publish("", failed_queue, parked)
-        except BrokerError as exc:
-            logger.error(
-                "could not park %s in %s (%s); handing it back to RabbitMQ", what, failed_queue, exc
-            )
-            await self._pause_and_hand_back(message, True)
+        parked.headers.update(extra_headers or {})
+        ensure = self._broker.ensure_failed_queue(queue)
+        if not await self._move(message, failed_queue, parked, what, ensure):
             return False
-        log = logger.error if reason is FailureReason.UNKNOWN_HANDLER else logger.warning
+        loud = reason in (FailureReason.UNKNOWN_HANDLER, FailureReason.CRASHED)
+        log = logger.error if loud else logger.warning
         log(
             "%s parked in %s: %s: %s",
             what,
@@ -134,7 +132,55 @@ class Settler:
             error,
             extra={"job_id": job.id if job else None, "queue": queue, "reason": reason.value},
         )
-        await self.ack(message, f"parked {what}")
+        return True
+
+    async def quarantine(
+        self, queue: str, message: AbstractIncomingMessage, job: Job, deliveries: int
+    ) -> bool:
+        """Move a job that came back unfinished to ``queue``'s quarantine queue, then ack it."""
+        target = self._broker.topology.quarantine_queue(queue)
+        moved = Message(
+            message.body,
+            headers={**carried_headers(message.headers), DELIVERIES_HEADER: deliveries},
+            content_type=message.content_type,
+            delivery_mode=DeliveryMode.PERSISTENT,
+            message_id=job.id,
+            type=message.type,
+            timestamp=message.timestamp,
+        )
+        ensure = self._broker.ensure_quarantine_queue(queue)
+        if not await self._move(message, target, moved, f"job {job.id}", ensure):
+            return False
+        logger.warning(
+            "job %s came back unfinished (its worker stopped or died, %d time(s)); "
+            "it runs alone from %s",
+            job.id,
+            deliveries,
+            target,
+            extra={"job_id": job.id, "queue": queue, "deliveries": deliveries},
+        )
+        return True
+
+    async def _move(
+        self,
+        message: AbstractIncomingMessage,
+        target: str,
+        outgoing: Message,
+        what: str,
+        ensure: Awaitable[None],
+    ) -> bool:
+        """Declare (``ensure``) and publish ``outgoing`` to the queue ``target``, then ack ``message``.
+
+        On failure, ``message`` is handed back after a pause and the result is False.
+        """
+        try:
+            await ensure
+            await self._broker.publish("", target, outgoing)
+        except BrokerError as exc:
+            logger.error("could not move %s to %s (%s); handing it back", what, target, exc)
+            await self._pause_and_hand_back(message, True)
+            return False
+        await self.ack(message, f"moved {what}")
         return True
 
     async def _pause_and_hand_back(self, message: AbstractIncomingMessage, pause: bool) -> None:

@@ -226,6 +226,10 @@ class Topology:
         """Where delayed jobs of ``queue`` arrive shortly before they are due."""
         return _check_length("queue", f"{self.name}.due.{self.work_queue(queue)}")
 
+    def quarantine_queue(self, queue: str) -> str:
+        """Where jobs of ``queue`` that came back unfinished (a worker died) run one at a time."""
+        return _check_length("queue", f"{self.name}.quarantine.{self.work_queue(queue)}")
+
     def delay_exchange(self, level: int) -> str:
         """The headers exchange of delay ``level``."""
         return f"{self.name}.delay.u{self.delay.unit_ms}.L{level}"
@@ -237,7 +241,7 @@ class Topology:
     # -- arguments --------------------------------------------------------------
 
     def work_queue_arguments(self) -> dict[str, Any]:
-        """Arguments of work and due queues."""
+        """Arguments of work, due and quarantine queues."""
         return queue_arguments(self.queue_type)
 
     def failed_queue_arguments(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class Workers:
                 self.topology.work_queue(q),
                 self.topology.due_queue(q),
                 self.topology.failed_queue(q),
+                self.topology.quarantine_queue(q),
             )
         ]
         await delete_queues([*names, *self.extra_queues])
