@@ -43,7 +43,7 @@ def test_names_over_255_bytes_are_refused() -> None:
 def test_classic_queues_have_no_arguments_and_never_expire() -> None:
     assert queue_arguments("classic") == {}
     t = Topology()
-    assert t.work_queue_arguments() == {}
+    assert t.work_queue_arguments("q") == {}
     assert t.failed_queue_arguments() == {}
     for level in range(t.delay.levels):
         for digit in range(1, DELAY_RADIX):
@@ -57,6 +57,22 @@ def test_quorum_arguments() -> None:
     assert args["x-dead-letter-strategy"] == "at-least-once"
     assert args["x-overflow"] == "reject-publish"
     assert "x-expires" not in args
+
+
+def test_quorum_job_queues_have_a_delivery_limit_and_dead_letter_into_the_failed_queue() -> None:
+    t = Topology(name="app", queue_type="quorum", delivery_limit=7)
+    assert t.work_queue_arguments("emails") == {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": 7,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "app.failed.emails",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+    # Reads of parked jobs count as deliveries: the failed queue's limit is out of reach.
+    assert t.failed_queue_arguments()["x-delivery-limit"] >= 2**31 - 1
+    assert "x-dead-letter-exchange" not in t.failed_queue_arguments()
+    assert Topology().delivery_limit == 1000
 
 
 def test_delay_queues_dead_letter_one_level_down_then_to_the_due_exchange() -> None:

@@ -28,7 +28,6 @@ from aio_pika.abc import (
     AbstractConnection,
     AbstractExchange,
     AbstractQueue,
-    AbstractRobustConnection,
     ExchangeType,
 )
 from aio_pika.message import Message
@@ -41,8 +40,8 @@ from .errors import (
     PublishReturned,
     TopologyConflict,
 )
-from .failover import NodeRing
-from .redact import describe_url
+from .failover import NodeRing, OutageLog, node_of
+from .legacy import legacy_arguments, warn_legacy_queue
 from .settings import AMQPSettings
 from .topology import DELAY_RADIX, Topology
 
@@ -51,11 +50,6 @@ __all__ = ["Broker"]
 logger = logging.getLogger("amqp_worker")
 
 T = TypeVar("T")
-
-
-def _node_of(connection: AbstractConnection) -> str:
-    """The node ``connection`` is on (aio-pika keeps its URL), described without credentials."""
-    return describe_url(str(getattr(connection, "url", "?")))
 
 
 class Broker:
@@ -83,7 +77,8 @@ class Broker:
         self._publish_channel: AbstractChannel | None = None
         self._channel_lock = asyncio.Lock()
         self._exchanges: dict[str, AbstractExchange] = {}
-        self._outage = False
+        # Queues that exist with older arguments than ours, as the broker accepted them.
+        self._accepted: dict[str, dict[str, Any]] = {}
         # Shuffled once per worker, so a fleet spreads its connections over the nodes.
         self._ring = NodeRing(settings.urls)
 
@@ -105,7 +100,7 @@ class Broker:
     @property
     def node(self) -> str | None:
         """The node this broker is connected to (or last dialled), for logs; never credentials."""
-        return _node_of(self._connection) if self._connection is not None else None
+        return node_of(self._connection) if self._connection is not None else None
 
     @property
     def connection(self) -> AbstractConnection | None:
@@ -132,26 +127,9 @@ class Broker:
             ssl_context=self._ssl_context,
             connection_name=self.settings.connection_name,
         )
-        logger.info("connected to %s", _node_of(connection))
-        connection.close_callbacks.add(self._on_connection_close)
-        if isinstance(connection, AbstractRobustConnection):
-            connection.reconnect_callbacks.add(self._on_reconnect)
+        logger.info("connected to %s", node_of(connection))
+        OutageLog(several_nodes=len(self._ring) > 1).attach(connection)
         return connection
-
-    def _on_connection_close(self, _connection: object, exc: BaseException | None) -> None:
-        # Called again for every failed reconnect attempt: say it once per outage.
-        if exc is not None and not isinstance(exc, asyncio.CancelledError) and not self._outage:
-            self._outage = True
-            logger.warning(
-                "connection to %s lost (%s); reconnecting%s",
-                self.node,
-                type(exc).__name__,
-                " to the next node" if len(self._ring) > 1 else "",
-            )
-
-    def _on_reconnect(self, _connection: object) -> None:
-        self._outage = False
-        logger.info("reconnected to %s; topology re-declared", self.node)
 
     async def channel(self, *, publisher_confirms: bool = False) -> AbstractChannel:
         """A new channel on the connection."""
@@ -203,12 +181,23 @@ class Broker:
         bindings: Iterable[tuple[str, str | None, dict[str, Any] | None]] = (),
         channel: AbstractChannel | None = None,
     ) -> AbstractQueue:
-        """Declare a durable queue and its ``(exchange, routing_key, arguments)`` bindings."""
+        """Declare a durable queue and its ``(exchange, routing_key, arguments)`` bindings.
+
+        A quorum queue an older version declared without this version's delivery
+        limit is used as it is, with a WARNING (see :mod:`amqp_worker.legacy`).
+        """
+        arguments = self._accepted.get(name, arguments)
         channel = channel or await self._topology()
         try:
             queue = await channel.declare_queue(name, durable=True, arguments=arguments)
         except amqp_errors.ChannelPreconditionFailed as exc:
-            raise TopologyConflict.from_reply("queue", name, exc, arguments) from None
+            legacy = legacy_arguments(arguments, exc)
+            if legacy is None:
+                raise TopologyConflict.from_reply("queue", name, exc, arguments) from None
+            # The 406 closed that channel; the topology channel reopens on demand.
+            queue = await self.declare_queue(name, legacy, channel=await self._topology())
+            self._accepted[name] = legacy
+            warn_legacy_queue(name, arguments)
         for exchange, routing_key, binding_args in bindings:
             await queue.bind(exchange, routing_key, arguments=binding_args)
         return queue
@@ -230,10 +219,13 @@ class Broker:
             await self.declare_exchange(topology.exchange, ExchangeType.DIRECT)
             await self.declare_queue(
                 topology.work_queue(queue),
-                topology.work_queue_arguments(),
+                topology.work_queue_arguments(queue),
                 [(topology.exchange, queue, None)],
             )
 
+        if topology.queue_type == "quorum":
+            # Its dead-letter target: a job past the delivery limit must land somewhere.
+            await self.ensure_failed_queue(queue)
         await self._once(f"work:{queue}", declare)
 
     async def ensure_due_queue(self, queue: str) -> None:
@@ -263,7 +255,7 @@ class Broker:
         async def declare_due() -> None:
             await self.declare_queue(
                 topology.due_queue(queue),
-                topology.work_queue_arguments(),
+                topology.work_queue_arguments(queue),
                 [(topology.due_exchange, queue, None)],
             )
 
@@ -287,7 +279,7 @@ class Broker:
 
         async def declare() -> None:
             await self.declare_queue(
-                topology.quarantine_queue(queue), topology.work_queue_arguments()
+                topology.quarantine_queue(queue), topology.work_queue_arguments(queue)
             )
 
         await self._once(f"quarantine:{queue}", declare)
@@ -308,7 +300,7 @@ class Broker:
         await self.ensure_quarantine_queue(queue)
         await self.ensure_due_queue(queue)
         await self.ensure_work_queue(queue)
-        arguments = topology.work_queue_arguments()
+        arguments = topology.work_queue_arguments(queue)
         names = (topology.work_queue, topology.due_queue, topology.quarantine_queue)
         work, due, quarantine = [
             await self.declare_queue(name(queue), arguments, channel=channel)
@@ -383,16 +375,3 @@ class Broker:
             f"job {message.message_id} was not confirmed by {self.settings.broker} "
             f"within {timeout_s:g}s (publish_timeout_s)"
         )
-
-    async def publish_confirmed(
-        self, items: Iterable[tuple[str, str, Message]], in_flight: int = 256
-    ) -> list[BaseException | None]:
-        """Publish many messages with pipelined confirms; one result (None or error) each."""
-        slots = asyncio.Semaphore(in_flight)
-
-        async def one(exchange: str, routing_key: str, message: Message) -> None:
-            async with slots:
-                await self.publish(exchange, routing_key, message)
-
-        results = await asyncio.gather(*(one(*item) for item in items), return_exceptions=True)
-        return [r if isinstance(r, BaseException) else None for r in results]

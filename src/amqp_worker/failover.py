@@ -12,14 +12,59 @@ one per round.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections.abc import Sequence
 from typing import Any
 
 from aio_pika import RobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from yarl import URL
 
-__all__ = ["FailoverConnection", "NodeRing"]
+from .redact import describe_url
+
+__all__ = ["FailoverConnection", "NodeRing", "OutageLog", "node_of"]
+
+logger = logging.getLogger("amqp_worker")
+
+
+def node_of(connection: object) -> str:
+    """The node ``connection`` is on (aio-pika keeps its URL), described without credentials."""
+    return describe_url(str(getattr(connection, "url", "?")))
+
+
+class OutageLog:
+    """Logs a lost connection once per outage (WARNING) and where it came back (INFO).
+
+    aio-pika calls the close callbacks again for every failed reconnect
+    attempt; the log says it once.
+    """
+
+    def __init__(self, *, several_nodes: bool) -> None:
+        self._several_nodes = several_nodes
+        self._outage = False
+
+    def attach(self, connection: AbstractConnection) -> None:
+        """Listen to ``connection``'s close (and, if robust, reconnect) callbacks."""
+        connection.close_callbacks.add(self._on_close)
+        if isinstance(connection, AbstractRobustConnection):
+            connection.reconnect_callbacks.add(self._on_reconnect)
+
+    def _on_close(self, connection: object, exc: BaseException | None) -> None:
+        if exc is None or isinstance(exc, asyncio.CancelledError) or self._outage:
+            return
+        self._outage = True
+        logger.warning(
+            "connection to %s lost (%s); reconnecting%s",
+            node_of(connection),
+            type(exc).__name__,
+            " to the next node" if self._several_nodes else "",
+        )
+
+    def _on_reconnect(self, connection: object) -> None:
+        self._outage = False
+        logger.info("reconnected to %s; topology re-declared", node_of(connection))
 
 
 class NodeRing:

@@ -68,6 +68,9 @@ class FailureReason(StrEnum):
     CRASHED = "crashed"
     """The job was handed out ``max_deliveries`` times and never finished: it kept
     killing the worker that ran it."""
+    DELIVERY_LIMIT = "delivery_limit"
+    """RabbitMQ dead-lettered it from a quorum queue after ``x-delivery-limit``
+    deliveries (the broker's safety net; amqp-worker's own limit comes first)."""
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -162,6 +165,20 @@ def failure_headers(
     return headers
 
 
+def _reason(headers: Mapping[str, Any]) -> FailureReason:
+    """Why a message is parked: our header, else RabbitMQ's dead-letter reason."""
+    ours = headers.get(REASON_HEADER)
+    if ours is None:
+        deaths = headers.get("x-death")
+        last = deaths[0] if isinstance(deaths, list) and deaths else None
+        if isinstance(last, Mapping) and last.get("reason") == "delivery_limit":
+            return FailureReason.DELIVERY_LIMIT
+    try:
+        return FailureReason(str(ours or "handler_error"))
+    except ValueError:
+        return FailureReason.HANDLER_ERROR
+
+
 class FailedJob(BaseModel):
     """A parked job, as the failed-job tools show it."""
 
@@ -205,10 +222,7 @@ class FailedJob(BaseModel):
             job: Job | None = Job.from_json(body)
         except ValidationError:
             job = None
-        try:
-            reason = FailureReason(str(headers.get(REASON_HEADER, "handler_error")))
-        except ValueError:
-            reason = FailureReason.HANDLER_ERROR
+        reason = _reason(headers)
         try:
             failed_at = datetime.fromisoformat(str(headers["aw-failed-at"]))
         except (KeyError, ValueError):

@@ -9,6 +9,7 @@ first (once per process), and the broker confirms every publish.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +23,10 @@ from .job import Job
 from .messages import job_message
 
 __all__ = ["JobPublisher", "due_in", "now_ms"]
+
+
+#: Publishes of one perform_many awaiting their confirms at once.
+IN_FLIGHT = 256
 
 
 def now_ms() -> float:
@@ -61,11 +66,17 @@ class JobPublisher:
         """
         for queue in dict.fromkeys(job.queue for job, _ in jobs):
             await self._broker.ensure_work_queue(queue)
-        results = await self._broker.publish_confirmed(
-            (self._topology.exchange, job.queue, job_message(job, headers=headers))
-            for job, headers in jobs
+        slots = asyncio.Semaphore(IN_FLIGHT)
+
+        async def one(job: Job, headers: Mapping[str, Any]) -> None:
+            async with slots:
+                message = job_message(job, headers=headers)
+                await self._broker.publish(self._topology.exchange, job.queue, message)
+
+        results = await asyncio.gather(*(one(*item) for item in jobs), return_exceptions=True)
+        raise_first(
+            [r if isinstance(r, BaseException) else None for r in results], [j.id for j, _ in jobs]
         )
-        raise_first(results, [job.id for job, _ in jobs])
 
     async def _publish_now(self, job: Job, headers: Mapping[str, Any] | None) -> None:
         def build() -> tuple[str, Message]:

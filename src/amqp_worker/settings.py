@@ -19,7 +19,7 @@ from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
 from .errors import ConfigurationError, describe_validation_error
 from .job import validate_name
 from .redact import describe_url, split_urls
-from .topology import DelayPlan, QueueType, Topology
+from .topology import DEFAULT_DELIVERY_LIMIT, DelayPlan, QueueType, Topology
 
 __all__ = ["AMQPSettings", "WorkerOptions", "build_settings"]
 
@@ -88,6 +88,14 @@ class AMQPSettings(BaseSettings):
         description=(
             "Times a job may be handed out without finishing (its worker died) before it is "
             "parked with reason crashed."
+        ),
+    )
+    delivery_limit: int = Field(
+        default=DEFAULT_DELIVERY_LIMIT,
+        ge=1,
+        description=(
+            "x-delivery-limit of quorum work, due and quarantine queues: past it RabbitMQ "
+            "dead-letters a job into the failed queue (the broker's safety net)."
         ),
     )
     shutdown_timeout_s: float = Field(
@@ -169,6 +177,7 @@ class AMQPSettings(BaseSettings):
             queue_prefix=self.queue_prefix,
             queue_type=self.queue_type,
             delay=DelayPlan(self.delay_window_ms),
+            delivery_limit=self.delivery_limit,
         )
 
     @property
@@ -227,6 +236,7 @@ class WorkerOptions(TypedDict, total=False):
     reconnect_interval_s: float
     consumer_timeout_s: float | None
     max_deliveries: int
+    delivery_limit: int
     shutdown_timeout_s: float
 
 

@@ -71,11 +71,34 @@ def _check_length(kind: str, value: str) -> str:
     return value
 
 
+#: The broker-side delivery limit of quorum queues that hold jobs. RabbitMQ 4.0+
+#: would otherwise apply 20 and *drop* what passes it. amqp-worker's own
+#: crash-loop handling (quarantine.py) parks a job long before; this is the
+#: safety net, far above what hand-backs and failed-job reads can add up to.
+DEFAULT_DELIVERY_LIMIT = 1000
+#: Failed-jobs queues: every read (basic.get, then the channel closes) counts
+#: as a delivery, so their limit must be out of reach of any number of reads.
+FAILED_DELIVERY_LIMIT = 2**31 - 1
+#: Arguments that quorum queues gained in this version, for the fallback in
+#: Broker.declare_queue when a queue declared by an older version lacks them.
+DELIVERY_LIMIT_ARGUMENTS = frozenset(
+    {
+        "x-delivery-limit",
+        "x-dead-letter-exchange",
+        "x-dead-letter-routing-key",
+        "x-dead-letter-strategy",
+        "x-overflow",
+    }
+)
+
+
 def queue_arguments(
     queue_type: QueueType,
     *,
     ttl_ms: int | None = None,
     dead_letter_exchange: str | None = None,
+    dead_letter_routing_key: str | None = None,
+    delivery_limit: int | None = None,
 ) -> dict[str, Any]:
     """Arguments for a queue of ``queue_type``; never ``x-expires``.
 
@@ -83,19 +106,24 @@ def queue_arguments(
     failed queues are idle by design, so it is never set here.
 
     Classic queues get no ``x-queue-type`` argument, so work queues that were
-    declared before amqp-worker (with no arguments) stay compatible. Quorum
-    delay queues dead-letter ``at-least-once``, which RabbitMQ only allows
-    with ``x-overflow: reject-publish``.
+    declared before amqp-worker (with no arguments) stay compatible, and no
+    delivery limit (classic queues have none). Quorum queues dead-letter
+    ``at-least-once``, which RabbitMQ only allows with
+    ``x-overflow: reject-publish``, and get an explicit ``x-delivery-limit``.
     """
     args: dict[str, Any] = {}
     if queue_type == "quorum":
         args["x-queue-type"] = "quorum"
+        if delivery_limit is not None:
+            args["x-delivery-limit"] = delivery_limit
     if ttl_ms is not None:
         if ttl_ms < 1:
             raise ValueError(f"ttl_ms must be at least 1, got {ttl_ms}")
         args["x-message-ttl"] = ttl_ms
-    if dead_letter_exchange is not None:
+    if dead_letter_exchange is not None and (queue_type == "quorum" or ttl_ms is not None):
         args["x-dead-letter-exchange"] = dead_letter_exchange
+        if dead_letter_routing_key is not None:
+            args["x-dead-letter-routing-key"] = dead_letter_routing_key
         if queue_type == "quorum":
             args["x-dead-letter-strategy"] = "at-least-once"
             args["x-overflow"] = "reject-publish"
@@ -196,6 +224,8 @@ class Topology:
     queue_prefix: str = ""
     queue_type: QueueType = "classic"
     delay: DelayPlan = DelayPlan(1000)
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    """``x-delivery-limit`` of quorum work, due and quarantine queues."""
 
     def __post_init__(self) -> None:
         # The longest derived name must still be a legal AMQP short string.
@@ -240,13 +270,23 @@ class Topology:
 
     # -- arguments --------------------------------------------------------------
 
-    def work_queue_arguments(self) -> dict[str, Any]:
-        """Arguments of work, due and quarantine queues."""
-        return queue_arguments(self.queue_type)
+    def work_queue_arguments(self, queue: str) -> dict[str, Any]:
+        """Arguments of the work, due and quarantine queues of ``queue``.
+
+        Quorum: a job delivered ``delivery_limit`` times is dead-lettered into
+        the failed-jobs queue (its ``x-death`` reason says ``delivery_limit``),
+        never dropped, on RabbitMQ 3.10 and 4.x alike.
+        """
+        return queue_arguments(
+            self.queue_type,
+            dead_letter_exchange="",
+            dead_letter_routing_key=self.failed_queue(queue),
+            delivery_limit=self.delivery_limit,
+        )
 
     def failed_queue_arguments(self) -> dict[str, Any]:
-        """Arguments of failed-jobs queues: no TTL and no expiry, ever."""
-        return queue_arguments(self.queue_type)
+        """Arguments of failed-jobs queues: no TTL, no expiry, a delivery limit out of reach."""
+        return queue_arguments(self.queue_type, delivery_limit=FAILED_DELIVERY_LIMIT)
 
     def delay_queue_arguments(self, level: int, digit: int) -> dict[str, Any]:
         """Arguments of a delay queue: its TTL, and the next exchange down as dead-letter target."""

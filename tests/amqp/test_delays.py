@@ -168,8 +168,9 @@ async def test_quorum_queues_end_to_end() -> None:
 
         def declared(t: Topology) -> list[tuple[str, dict[str, Any]]]:
             return [
-                (t.work_queue(queue), t.work_queue_arguments()),
-                (t.due_queue(queue), t.work_queue_arguments()),
+                (t.work_queue(queue), t.work_queue_arguments(queue)),
+                (t.due_queue(queue), t.work_queue_arguments(queue)),
+                (t.quarantine_queue(queue), t.work_queue_arguments(queue)),
                 (t.failed_queue(queue), t.failed_queue_arguments()),
                 (t.delay_queue(*delay), t.delay_queue_arguments(*delay)),
             ]
