@@ -34,7 +34,7 @@ async function main() {
     enqueued_at: new Date().toISOString(),
   };
 
-  const connection = await amqp.connect(url);
+  const connection = await connectToOne(url);
   try {
     const channel = await connection.createConfirmChannel();
     let returned = null;
@@ -45,9 +45,23 @@ async function main() {
     // classic queues, x-queue-type for quorum ones), so a job published before any
     // worker ever ran is kept. Identical declarations are no-ops; different ones
     // would fail with a 406 PRECONDITION_FAILED.
-    const queueArgs = queueType === "quorum" ? { "x-queue-type": "quorum" } : {};
+    // Quorum queues also carry a delivery limit and dead-letter into the failed-jobs
+    // queue (amqp_worker.topology); a queue that already exists is used as it is.
     await channel.assertExchange(name, "direct", { durable: true });
-    await channel.assertQueue(prefix + queue, { durable: true, arguments: queueArgs });
+    if (queueType === "quorum") {
+      const failed = `${name}.failed.${prefix}${queue}`;
+      await ensureQueue(connection, failed, { "x-queue-type": "quorum", "x-delivery-limit": 2147483647 });
+      await ensureQueue(connection, prefix + queue, {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": Number(process.env.AMQP_WORKER_DELIVERY_LIMIT || 1000),
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": failed,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+      });
+    } else {
+      await channel.assertQueue(prefix + queue, { durable: true, arguments: {} });
+    }
     await channel.bindQueue(prefix + queue, name, queue);
 
     channel.publish(name, queue, Buffer.from(JSON.stringify(job)), {
@@ -68,6 +82,35 @@ async function main() {
   } finally {
     await connection.close();
   }
+}
+
+// AMQP_WORKER_URL may list the nodes of one cluster, comma-separated: use the first that answers.
+async function connectToOne(urls) {
+  let last = null;
+  for (const url of urls.split(/,\s*(?=amqps?:\/\/)/)) {
+    try {
+      return await amqp.connect(url.trim());
+    } catch (error) {
+      last = error;
+    }
+  }
+  throw last;
+}
+
+// Declare a queue only if it does not exist yet, so its arguments never conflict.
+async function ensureQueue(connection, queueName, args) {
+  const probe = await connection.createChannel();
+  probe.on("error", () => {}); // a missing queue closes the probe channel with a 404
+  try {
+    await probe.checkQueue(queueName);
+    await probe.close();
+    return;
+  } catch {
+    // missing: declare it below
+  }
+  const channel = await connection.createChannel();
+  await channel.assertQueue(queueName, { durable: true, arguments: args });
+  await channel.close();
 }
 
 main().catch((error) => {

@@ -17,6 +17,7 @@ reported for a message that was not confirmed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -67,8 +68,10 @@ class Broker:
             raise ConfigurationError("an ssl_context needs an amqps:// URL")
         self.settings = settings
         self.topology: Topology = settings.topology
-        self._ssl_context = ssl_context
-        self._given = connection
+        self.ssl_context = ssl_context
+        """The TLS context the user passed in, or None for the default."""
+        self.given_connection = connection
+        """The connection the user passed in (never closed here), or None."""
         self._connection: AbstractConnection | None = connection
         self._connect_lock = asyncio.Lock()
         self._declare_lock = asyncio.Lock()
@@ -77,6 +80,8 @@ class Broker:
         self._publish_channel: AbstractChannel | None = None
         self._channel_lock = asyncio.Lock()
         self._exchanges: dict[str, AbstractExchange] = {}
+        # Publish channels retired after a nack, with the timers that close them.
+        self._retired: dict[AbstractChannel, asyncio.TimerHandle] = {}
         # Queues that exist with older arguments than ours, as the broker accepted them.
         self._accepted: dict[str, dict[str, Any]] = {}
         # Shuffled once per worker, so a fleet spreads its connections over the nodes.
@@ -86,16 +91,6 @@ class Broker:
         return f"<Broker {self.node or self.settings.broker}>"
 
     # -- connection -----------------------------------------------------------
-
-    @property
-    def given_connection(self) -> AbstractConnection | None:
-        """The connection the user passed in (never closed here), or None."""
-        return self._given
-
-    @property
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context the user passed in, or None for the default."""
-        return self._ssl_context
 
     @property
     def node(self) -> str | None:
@@ -114,7 +109,7 @@ class Broker:
         async with self._connect_lock:
             if self._connection is not None and not self._connection.is_closed:
                 return self._connection
-            if self._given is not None:
+            if self.given_connection is not None:
                 raise BrokerUnavailable("the connection given to the worker is closed")
             self._connection = await self._dial(timeout_s or self.settings.publish_timeout_s)
             return self._connection
@@ -124,7 +119,7 @@ class Broker:
             self.settings,
             timeout_s,
             ring=self._ring,
-            ssl_context=self._ssl_context,
+            ssl_context=self.ssl_context,
             connection_name=self.settings.connection_name,
         )
         logger.info("connected to %s", node_of(connection))
@@ -140,11 +135,13 @@ class Broker:
 
     async def close(self) -> None:
         """Close the channels, and the connection if this broker made it."""
+        for retired in list(self._retired):
+            await self._close_retired(retired)
         channels = (self._publish_channel, self._topology_channel)
         self._publish_channel = self._topology_channel = None
         self._declared.clear()
         self._exchanges.clear()
-        if self._given is not None:
+        if self.given_connection is not None:
             for channel in channels:
                 if channel is not None and not channel.is_closed:
                     await channel.close()
@@ -325,6 +322,21 @@ class Broker:
                 self._exchanges.clear()
             return self._publish_channel
 
+    def _retire_publisher(self) -> None:
+        # Publishes waiting for their confirm on the old channel get publish_timeout_s first.
+        channel, self._publish_channel = self._publish_channel, None
+        if channel is not None and channel not in self._retired:
+            self._retired[channel] = asyncio.get_running_loop().call_later(
+                self.settings.publish_timeout_s,
+                lambda: asyncio.ensure_future(self._close_retired(channel)),
+            )
+
+    async def _close_retired(self, channel: AbstractChannel) -> None:
+        self._retired.pop(channel).cancel()
+        if not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
     async def _exchange(self, channel: AbstractChannel, name: str) -> AbstractExchange:
         if name == "":
             return channel.default_exchange
@@ -353,6 +365,10 @@ class Broker:
                     (message.message_id or "",),
                 ) from None
             except amqp_errors.DeliveryError:
+                # A quorum queue that nacked during a leader election keeps nacking on
+                # that channel after the election (seen on 3.10): the next publish
+                # opens a fresh one.
+                self._retire_publisher()
                 raise PublishNacked(
                     f"the broker refused job {message.message_id} (basic.nack) on exchange "
                     f"{exchange!r}; a queue may be full with x-overflow=reject-publish",
