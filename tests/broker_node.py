@@ -49,6 +49,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn, Self
@@ -156,6 +157,9 @@ class BrokerNode:
         stop_timeout: float = 30.0,
         base_dir: str | os.PathLike[str] | None = None,
         extra_config: str = "",
+        name_prefix: str = "awtest",
+        advanced_config: str = "[].\n",
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         """Choose the node's name and ports; nothing is created or started yet.
 
@@ -166,16 +170,24 @@ class BrokerNode:
         ``tmp_path`` (under a root-only ``/tmp/pytest-of-root``). ``extra_config``
         is appended to the node's ``rabbitmq.conf`` (a TLS listener, say); files it
         names must be readable by the ``rabbitmq`` user.
+
+        ``name_prefix`` starts the node name (``<prefix>-<12 hex>@localhost``: still
+        unique). ``advanced_config`` is the whole ``advanced.config`` (Erlang terms,
+        e.g. ``[{rabbit, [{some_setting, 5000}]}].``). ``extra_env`` is added to (and
+        may override) the environment the node and its ``rabbitmqctl`` calls run with,
+        e.g. ``RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS``.
         """
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
-        self.node_name = f"awtest-{uuid.uuid4().hex[:12]}@localhost"
+        self.node_name = f"{name_prefix}-{uuid.uuid4().hex[:12]}@localhost"
         self._port, self._dist_port = free_ports(2)
         self._base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.gettempdir())
         self._dir: Path | None = None
         self._env: dict[str, str] = {}
         self._closed = False
         self._extra_config = extra_config
+        self._advanced_config = advanced_config
+        self._extra_env = dict(extra_env or {})
         self.last_start_seconds: float | None = None
         """Wall-clock seconds the latest start() or restart() took to become usable."""
 
@@ -321,6 +333,17 @@ class BrokerNode:
         """
         self._ctl("eval", "disk_log:sync(latest_log).", timeout=15, check=False)
 
+    def ctl(self, *args: str, timeout: float = 30.0) -> str:
+        """Run ``rabbitmqctl -n NODE ARGS`` and return its stdout.
+
+        Raises RuntimeError (with the command's output) if it fails or takes longer
+        than ``timeout`` seconds. Always addresses this node, never the shared one.
+        """
+        result = self._ctl(*args, timeout=timeout)
+        if result is None:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} timed out after {timeout:.0f}s")
+        return result.stdout
+
     def restart(self) -> None:
         """Start the node again on the same name, ports and data directory.
 
@@ -396,7 +419,7 @@ class BrokerNode:
         (root / "log").mkdir()
         (root / "conf.d").mkdir()
         (root / "enabled_plugins").write_text("[].\n")
-        (root / "advanced.config").write_text("[].\n")
+        (root / "advanced.config").write_text(self._advanced_config)
         (root / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = {HOST}:{self._port}\n"
             # Explicit default: guest may log in, but only over loopback.
@@ -440,6 +463,7 @@ class BrokerNode:
             # land next to the shared node's data.
             ERL_CRASH_DUMP=str(root / "erl_crash.dump"),
         )
+        env.update(self._extra_env)
         self._env = env
 
     @staticmethod
