@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -276,3 +277,56 @@ async def test_a_crash_loop_ends_in_the_failed_queue_on_the_cluster(
         assert sorted(os.listdir(tmp_path)) == sorted(job.id for job in innocents)
     finally:
         await publisher.stop(timeout_s=0)
+
+
+def test_the_daemon_carries_on_when_its_node_stops(cluster: Cluster, tmp_path: Path) -> None:
+    """The README's recipe: the URL list in AMQP_WORKER_URL, `amqp-worker run`, stop a node."""
+    env = {
+        **os.environ,
+        "AMQP_WORKER_URL": cluster.url_list,
+        "AMQP_WORKER_QUEUE_TYPE": "quorum",
+        "AMQP_WORKER_NAME": f"awc-cli-{uuid.uuid4().hex[:8]}",
+        "AMQP_WORKER_HEARTBEAT_S": "5",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "amqp_worker.cli"]
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen(
+            [*command, "run", "examples.daemon:worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+
+        def wait_for_log(text: str, timeout_s: float = 60) -> str:
+            deadline = time.monotonic() + timeout_s
+            while text not in (content := log_path.read_text()):
+                assert daemon.poll() is None, f"the daemon exited:\n{content}"
+                assert time.monotonic() < deadline, f"no {text!r} in:\n{content}"
+                time.sleep(0.1)
+            return content
+
+        started = wait_for_log("worker started: ")
+        node = started.split("worker started: ")[1].split()[0]
+        victim = next(n for n in cluster.nodes if node.endswith(f":{n.port}"))
+        cluster.stop(victim)
+        wait_for_log("reconnecting to the next node")
+        wait_for_log("reconnected to ")
+        subprocess.run(
+            [*command, "enqueue", "-q", "emails", "-H", "send_email", "--args", '{"user_id": 7}'],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        log = wait_for_log("sent email to user 7")
+        assert "guest:guest" not in log
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        for stopped in [n for n in cluster.nodes if not n.is_running()]:
+            cluster.restart(stopped)  # the module's cluster is whole again
