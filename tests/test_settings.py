@@ -158,3 +158,12 @@ def test_a_bad_entry_of_a_list_is_named_by_its_place() -> None:
 def test_the_list_comes_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AMQP_WORKER_URL", ",".join(CLUSTER))
     assert AMQPSettings().urls == tuple(CLUSTER)
+
+
+def test_the_sync_publisher_takes_the_list_and_never_shows_a_password() -> None:
+    from amqp_worker.sync import Publisher
+
+    publisher = Publisher(",".join(CLUSTER))
+    assert publisher.settings.urls == tuple(CLUSTER)
+    assert "s3cr3t" not in repr(publisher)
+    publisher.close()

@@ -117,3 +117,15 @@ def test_check_passes_only_once_a_worker_declared_the_queues(broker: Broker) -> 
         f"{other}: missing work queue {other!r}, due queue {topology.due_queue(other)!r}, "
         f"failed queue {topology.failed_queue(other)!r}",
     ]
+
+
+def test_every_command_takes_a_list_of_cluster_nodes(broker: Broker) -> None:
+    # The first node is down: each command dials the next one and says where it is.
+    nodes = f"amqp://guest:guest@127.0.0.1:1/,{broker.env['AMQP_WORKER_URL']}"
+    job_id = broker("enqueue", "-q", broker.queue, "-H", "touch", AMQP_WORKER_URL=nodes)
+    assert job_id.returncode == 0, job_id.stderr
+    checked = broker("check", "-q", broker.queue, AMQP_WORKER_URL=nodes)
+    assert "reachable (on amqp://127.0.0.1:5672 vhost=/)" in checked.stdout
+    shown = broker("queues", "-q", broker.queue, AMQP_WORKER_URL=nodes)
+    assert shown.returncode == 0, shown.stderr
+    assert "guest:guest" not in checked.stdout + checked.stderr + shown.stdout + shown.stderr

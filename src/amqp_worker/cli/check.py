@@ -26,7 +26,8 @@ def check(queues: tuple[str, ...], target: Target) -> ExitCode:
 
     async def inspect() -> list[tuple[str, list[str]]]:
         async with Probe(settings) as probe:
-            click.echo(f"{settings.broker}: reachable")
+            reached = f" (on {probe.node})" if len(settings.urls) > 1 else ""
+            click.echo(f"{settings.broker}: reachable{reached}")
             results = []
             for queue in settings.queues:
                 wanted = {

@@ -26,6 +26,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from amqp_worker.connect import dial
 from amqp_worker.errors import BrokerUnavailable
+from amqp_worker.failover import node_of
 from amqp_worker.settings import AMQPSettings
 
 __all__ = ["Probe", "QueueStat", "unacked_counts"]
@@ -73,6 +74,11 @@ class Probe:
             robust=False,
             connection_name="amqp-worker cli",
         )
+
+    @property
+    def node(self) -> str:
+        """The node this probe is connected to, described without credentials."""
+        return node_of(self._connection) if self._connection is not None else "?"
 
     async def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
