@@ -32,7 +32,7 @@ from .attempt import tell_parked
 from .base import BaseWorker
 from .broker import Broker
 from .defaults import DEFAULT_STOP_TIMEOUT_S
-from .errors import ConfigurationError, HandlerNotRegistered, JobCrashed
+from .errors import ConfigurationError, HandlerNotRegistered
 from .failed_jobs.rabbitmq import RabbitFailedJobs
 from .failures import AttemptRecord, FailureReason, history_from_headers
 from .hold import DueAction, DueHold, due_action
@@ -40,7 +40,7 @@ from .job import Job
 from .messages import DELIVERIES_HEADER, DUE_HEADER, carried_headers, retry_headers
 from .protocol import FailedJobs
 from .publishing import JobPublisher, due_in, now_ms
-from .quarantine import VerdictKind, verdict
+from .quarantine import VerdictKind, crash_error, verdict
 from .retry import RetryPolicy
 from .settings import AMQPSettings, WorkerOptions, build_settings
 from .settle import Settler, stale
@@ -285,16 +285,10 @@ class AMQPWorker(BaseWorker[Delivery]):
         found = verdict(True, message.headers, self.settings.max_deliveries)
         if found.kind is VerdictKind.QUARANTINE:
             await self._settler.quarantine(queue, message, job, found.deliveries)
-            return
-        error = JobCrashed(
-            f"job {job.id} was handed out {found.deliveries} times without finishing "
-            f"(max_deliveries={self.settings.max_deliveries}): its handler {job.handler!r} "
-            "keeps killing the worker that runs it"
-        )
-        extra = {DELIVERIES_HEADER: found.deliveries}
-        reason = FailureReason.CRASHED
-        if await self._settler.park(queue, message, reason, error, job, extra_headers=extra):
-            await tell_parked(self.hooks, queue, job, job.id, reason, error, message.headers or {})
+        else:
+            error = crash_error(job, found.deliveries, self.settings.max_deliveries)
+            extra = {DELIVERIES_HEADER: found.deliveries}
+            await self._park_message(queue, message, FailureReason.CRASHED, error, job, None, extra)
 
     async def _consume(self, queue: str, message: AbstractIncomingMessage, job: Job) -> None:
         if stale(message):
@@ -348,9 +342,10 @@ class AMQPWorker(BaseWorker[Delivery]):
         error: BaseException,
         job: Job | None = None,
         history: list[AttemptRecord] | None = None,
+        extra_headers: dict[str, Any] | None = None,
     ) -> None:
         """Park ``message`` in ``queue``'s failed-jobs queue; tell the hooks once it is."""
-        if await self._settler.park(queue, message, reason, error, job, history):
+        if await self._settler.park(queue, message, reason, error, job, history, extra_headers):
             job_id = job.id if job else (message.message_id or "")
             await tell_parked(self.hooks, queue, job, job_id, reason, error, message.headers or {})
 

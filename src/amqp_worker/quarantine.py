@@ -26,9 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import JobCrashed
+from .job import Job
 from .messages import DELIVERIES_HEADER
 
-__all__ = ["Verdict", "VerdictKind", "deliveries", "verdict"]
+__all__ = ["Verdict", "VerdictKind", "crash_error", "deliveries", "verdict"]
 
 
 class VerdictKind(enum.Enum):
@@ -66,3 +68,12 @@ def verdict(redelivered: bool, headers: Mapping[str, Any] | None, max_deliveries
     count += 1
     kind = VerdictKind.PARK if count >= max_deliveries else VerdictKind.QUARANTINE
     return Verdict(kind, count)
+
+
+def crash_error(job: Job, deliveries: int, max_deliveries: int) -> JobCrashed:
+    """The error a crashed job is parked with: what happened, and which handler did it."""
+    return JobCrashed(
+        f"job {job.id} was handed out {deliveries} times without finishing "
+        f"(max_deliveries={max_deliveries}): its handler {job.handler!r} "
+        "keeps killing the worker that runs it"
+    )
