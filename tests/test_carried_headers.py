@@ -78,3 +78,36 @@ def test_a_lost_connection_is_recognised(exc: BaseException) -> None:
 )
 def test_a_bug_is_not_mistaken_for_a_lost_connection(exc: BaseException) -> None:
     assert not connection_lost(exc)
+
+
+def test_headers_this_client_cannot_encode_are_left_behind_by_name() -> None:
+    from pamqp import encode
+
+    from amqp_worker.messages import DROPPED_HEADER
+
+    received = {
+        "huge-int": 2**64,  # beyond 64 bits, as a hostile publisher may send
+        "huge-float": 1e300,  # a 64-bit float out of this client's 32-bit range
+        "nested": {"raw": b"\xff\xfe", "list": [b"\x80", 1]},  # non-UTF-8 at depth
+        "ok": 7,
+        DROPPED_HEADER: ["earlier"],
+    }
+    carried = carried_headers(received)
+    assert carried["nested"] == {"raw": "\ufffd\ufffd", "list": ["\ufffd", 1]}
+    assert carried["ok"] == 7
+    assert carried[DROPPED_HEADER] == ["earlier", "huge-int", "huge-float"]
+    encode.field_table(carried)  # everything left encodes
+
+
+def test_a_plain_copy_keeps_the_body_and_drops_what_cannot_encode() -> None:
+    from aio_pika import Message
+    from pamqp import encode
+
+    from amqp_worker.messages import plain_copy
+
+    message = Message(b"not json", message_id="x" * 10_000, headers={"a": 1})
+    copy = plain_copy(message)
+    assert copy.body == b"not json"
+    assert copy.message_id is None
+    assert copy.headers == {"a": 1}
+    encode.field_table(dict(copy.headers))

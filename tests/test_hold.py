@@ -78,3 +78,11 @@ async def test_a_full_hold_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     warnings = [r for r in caplog.records if "delay_prefetch limit" in r.getMessage()]
     assert len(warnings) == 1
     hold.release_all()
+
+
+def test_a_due_time_beyond_year_9999_runs_now() -> None:
+    from amqp_worker.hold import MAX_DUE_MS
+
+    assert due_action(MAX_DUE_MS + 1, NOW_MS, WINDOW_MS).action is DueAction.RUN
+    assert due_action(-5, NOW_MS, WINDOW_MS).action is DueAction.RUN
+    assert due_action(10**20, NOW_MS, WINDOW_MS).action is DueAction.RUN

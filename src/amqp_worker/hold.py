@@ -31,6 +31,9 @@ logger = logging.getLogger("amqp_worker")
 
 T = TypeVar("T")
 
+#: The latest due time honoured: 9999-12-31, in ms since the epoch. Later ones run now.
+MAX_DUE_MS = 253_402_300_800_000
+
 #: At most one "holding too many delayed jobs" warning per this many seconds.
 HOLD_WARNING_INTERVAL_S = 60.0
 
@@ -58,13 +61,21 @@ def due_action(due_ms: object, now_ms: float, window_ms: int) -> DueDecision:
     """Decide what to do with a job due at ``due_ms`` (ms since the epoch) at ``now_ms``.
 
     ``due_ms`` comes from a message header, so it may be anything: a value
-    that is not a finite number runs the job now rather than lose it. A job is
+    that is not a finite number in 0..:data:`MAX_DUE_MS` runs the job now
+    rather than lose it or send it round forever. A job is
     held only if it is due within ``2 * window_ms``: the topology releases
     jobs at most one window early, so anything later than that was released
     by a different clock or a longer path, and waiting for it in memory could
     take arbitrarily long.
     """
-    if isinstance(due_ms, bool) or not isinstance(due_ms, int | float) or not math.isfinite(due_ms):
+    if (
+        isinstance(due_ms, bool)
+        or not isinstance(due_ms, int | float)
+        or not math.isfinite(due_ms)
+        or not 0 <= due_ms <= MAX_DUE_MS
+    ):
+        # Not a time this library could have written (a hostile or broken publisher):
+        # running it beats holding or re-routing it forever.
         return DueDecision(DueAction.RUN)
     remaining_ms = due_ms - now_ms
     if remaining_ms <= 0:

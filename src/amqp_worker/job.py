@@ -119,6 +119,10 @@ Name = Annotated[
 JsonArgs = Annotated[dict[str, JsonValue], AfterValidator(_finite_json)]
 
 
+#: The largest ``attempt``: it is written to the ``aw-attempt`` header.
+MAX_ATTEMPT = 2**31 - 1
+
+
 class Job(BaseModel):
     """One unit of work: which handler runs, on which queue, with which args.
 
@@ -153,6 +157,8 @@ class Job(BaseModel):
     attempt: int = Field(
         default=0,
         ge=0,
+        # It travels in an AMQP header (aw-attempt), a signed 32-bit field here.
+        le=MAX_ATTEMPT,
         description="How many times this job has been tried before; 0 on first delivery.",
     )
     enqueued_at: Annotated[datetime, AfterValidator(_aware_utc)] = Field(

@@ -9,6 +9,8 @@ Headers set by amqp-worker all start with ``aw-``:
 - ``aw-due-ms``: for delayed jobs, the due time in ms since the Unix epoch,
   by the publisher's clock;
 - ``aw-delay-<level>``: the route through the delay topology;
+- ``aw-dropped-headers``: on a re-published message, the names of headers it
+  had to leave behind because this client cannot encode them;
 - ``aw-deliveries``: on a job that came back unfinished (its worker died), how
   many times that happened (see :mod:`amqp_worker.quarantine`);
 - on retried and parked jobs, the failure record (see :mod:`amqp_worker.failures`).
@@ -24,11 +26,13 @@ one filter, :func:`carried_headers`; this module also builds them.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractIncomingMessage
+from pamqp import encode
 
 from .failures import HISTORY_HEADER, AttemptRecord, FailureReason, failure_headers, history_header
 from .job import Job
@@ -49,6 +53,10 @@ ATTEMPT_HEADER = "aw-attempt"
 DUE_HEADER = "aw-due-ms"
 DELAY_HEADER_PREFIX = "aw-delay-"
 DELIVERIES_HEADER = "aw-deliveries"
+#: Names of headers a re-published message had to leave behind (not encodable).
+DROPPED_HEADER = "aw-dropped-headers"
+MAX_DROPPED = 32
+MAX_DROPPED_NAME = 128
 CONTENT_TYPE = "application/json"
 
 
@@ -67,12 +75,57 @@ def republish_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     """Headers of a received message made safe to publish again.
 
     Death bookkeeping is stripped, and byte strings (which the client cannot
-    publish back) are decoded as UTF-8, with undecodable bytes replaced.
+    publish back), at any depth of tables and arrays, are decoded as UTF-8,
+    with undecodable bytes replaced.
     """
-    return {
-        key: value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else value
-        for key, value in strip_death_headers(headers).items()
-    }
+    return {key: _decoded(value) for key, value in strip_death_headers(headers).items()}
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Mapping):
+        return {key: _decoded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_decoded(item) for item in value]
+    return value
+
+
+#: What the AMQP client raises when it cannot encode a value of a message.
+ENCODE_ERRORS: tuple[type[Exception], ...] = (TypeError, ValueError, OverflowError, struct.error)
+
+
+def plain_copy(message: Message) -> Message:
+    """``message`` with only what surely encodes: its body, encodable headers, a bounded id."""
+    headers, _ = split_encodable(dict(message.headers or {}))
+    message_id = message.message_id
+    return Message(
+        message.body,
+        headers=headers,
+        content_type=CONTENT_TYPE if message.content_type == CONTENT_TYPE else None,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=message_id if message_id and len(message_id.encode()) <= 255 else None,
+    )
+
+
+def split_encodable(headers: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The headers the AMQP client can encode, and the names of those it cannot.
+
+    Other clients send values this one cannot write back: an integer beyond
+    64 bits, a 64-bit float beyond a 32-bit one's range (the client writes
+    floats as 32-bit). A message that carried them must still be re-published
+    (retried, parked), so those headers are left behind, by name.
+    """
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in headers.items():
+        try:
+            encode.field_table({key: value})
+        except ENCODE_ERRORS:
+            dropped.append(str(key)[:MAX_DROPPED_NAME])
+            continue
+        kept[key] = value
+    return kept, dropped
 
 
 def carried_headers(
@@ -87,14 +140,22 @@ def carried_headers(
     record belongs to the run that ended. The user's headers (trace context,
     ``on_publish`` hooks) always travel on.
     """
-    return {
-        key: value
-        for key, value in republish_headers(headers).items()
-        if not (
-            key.startswith("aw-")
-            and (fresh_start or key.startswith(DELAY_HEADER_PREFIX) or key in _REPLACED)
-        )
-    }
+    carried, dropped = split_encodable(
+        {
+            key: value
+            for key, value in republish_headers(headers).items()
+            if not (
+                key.startswith("aw-")
+                and (fresh_start or key.startswith(DELAY_HEADER_PREFIX) or key in _REPLACED)
+            )
+        }
+    )
+    if dropped:
+        # Say what was left behind: it shows in the failure record of a parked job.
+        earlier = carried.get(DROPPED_HEADER)
+        names = [*(earlier if isinstance(earlier, list) else []), *dropped]
+        carried[DROPPED_HEADER] = [str(name) for name in dict.fromkeys(names)][:MAX_DROPPED]
+    return carried
 
 
 #: Headers every new message of a job sets afresh.

@@ -28,7 +28,13 @@ from .connect import connection_lost
 from .errors import BrokerError
 from .failures import AttemptRecord, FailureReason
 from .job import Job
-from .messages import DELIVERIES_HEADER, carried_headers, parked_message
+from .messages import (
+    DELIVERIES_HEADER,
+    ENCODE_ERRORS,
+    carried_headers,
+    parked_message,
+    plain_copy,
+)
 from .publishing import JobPublisher
 
 __all__ = ["Settler", "stale"]
@@ -175,7 +181,13 @@ class Settler:
         """
         try:
             await ensure
-            await self._broker.publish("", target, outgoing)
+            try:
+                await self._broker.publish("", target, outgoing)
+            except ENCODE_ERRORS as exc:
+                # Properties copied from another client's message that this client cannot
+                # write (a 10 kB message_id, say): keep the body and what can be encoded.
+                logger.warning("re-publishing %s without what cannot be encoded (%s)", what, exc)
+                await self._broker.publish("", target, plain_copy(outgoing))
         except BrokerError as exc:
             logger.error("could not move %s to %s (%s); handing it back", what, target, exc)
             await self._pause_and_hand_back(message, True)
