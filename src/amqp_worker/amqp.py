@@ -32,7 +32,7 @@ from .attempt import tell_parked
 from .base import BaseWorker
 from .broker import Broker
 from .defaults import DEFAULT_STOP_TIMEOUT_S
-from .errors import ConfigurationError, HandlerNotRegistered
+from .errors import ConfigurationError, HandlerNotRegistered, JobTooLarge
 from .failed_jobs.rabbitmq import RabbitFailedJobs
 from .failures import AttemptRecord, FailureReason, history_from_headers
 from .hold import DueAction, DueHold, due_action
@@ -255,6 +255,12 @@ class AMQPWorker(BaseWorker[Delivery]):
 
     def _decode(self, queue: str, message: AbstractIncomingMessage) -> Job | None:
         """The job ``message`` carries; None if its body is not one (it is parked)."""
+        if len(message.body) > self.settings.max_message_bytes:
+            # Never parse it: an oversized body is slow to parse on purpose, or by mistake.
+            error = JobTooLarge(f"{len(message.body)} bytes, over max_message_bytes")
+            reason = FailureReason.TOO_LARGE
+            self._settler.track(self._park_message(queue, message, reason, error))
+            return None
         try:
             return Job.from_json(message.body)
         except ValidationError as exc:

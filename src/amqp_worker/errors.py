@@ -17,6 +17,7 @@ The tree::
     ├── PermanentError                           a handler says: do not retry, park this job
     ├── JobTimeout                (TimeoutError) a handler ran past its timeout_s
     ├── JobCrashed                               a job kept killing the worker running it
+    ├── JobTooLarge               (ValueError)   a job's JSON is over max_message_bytes
     ├── FailedJobNotFound         (LookupError)  no failed job has this id
     ├── ConfigurationError        (ValueError)   a setting or URL is unusable
     └── BrokerError                              RabbitMQ did not do what was asked
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidHandler",
     "JobCrashed",
     "JobTimeout",
+    "JobTooLarge",
     "PermanentError",
     "PublishError",
     "PublishNacked",
@@ -121,6 +123,10 @@ class JobCrashed(AmqpWorkerError):
     """A job was handed out ``max_deliveries`` times and never finished: its handler kept
     killing the worker process (``os._exit``, a segfault, the OOM killer). Parked, not retried.
     """
+
+
+class JobTooLarge(AmqpWorkerError, ValueError):
+    """A job's JSON body is larger than ``max_message_bytes``; nothing was enqueued."""
 
 
 class FailedJobNotFound(AmqpWorkerError, LookupError):

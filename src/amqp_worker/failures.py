@@ -68,6 +68,8 @@ class FailureReason(StrEnum):
     CRASHED = "crashed"
     """The job was handed out ``max_deliveries`` times and never finished: it kept
     killing the worker that ran it."""
+    TOO_LARGE = "too_large"
+    """The body is larger than the worker's ``max_message_bytes``; it was not decoded."""
     DELIVERY_LIMIT = "delivery_limit"
     """RabbitMQ dead-lettered it from a quorum queue after ``x-delivery-limit``
     deliveries (the broker's safety net; amqp-worker's own limit comes first)."""

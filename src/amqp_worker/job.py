@@ -20,6 +20,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
+from .errors import JobTooLarge
+
 __all__ = ["Job", "JsonArgs", "job_schema_json", "validate_name", "validate_queue_name"]
 
 #: AMQP short strings (queue names, routing keys) hold at most 255 bytes.
@@ -117,6 +119,19 @@ Name = Annotated[
 
 #: Handler arguments: a JSON object of JSON values (no NaN, bytes, sets or objects).
 JsonArgs = Annotated[dict[str, JsonValue], AfterValidator(_finite_json)]
+
+
+#: The default largest JSON body of a job, in bytes (``max_message_bytes``).
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+def check_size(job_id: str, size: int, max_bytes: int) -> None:
+    """Raise :class:`~amqp_worker.errors.JobTooLarge` if a body of ``size`` bytes is over the limit."""
+    if size > max_bytes:
+        raise JobTooLarge(
+            f"job {job_id} is {size} bytes of JSON, over max_message_bytes={max_bytes}: "
+            "pass a reference (a URL, a database key) in its args instead of the data"
+        )
 
 
 #: The largest ``attempt``: it is written to the ``aw-attempt`` header.

@@ -35,7 +35,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pamqp import encode
 
 from .failures import HISTORY_HEADER, AttemptRecord, FailureReason, failure_headers, history_header
-from .job import Job
+from .job import Job, check_size
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -202,15 +202,22 @@ def job_message(
     *,
     headers: Mapping[str, Any] | None = None,
     due_ms: int | None = None,
+    max_bytes: int | None = None,
 ) -> Message:
-    """The persistent AMQP message that carries ``job``."""
+    """The persistent AMQP message that carries ``job``.
+
+    With ``max_bytes``, a body over it raises :class:`~amqp_worker.errors.JobTooLarge`.
+    """
     all_headers: dict[str, Any] = {ATTEMPT_HEADER: job.attempt}
     if due_ms is not None:
         all_headers[DUE_HEADER] = due_ms
     if headers:
         all_headers.update(headers)
+    body = job.to_json()
+    if max_bytes is not None:
+        check_size(job.id, len(body), max_bytes)
     return Message(
-        job.to_json(),
+        body,
         content_type=CONTENT_TYPE,
         delivery_mode=DeliveryMode.PERSISTENT,
         message_id=job.id,

@@ -45,6 +45,7 @@ class JobPublisher:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._topology = broker.topology
+        self._max_bytes = broker.settings.max_message_bytes
 
     async def publish(
         self, job: Job, headers: Mapping[str, Any] | None = None, due_ms: int | None = None
@@ -67,20 +68,24 @@ class JobPublisher:
         for queue in dict.fromkeys(job.queue for job, _ in jobs):
             await self._broker.ensure_work_queue(queue)
         slots = asyncio.Semaphore(IN_FLIGHT)
+        # Built (and size-checked) before anything is published.
+        messages = [
+            (job, job_message(job, headers=h, max_bytes=self._max_bytes)) for job, h in jobs
+        ]
 
-        async def one(job: Job, headers: Mapping[str, Any]) -> None:
+        async def one(job: Job, message: Message) -> None:
             async with slots:
-                message = job_message(job, headers=headers)
                 await self._broker.publish(self._topology.exchange, job.queue, message)
 
-        results = await asyncio.gather(*(one(*item) for item in jobs), return_exceptions=True)
+        results = await asyncio.gather(*(one(*item) for item in messages), return_exceptions=True)
         raise_first(
             [r if isinstance(r, BaseException) else None for r in results], [j.id for j, _ in jobs]
         )
 
     async def _publish_now(self, job: Job, headers: Mapping[str, Any] | None) -> None:
         def build() -> tuple[str, Message]:
-            return self._topology.exchange, job_message(job, headers=headers)
+            message = job_message(job, headers=headers, max_bytes=self._max_bytes)
+            return self._topology.exchange, message
 
         await self._with_declared(
             job.queue, lambda: self._broker.ensure_work_queue(job.queue), build
@@ -94,7 +99,8 @@ class JobPublisher:
             # whole delay topology, which can take longer than a short delay.
             route = self._topology.delay_route(due_ms - now_ms())
             extra = {**(headers or {}), **route.headers}
-            return route.exchange, job_message(job, headers=extra, due_ms=due_ms)
+            message = job_message(job, headers=extra, due_ms=due_ms, max_bytes=self._max_bytes)
+            return route.exchange, message
 
         await self._with_declared(
             job.queue, lambda: self._broker.ensure_due_queue(job.queue), build

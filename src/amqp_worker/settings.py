@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
 from .errors import ConfigurationError, describe_validation_error
-from .job import validate_name
+from .job import DEFAULT_MAX_MESSAGE_BYTES, validate_name
 from .redact import describe_url, split_urls
 from .topology import DEFAULT_DELIVERY_LIMIT, DelayPlan, QueueType, Topology
 
@@ -80,6 +80,14 @@ class AMQPSettings(BaseSettings):
         description=(
             "The broker's consumer_timeout (RabbitMQ's default is 30 min); AMQP cannot read it, "
             "so say it here. start() warns about handler timeouts longer than this."
+        ),
+    )
+    max_message_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        ge=1,
+        description=(
+            "Largest job body (JSON) perform() sends and a worker decodes; larger "
+            "deliveries are parked as too_large."
         ),
     )
     max_deliveries: int = Field(
@@ -235,6 +243,7 @@ class WorkerOptions(TypedDict, total=False):
     heartbeat_s: int
     reconnect_interval_s: float
     consumer_timeout_s: float | None
+    max_message_bytes: int
     max_deliveries: int
     delivery_limit: int
     shutdown_timeout_s: float

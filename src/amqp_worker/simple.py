@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -24,7 +25,7 @@ from .defaults import DEFAULT_MAX_CONCURRENCY
 from .errors import ConfigurationError
 from .failed_jobs.memory import MemoryFailedJobs
 from .failures import AttemptRecord, FailedJob, FailureReason, failure_headers
-from .job import Job
+from .job import DEFAULT_MAX_MESSAGE_BYTES, Job, check_size
 from .protocol import FailedJobs
 from .retry import RetryPolicy
 
@@ -58,8 +59,15 @@ class SimpleWorker(BaseWorker[_Entry]):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         super().__init__(max_concurrency=max_concurrency, retry=retry, timeout_s=timeout_s)
+        if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int):
+            raise TypeError("max_message_bytes must be an int")
+        if max_message_bytes < 1:
+            raise ValueError(f"max_message_bytes must be at least 1, got {max_message_bytes}")
+        self.max_message_bytes = max_message_bytes
+        """Largest job JSON ``perform*`` accepts, as on an AMQPWorker."""
         self._pending: deque[_Entry] = deque()
         self._timers: dict[int, tuple[asyncio.TimerHandle, _Entry]] = {}
         self._tokens = itertools.count()
@@ -67,16 +75,17 @@ class SimpleWorker(BaseWorker[_Entry]):
         self._failed = MemoryFailedJobs(lambda job, headers: self._place(_Entry(job, headers), 0))
 
     def _copy(self, overrides: dict[str, Any]) -> Self:
-        unknown = sorted(set(overrides) - {"max_concurrency", "retry", "timeout_s"})
-        if unknown:
-            raise ConfigurationError(
-                f"SimpleWorker takes max_concurrency, retry and timeout_s; not {', '.join(unknown)}"
-            )
         options: dict[str, Any] = {
             "max_concurrency": self.max_concurrency,
             "retry": self.retry,
             "timeout_s": self.timeout_s,
+            "max_message_bytes": self.max_message_bytes,
         }
+        unknown = sorted(set(overrides) - set(options))
+        if unknown:
+            raise ConfigurationError(
+                f"SimpleWorker takes {', '.join(options)}; not {', '.join(unknown)}"
+            )
         return type(self)(**{**options, **overrides})
 
     @property
@@ -92,8 +101,17 @@ class SimpleWorker(BaseWorker[_Entry]):
 
     async def _enqueue(self, job: Job, delay_s: float, headers: dict[str, Any]) -> str:
         self._spec(job)  # fail fast: an unknown handler could never run here
+        check_size(job.id, len(job.to_json()), self.max_message_bytes)
         self._place(_Entry(job, headers), delay_s)
         return job.id
+
+    async def perform_many(self, jobs: Iterable[Job]) -> list[str]:
+        """Enqueue several jobs; all or none, as on RabbitMQ: every size is checked first."""
+        batch = list(jobs)
+        for job in batch:
+            if isinstance(job, Job):  # anything else is perform's TypeError to raise
+                check_size(job.id, len(job.to_json()), self.max_message_bytes)
+        return await super().perform_many(batch)
 
     def _place(self, entry: _Entry, delay_s: float) -> None:
         if delay_s > 0:

@@ -66,3 +66,15 @@ async def test_hostile_bodies_and_headers_are_parked_or_run_never_stuck(workers:
         state = await queue_state(name)
         assert state is not None
         assert state[0] == 0, name  # (ready messages, consumers)
+
+
+async def test_an_oversized_delivery_is_parked_as_too_large_without_decoding(
+    workers: Workers,
+) -> None:
+    worker = workers(max_message_bytes=1000)
+    async with worker:
+        # Another client's body, far over the worker's limit (and not even JSON).
+        await publish_raw(worker.topology.exchange, workers.queue, b"[" * 5000)
+        [parked] = await wait_parked(worker, 1)
+    assert parked.reason is FailureReason.TOO_LARGE  # type: ignore[attr-defined]
+    assert "over max_message_bytes" in parked.error_message  # type: ignore[attr-defined]

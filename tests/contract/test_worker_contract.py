@@ -23,6 +23,7 @@ from amqp_worker import (
     InvalidHandler,
     Job,
     JobEvent,
+    JobTooLarge,
     RetryPolicy,
     Worker,
 )
@@ -618,3 +619,21 @@ async def test_async_with_starts_and_stops(kit: WorkerKit) -> None:
     assert not worker.running
     if kit.kind == "amqp":
         assert await kit.consumers() == (0, 0)
+
+
+async def test_a_job_over_max_message_bytes_is_refused_before_it_is_enqueued(
+    kit: WorkerKit,
+) -> None:
+    worker = kit.make(max_message_bytes=300)
+    rec = Recorder()
+    worker.register("h", rec)
+    async with worker:
+        with pytest.raises(JobTooLarge, match="max_message_bytes=300"):
+            await worker.perform(kit.job("h", {"blob": "x" * 400}))
+        with pytest.raises(JobTooLarge):
+            await worker.perform_in(kit.job("h", {"blob": "x" * 400}), 0.01)
+        with pytest.raises(JobTooLarge):  # all or nothing: the small one is not sent either
+            await worker.perform_many([kit.job("h", {"n": 1}), kit.job("h", {"blob": "x" * 400})])
+        await worker.perform(kit.job("h", {"n": 2}))
+        await wait(rec.done)
+    assert [call[0] for call in rec.calls] == [{"n": 2}]
