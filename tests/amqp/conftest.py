@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from amqp_worker import AMQPWorker
 from amqp_worker.topology import Topology
 from tests.brokertools import BROKER_URL, delete_queues
 from tests.conftest import SESSION_NAME
+from tests.leakwatch import LeakWatch, SecretUser
 
 NAME = SESSION_NAME
 
@@ -59,3 +60,27 @@ async def workers() -> AsyncIterator[Workers]:
 
 
 WorkerFactory = Callable[..., AMQPWorker]
+
+
+@pytest.fixture(scope="session")
+def secret_user() -> Iterator[SecretUser]:
+    """A broker user with a unique password, for runs whose output is searched for it."""
+    user = SecretUser.create()
+    try:
+        yield user
+    finally:
+        user.delete()
+
+
+@pytest.fixture
+def leak_watch(secret_user: SecretUser, capfd: pytest.CaptureFixture[str]) -> Iterator[LeakWatch]:
+    """Keeps every log record, stdout/stderr line and ``see()``-n object; fails on the password."""
+    watch = LeakWatch(secret_user.password)
+    handler = watch.start()
+    try:
+        yield watch
+    finally:
+        watch.stop(handler)
+        out, err = capfd.readouterr()
+        watch.texts += [out, err]
+        watch.check()
