@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterable
 from typing import Any
 
@@ -126,3 +127,8 @@ async def publish_raw(
             ),
             routing_key,
         )
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run ``rabbitmqctl -q ARGS`` against the shared broker (users, vhosts, permissions)."""
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)

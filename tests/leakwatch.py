@@ -9,13 +9,12 @@ written to stdout/stderr, and every ``repr``/``str``/exception a test hands to
 from __future__ import annotations
 
 import logging
-import subprocess
 import traceback
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.brokertools import BROKER_URL
+from tests.brokertools import BROKER_URL, rabbitmqctl
 
 
 @dataclass(frozen=True)
@@ -35,16 +34,12 @@ class SecretUser:
     def create(cls) -> SecretUser:
         token = uuid.uuid4().hex
         user = cls(name=f"awtest-{token[:8]}", password=f"pw-{token}-Zq9")
-        _ctl("add_user", user.name, user.password)
-        _ctl("set_permissions", "-p", "/", user.name, ".*", ".*", ".*")
+        rabbitmqctl("add_user", user.name, user.password)
+        rabbitmqctl("set_permissions", "-p", "/", user.name, ".*", ".*", ".*")
         return user
 
     def delete(self) -> None:
-        _ctl("delete_user", self.name)
-
-
-def _ctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+        rabbitmqctl("delete_user", self.name)
 
 
 class _Keep(logging.Handler):

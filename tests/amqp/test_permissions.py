@@ -1,0 +1,78 @@
+"""The RabbitMQ permissions docs/security.md recommends, proven on a vhost of their own.
+
+A publisher user that may declare and publish but not consume can enqueue
+immediate and delayed jobs that a worker user runs, and cannot take a job
+out of a work queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions
+import pytest
+
+from amqp_worker import AMQPWorker, Job
+from tests.brokertools import rabbitmqctl
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
+
+#: The regular expressions of docs/security.md, for a worker named ``jobs``
+#: whose work queues are prefixed ``jobs.``: (configure, write, read).
+WORKER = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^jobs(\..*)?$")
+PUBLISHER = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^jobs(\.due|\.delay\..*)?$")
+
+
+@pytest.fixture
+def vhost() -> Iterator[dict[str, str]]:
+    token = uuid.uuid4().hex[:8]
+    vhost = f"awtest-perm-{token}"
+    users = {"worker": f"awtest-w-{token}", "publisher": f"awtest-p-{token}"}
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        for role, permissions in (("worker", WORKER), ("publisher", PUBLISHER)):
+            rabbitmqctl("add_user", users[role], f"pw-{token}")
+            rabbitmqctl("set_permissions", "-p", vhost, users[role], *permissions)
+        yield {
+            role: f"amqp://{user}:pw-{token}@127.0.0.1:5672/{vhost}" for role, user in users.items()
+        }
+    finally:
+        rabbitmqctl("delete_vhost", vhost)  # and everything in it
+        for user in users.values():
+            rabbitmqctl("delete_user", user)
+
+
+async def test_a_publisher_enqueues_what_a_worker_runs_and_cannot_consume(
+    vhost: dict[str, str],
+) -> None:
+    options: dict[str, Any] = {"name": "jobs", "queue_prefix": "jobs.", "publish_timeout_s": 10}
+    publisher = AMQPWorker(vhost["publisher"], **options)
+    worker = AMQPWorker(vhost["worker"], queues=["emails"], **options)
+    ran: list[str] = []
+    both = asyncio.Event()
+
+    async def send(args: dict[str, Any]) -> None:
+        ran.append(args["kind"])
+        if len(ran) == 2:
+            both.set()
+
+    worker.register("send", send)
+    try:
+        # Before any worker ran: the publisher declares what its jobs need.
+        await publisher.perform(Job(handler="send", queue="emails", args={"kind": "now"}))
+        await publisher.perform_in(Job(handler="send", queue="emails", args={"kind": "later"}), 0.2)
+        async with worker:
+            await asyncio.wait_for(both.wait(), 30)
+        assert sorted(ran) == ["later", "now"]
+
+        async with await aio_pika.connect(vhost["publisher"]) as connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue("jobs.emails", passive=True)
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+                await queue.get(fail=False)
+    finally:
+        await publisher.stop()
