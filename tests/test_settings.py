@@ -32,6 +32,16 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert AMQPSettings(max_concurrency=7).max_concurrency == 7
 
 
+def test_the_loop_stall_threshold_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert AMQPSettings().loop_stall_warn_s == 1.0
+    monkeypatch.setenv("AMQP_WORKER_LOOP_STALL_WARN_S", "0.25")
+    assert AMQPSettings().loop_stall_warn_s == 0.25
+    monkeypatch.setenv("AMQP_WORKER_LOOP_STALL_WARN_S", "0")  # disabled
+    assert AMQPSettings().loop_stall_warn_s == 0
+
+
 def test_from_url() -> None:
     s = AMQPSettings.from_url("amqp://guest:guest@127.0.0.1:5673/%2F", prefetch=3)
     assert s.broker == "amqp://127.0.0.1:5673 vhost=/"
@@ -78,6 +88,8 @@ def test_the_url_never_shows_in_a_repr() -> None:
         ("delay_window_ms", 5000),
         ("queue_type", "stream"),
         ("queue_prefix", "p" * 250),
+        ("loop_stall_warn_s", -1),
+        ("loop_stall_warn_s", float("nan")),
         ("nonsense", 1),
     ],
 )

@@ -81,7 +81,10 @@ class AMQPWorker(BaseWorker[Delivery]):
         self.settings = build_settings(url, settings, options)
         """The immutable settings this worker was built with."""
         super().__init__(
-            max_concurrency=self.settings.max_concurrency, retry=retry, timeout_s=timeout_s
+            max_concurrency=self.settings.max_concurrency,
+            retry=retry,
+            timeout_s=timeout_s,
+            loop_stall_warn_s=self.settings.loop_stall_warn_s,
         )
         self._broker = Broker(self.settings, connection=connection, ssl_context=ssl_context)
         self._publisher = JobPublisher(self._broker)

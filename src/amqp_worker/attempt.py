@@ -22,6 +22,7 @@ from .handlers import HandlerSpec
 from .hooks import Hooks, JobEvent
 from .job import Job
 from .retry import Decision
+from .watchdog import OnLoop, RunningHandler
 
 __all__ = ["Outcome", "report_failure", "run_attempt", "tell_failure", "tell_parked"]
 
@@ -53,12 +54,14 @@ async def run_attempt(
     hooks: Hooks,
     threads: ThreadPoolExecutor | None,
     timeout_s: float | None,
+    on_loop: OnLoop | None = None,
 ) -> Outcome:
     """Run one attempt of ``job`` with ``spec`` (None: no such handler) and report how it went.
 
     Invalid args and a missing handler fail before the ``before`` hooks run.
     A cancelled attempt (stop() gave up on it) still tells the ``on_failure``
-    hooks, then re-raises.
+    hooks, then re-raises. While an async handler runs, it is in ``on_loop``
+    (keyed by this task), for the loop watchdog to name.
     """
     try:
         if spec is None:
@@ -69,8 +72,18 @@ async def run_attempt(
     if hooks:
         await hooks.emit(JobEvent("before", queue, job, job.id, job.attempt, headers=headers))
     started = time.perf_counter()
+    # Only async handlers run on the loop; sync ones are in threads and cannot stall it.
+    task = asyncio.current_task() if on_loop is not None and spec.is_async else None
     try:
-        linger = await spec.run(job, args, threads, timeout_s)
+        if task is None:
+            linger = await spec.run(job, args, threads, timeout_s)
+        else:
+            assert on_loop is not None
+            on_loop[task] = RunningHandler(job.handler, job.id, queue, started)
+            try:
+                linger = await spec.run(job, args, threads, timeout_s)
+            finally:
+                del on_loop[task]
     except asyncio.CancelledError as cancelled:
         # Hooks that opened something in `before` (a span, an in-progress count)
         # must hear that it ended. The job itself is not settled here; the

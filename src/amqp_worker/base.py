@@ -35,6 +35,7 @@ from .job import Job
 from .pool import DrainReport, TaskPool
 from .protocol import FailedJobs
 from .retry import RetryPolicy, decide
+from .watchdog import DEFAULT_LOOP_STALL_WARN_S, LoopWatchdog, OnLoop, check_stall_threshold
 
 __all__ = ["BaseWorker", "delay_until", "seconds"]
 
@@ -77,7 +78,9 @@ class BaseWorker(abc.ABC, Generic[D]):
     """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`.
 
     ``D`` is the transport's delivery: what :meth:`_run` settles when an
-    attempt ends.
+    attempt ends. While the worker runs, a :class:`~amqp_worker.watchdog.LoopWatchdog`
+    thread logs a WARNING when the event loop is blocked for ``loop_stall_warn_s``
+    (0: no watchdog), naming the async handler on it.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class BaseWorker(abc.ABC, Generic[D]):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
+        loop_stall_warn_s: float = DEFAULT_LOOP_STALL_WARN_S,
     ) -> None:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
@@ -99,6 +103,10 @@ class BaseWorker(abc.ABC, Generic[D]):
         """Callbacks around every job: see :mod:`amqp_worker.hooks`."""
         self._running = False
         self._starting = asyncio.Lock()
+        self._loop_stall_warn_s = check_stall_threshold(loop_stall_warn_s)
+        # The async handlers in progress, for the watchdog's warning; see watchdog.py.
+        self._on_loop: OnLoop = {}
+        self._watchdog: LoopWatchdog | None = None
 
     @property
     def max_concurrency(self) -> int:
@@ -232,6 +240,9 @@ class BaseWorker(abc.ABC, Generic[D]):
             await self._prepare()
             self._pool.open()
             self._running = True
+            if self._loop_stall_warn_s > 0:
+                self._watchdog = LoopWatchdog(self._loop_stall_warn_s, self._on_loop)
+                self._watchdog.start()
             try:
                 await self._begin()
             except BaseException:
@@ -241,7 +252,13 @@ class BaseWorker(abc.ABC, Generic[D]):
     async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Stop taking jobs and wait for running handlers; see :meth:`amqp_worker.Worker.stop`."""
         was_running, self._running = self._running, False
-        await self._end(was_running, timeout_s)
+        try:
+            await self._end(was_running, timeout_s)
+        finally:
+            # After _end: handlers still draining can block the loop too.
+            watchdog, self._watchdog = self._watchdog, None
+            if watchdog is not None:
+                watchdog.stop()
 
     async def _prepare(self) -> None:
         """Anything :meth:`start` needs before the worker counts as running (a connection)."""
@@ -341,6 +358,7 @@ class BaseWorker(abc.ABC, Generic[D]):
             hooks=self.hooks,
             threads=self._pool.threads,
             timeout_s=timeout_s,
+            on_loop=self._on_loop if self._watchdog is not None else None,
         )
         if outcome.error is None:
             await self._succeeded(delivery, job)

@@ -20,6 +20,7 @@ from .errors import ConfigurationError, describe_validation_error
 from .job import DEFAULT_MAX_MESSAGE_BYTES, validate_name
 from .redact import describe_url, split_urls
 from .topology import DEFAULT_DELIVERY_LIMIT, DelayPlan, QueueType, Topology
+from .watchdog import DEFAULT_LOOP_STALL_WARN_S
 
 __all__ = ["AMQPSettings", "WorkerOptions", "build_settings"]
 
@@ -110,6 +111,15 @@ class AMQPSettings(BaseSettings):
         default=DEFAULT_STOP_TIMEOUT_S,
         ge=0,
         description="How long stop() waits for running handlers by default.",
+    )
+    loop_stall_warn_s: float = Field(
+        default=DEFAULT_LOOP_STALL_WARN_S,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "Log a WARNING (naming the async handler) when the event loop is blocked this "
+            "long; 0 disables. Keep it well below heartbeat_s."
+        ),
     )
 
     @classmethod
@@ -247,6 +257,7 @@ class WorkerOptions(TypedDict, total=False):
     max_deliveries: int
     delivery_limit: int
     shutdown_timeout_s: float
+    loop_stall_warn_s: float
 
 
 def build_settings(

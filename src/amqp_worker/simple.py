@@ -28,6 +28,7 @@ from .failures import AttemptRecord, FailedJob, FailureReason, failure_headers
 from .job import DEFAULT_MAX_MESSAGE_BYTES, Job, check_size
 from .protocol import FailedJobs
 from .retry import RetryPolicy
+from .watchdog import DEFAULT_LOOP_STALL_WARN_S
 
 __all__ = ["SimpleWorker"]
 
@@ -60,8 +61,14 @@ class SimpleWorker(BaseWorker[_Entry]):
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        loop_stall_warn_s: float = DEFAULT_LOOP_STALL_WARN_S,
     ) -> None:
-        super().__init__(max_concurrency=max_concurrency, retry=retry, timeout_s=timeout_s)
+        super().__init__(
+            max_concurrency=max_concurrency,
+            retry=retry,
+            timeout_s=timeout_s,
+            loop_stall_warn_s=loop_stall_warn_s,
+        )
         if isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int):
             raise TypeError("max_message_bytes must be an int")
         if max_message_bytes < 1:
@@ -80,6 +87,7 @@ class SimpleWorker(BaseWorker[_Entry]):
             "retry": self.retry,
             "timeout_s": self.timeout_s,
             "max_message_bytes": self.max_message_bytes,
+            "loop_stall_warn_s": self._loop_stall_warn_s,
         }
         unknown = sorted(set(overrides) - set(options))
         if unknown:
