@@ -20,6 +20,7 @@ explainable. A parked message also has:
 from __future__ import annotations
 
 import traceback
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .job import Job
+from .job import Job, validate_name
 
 __all__ = [
     "AttemptRecord",
@@ -224,6 +225,8 @@ class FailedJob(BaseModel):
             job: Job | None = Job.from_json(body)
         except ValidationError:
             job = None
+        if job is not None and "id" not in job.model_fields_set:
+            job = job.model_copy(update={"id": _parked_id(body, message_id)})
         reason = _reason(headers)
         try:
             failed_at = datetime.fromisoformat(str(headers["aw-failed-at"]))
@@ -243,6 +246,27 @@ class FailedJob(BaseModel):
             error_message=str(headers.get("aw-error-message", "")),
             traceback=str(headers.get("aw-traceback", "")),
         )
+
+
+#: Ids of parked bodies that name none, and came without a usable message id either.
+_BODY_IDS = uuid.UUID("3b9d8a53-3f0c-4d8e-9a51-6f0b7b0c2f11")
+
+
+def _parked_id(body: bytes, message_id: str | None) -> str:
+    """The id of a parked job whose body has none: the same on every read.
+
+    A publisher may leave ``id`` out; decoding then makes up a new one each
+    time, so the failed-job tools would show another id on every listing and
+    never find one by it. The worker parks such a job with the id it ran
+    under (in its logs and hooks) as the message id, so that is its id; a
+    body parked by anything else gets one derived from its bytes.
+    """
+    if message_id:
+        try:
+            return validate_name(message_id)
+        except ValueError:
+            pass
+    return str(uuid.uuid5(_BODY_IDS, body.decode("latin-1")))
 
 
 @dataclass(frozen=True, slots=True)
