@@ -28,6 +28,7 @@ from typing import Any, Self, Unpack
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
+from . import client_logs
 from .attempt import tell_parked
 from .base import BaseWorker
 from .broker import Broker
@@ -175,6 +176,7 @@ class AMQPWorker(BaseWorker[Delivery]):
         await self._broker.connect()
 
     async def _begin(self) -> None:
+        client_logs.install()  # aio-pika's reconnect noise reads as one WARNING (stop removes it)
         settings = self.settings
         work = await self._broker.channel()
         due = await self._broker.channel()
@@ -212,7 +214,12 @@ class AMQPWorker(BaseWorker[Delivery]):
         the connection only if the worker opened it. Also closes the publishing
         connection of a worker that was never started.
         """
-        await super().stop(timeout_s)
+        was_running = self.running
+        try:
+            await super().stop(timeout_s)
+        finally:
+            if was_running:
+                client_logs.uninstall()
 
     async def _end(self, was_running: bool, timeout_s: float | None) -> None:
         if was_running:

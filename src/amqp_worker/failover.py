@@ -18,8 +18,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from aio_pika import RobustConnection
-from aio_pika.abc import AbstractConnection, AbstractRobustConnection
+from aio_pika import RobustChannel, RobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustChannel, AbstractRobustConnection
 from yarl import URL
 
 from .redact import describe_url
@@ -106,17 +106,50 @@ class NodeRing:
         self._index = self._urls.index(url)
 
 
+class _FailoverChannel(RobustChannel):
+    """A robust channel that is never reopened if it failed to open in the first place.
+
+    aio-pika registers a channel with its connection before opening it; one
+    whose first open failed (the connection went away meanwhile) would
+    otherwise be reopened by every later reconnect, an open channel nobody
+    uses, one more per outage.
+    """
+
+    _abandoned = False
+
+    async def initialize(self, timeout: Any = None) -> None:  # noqa: ASYNC109 - aio-pika's
+        try:
+            await super().initialize(timeout)
+        except BaseException:
+            self._abandoned = True
+            raise
+
+    async def restore(self, channel: Any = None) -> None:
+        if not self._abandoned:
+            await super().restore(channel)
+
+
 class FailoverConnection(RobustConnection):
     """A robust connection that moves to the next node of its ring on every new attempt.
 
     aio-pika's reconnect loop clears the connection's transport at the start
     of each attempt; that is the moment the next node gets its turn. The
     first attempt uses the URL the connection was made with.
+
+    New channels are refused (``RuntimeError("Connection is not ready")``,
+    which :func:`~amqp_worker.connect.connection_lost` recognises) from the
+    moment the connection is lost until aio-pika has restored the existing
+    channels after a reconnect. Until then an existing channel reads as
+    closed; a caller that replaced it with a new one would leave the old one
+    to be restored as well, open and unused: one leaked channel per outage.
     """
+
+    CHANNEL_CLASS = _FailoverChannel
 
     def __init__(self, url: URL, *args: Any, ring: NodeRing, **kwargs: Any) -> None:
         self._ring = ring
         self._clears = 0
+        self._restored = False
         super().__init__(url, *args, **kwargs)
 
     @property
@@ -127,6 +160,7 @@ class FailoverConnection(RobustConnection):
     @transport.setter
     def transport(self, value: Any) -> None:
         if value is None:
+            self._restored = False
             # Cleared once by Connection.__init__, then once at the start of every
             # connection attempt: from the second attempt on, dial the next node.
             self._clears += 1
@@ -135,3 +169,24 @@ class FailoverConnection(RobustConnection):
                 # every entry of the list has the same one (AMQPSettings checks).
                 self.url = URL(self._ring.advance())
         self.__dict__["_failover_transport"] = value
+
+    async def _on_connected(self) -> None:
+        self._restored = False
+        await super()._on_connected()  # connects, then restores every channel
+        self._restored = True
+
+    def channel(
+        self,
+        channel_number: int | None = None,
+        publisher_confirms: bool = True,
+        on_return_raises: bool = False,
+    ) -> AbstractRobustChannel:
+        """A new channel; refused while the connection is lost or its channels are not restored."""
+        transport = self.transport
+        if not self._restored or transport is None or transport.connection.is_closed:
+            raise RuntimeError("Connection is not ready")
+        return super().channel(
+            channel_number=channel_number,
+            publisher_confirms=publisher_confirms,
+            on_return_raises=on_return_raises,
+        )
