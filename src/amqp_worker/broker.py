@@ -33,6 +33,7 @@ from aio_pika.abc import (
 )
 from aio_pika.message import Message
 
+from . import lenient_decode
 from .connect import connection_lost, dial
 from .errors import (
     BrokerUnavailable,
@@ -66,6 +67,9 @@ class Broker:
         if ssl_context is not None and not settings.url.get_secret_value().startswith("amqps:"):
             # aio-pika silently ignores an SSL context on an amqp:// URL: refuse instead.
             raise ConfigurationError("an ssl_context needs an amqps:// URL")
+        # Before any frame is read: one message another client wrote must never
+        # be able to close every connection that receives it (lenient_decode.py).
+        lenient_decode.install()
         self.settings = settings
         self.topology: Topology = settings.topology
         self.ssl_context = ssl_context
