@@ -9,6 +9,7 @@ from importlib.metadata import version as _version
 
 from .amqp import AMQPWorker
 from .errors import (
+    AccessRefused,
     AmqpWorkerError,
     BrokerError,
     BrokerUnavailable,
@@ -46,6 +47,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "AMQPSettings",
     "AMQPWorker",
+    "AccessRefused",
     "AmqpWorkerError",
     "AttemptRecord",
     "BrokerError",

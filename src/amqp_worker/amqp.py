@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any, Self, Unpack
 
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aiormq.exceptions import ChannelAccessRefused
 from pydantic import ValidationError
 
 from . import client_logs
@@ -33,7 +34,7 @@ from .attempt import tell_parked
 from .base import BaseWorker
 from .broker import Broker
 from .defaults import DEFAULT_STOP_TIMEOUT_S
-from .errors import ConfigurationError, HandlerNotRegistered, JobTooLarge
+from .errors import AccessRefused, ConfigurationError, HandlerNotRegistered, JobTooLarge
 from .failed_jobs.rabbitmq import RabbitFailedJobs
 from .failures import AttemptRecord, FailureReason, history_from_headers
 from .hold import DueAction, DueHold, due_action
@@ -194,7 +195,10 @@ class AMQPWorker(BaseWorker[Delivery]):
             for consumed, callback in zip(
                 queues, (self._on_message, self._on_due, self._on_message), strict=True
             ):
-                tag = await consumed.consume(functools.partial(callback, queue))
+                try:
+                    tag = await consumed.consume(functools.partial(callback, queue))
+                except ChannelAccessRefused as exc:
+                    raise AccessRefused.from_reply(f"consume {consumed.name!r}", exc) from None
                 self._consumers.append((consumed, tag))
         self._warn_timeouts_over(self.settings.consumer_timeout_s)
         logger.info(

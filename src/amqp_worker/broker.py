@@ -5,19 +5,18 @@ One robust connection (made lazily, or handed in by the user) carries:
 - a *topology* channel for declarations, so a 406 from a conflicting
   declaration never closes a channel that publishes or consumes. It is robust:
   after a reconnect, aio-pika re-declares everything declared through it;
-- a *publish* channel with publisher confirms and ``mandatory`` returns;
+- a *publish* channel with publisher confirms and ``mandatory`` returns
+  (:mod:`amqp_worker.confirmed`);
 - consumer channels, opened by the worker.
 
-Publishing waits for the broker's confirm. A nack, a return or a lost channel
-becomes a typed :class:`~amqp_worker.errors.BrokerError`; a lost connection
-is waited out up to ``publish_timeout_s``, then reported. Success is never
-reported for a message that was not confirmed.
+A permission the broker refuses (403) becomes
+:class:`~amqp_worker.errors.AccessRefused`, a conflicting declaration (406)
+:class:`~amqp_worker.errors.TopologyConflict`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,14 +33,9 @@ from aio_pika.abc import (
 from aio_pika.message import Message
 
 from . import lenient_decode
-from .connect import connection_lost, dial
-from .errors import (
-    BrokerUnavailable,
-    ConfigurationError,
-    PublishNacked,
-    PublishReturned,
-    TopologyConflict,
-)
+from .confirmed import ConfirmedPublisher
+from .connect import dial
+from .errors import AccessRefused, BrokerUnavailable, ConfigurationError, TopologyConflict
 from .failover import NodeRing, OutageLog, node_of
 from .legacy import legacy_arguments, warn_legacy_queue
 from .settings import AMQPSettings
@@ -81,11 +75,12 @@ class Broker:
         self._declare_lock = asyncio.Lock()
         self._declared: set[str] = set()
         self._topology_channel: AbstractChannel | None = None
-        self._publish_channel: AbstractChannel | None = None
         self._channel_lock = asyncio.Lock()
-        self._exchanges: dict[str, AbstractExchange] = {}
-        # Publish channels retired after a nack, with the timers that close them.
-        self._retired: dict[AbstractChannel, asyncio.TimerHandle] = {}
+        self._confirmed = ConfirmedPublisher(
+            lambda: self.channel(publisher_confirms=True),
+            timeout_s=settings.publish_timeout_s,
+            broker=settings.broker,
+        )
         # Queues that exist with older arguments than ours, as the broker accepted them.
         self._accepted: dict[str, dict[str, Any]] = {}
         # Shuffled once per worker, so a fleet spreads its connections over the nodes.
@@ -139,16 +134,12 @@ class Broker:
 
     async def close(self) -> None:
         """Close the channels, and the connection if this broker made it."""
-        for retired in list(self._retired):
-            await self._close_retired(retired)
-        channels = (self._publish_channel, self._topology_channel)
-        self._publish_channel = self._topology_channel = None
+        await self._confirmed.close(channel=self.given_connection is not None)
+        channel, self._topology_channel = self._topology_channel, None
         self._declared.clear()
-        self._exchanges.clear()
         if self.given_connection is not None:
-            for channel in channels:
-                if channel is not None and not channel.is_closed:
-                    await channel.close()
+            if channel is not None and not channel.is_closed:
+                await channel.close()
             return
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed:
@@ -209,7 +200,12 @@ class Broker:
             return
         async with self._declare_lock:
             if key not in self._declared:
-                await declare()
+                try:
+                    await declare()
+                except amqp_errors.ChannelAccessRefused as exc:
+                    kind, _, queue = key.partition(":")
+                    what = f"the {kind} queue of {queue!r}" if queue else f"the {kind}"
+                    raise AccessRefused.from_reply(f"declare {what}", exc) from None
                 self._declared.add(key)
 
     async def ensure_work_queue(self, queue: str) -> None:
@@ -315,83 +311,9 @@ class Broker:
 
     # -- publishing -------------------------------------------------------------
 
-    async def _publisher(self) -> AbstractChannel:
-        channel = self._publish_channel
-        if channel is not None and not channel.is_closed:
-            return channel
-        # One publish channel per connection: concurrent first publishes must share it.
-        async with self._channel_lock:
-            if self._publish_channel is None or self._publish_channel.is_closed:
-                self._publish_channel = await self.channel(publisher_confirms=True)
-                self._exchanges.clear()
-            return self._publish_channel
-
-    def _retire_publisher(self) -> None:
-        # Publishes waiting for their confirm on the old channel get publish_timeout_s first.
-        channel, self._publish_channel = self._publish_channel, None
-        if channel is not None and channel not in self._retired:
-            self._retired[channel] = asyncio.get_running_loop().call_later(
-                self.settings.publish_timeout_s,
-                lambda: asyncio.ensure_future(self._close_retired(channel)),
-            )
-
-    async def _close_retired(self, channel: AbstractChannel) -> None:
-        self._retired.pop(channel).cancel()
-        if not channel.is_closed:
-            with contextlib.suppress(Exception):
-                await channel.close()
-
-    async def _exchange(self, channel: AbstractChannel, name: str) -> AbstractExchange:
-        if name == "":
-            return channel.default_exchange
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            # An exchange object is only a handle: build it once per publish channel.
-            exchange = self._exchanges[name] = await channel.get_exchange(name, ensure=False)
-        return exchange
-
     async def publish(self, exchange: str, routing_key: str, message: Message) -> None:
-        """Publish persistently and wait for the confirm; raise a typed error otherwise."""
-        loop = asyncio.get_running_loop()
-        timeout_s = self.settings.publish_timeout_s
-        deadline = loop.time() + timeout_s
-        while True:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    channel = await self._publisher()
-                    target = await self._exchange(channel, exchange)
-                    await target.publish(message, routing_key, mandatory=True)
-                return
-            except amqp_errors.PublishError:
-                raise PublishReturned(
-                    f"job {message.message_id} was returned as unroutable: exchange "
-                    f"{exchange!r} has no binding for routing key {routing_key!r}",
-                    (message.message_id or "",),
-                ) from None
-            except amqp_errors.DeliveryError:
-                # A quorum queue that nacked during a leader election keeps nacking on
-                # that channel after the election (seen on 3.10): the next publish
-                # opens a fresh one.
-                self._retire_publisher()
-                raise PublishNacked(
-                    f"the broker refused job {message.message_id} (basic.nack) on exchange "
-                    f"{exchange!r}; a queue may be full with x-overflow=reject-publish",
-                    (message.message_id or "",),
-                ) from None
-            except BrokerUnavailable:
-                raise
-            except TimeoutError:
-                break
-            except Exception as exc:
-                if not connection_lost(exc):
-                    raise
-                # The channel or connection went away: wait for the robust connection to come
-                # back and publish again. A duplicate is possible; a silent loss is not.
-                logger.debug("publish interrupted (%s); retrying", type(exc).__name__)
-                if loop.time() >= deadline:
-                    break
-                await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
-        raise BrokerUnavailable(
-            f"job {message.message_id} was not confirmed by {self.settings.broker} "
-            f"within {timeout_s:g}s (publish_timeout_s)"
-        )
+        """Publish persistently and wait for the confirm; raise a typed error otherwise.
+
+        See :class:`~amqp_worker.confirmed.ConfirmedPublisher`.
+        """
+        await self._confirmed.publish(exchange, routing_key, message)

@@ -164,6 +164,20 @@ class TopologyConflict(BrokerError):
         )
 
 
+class AccessRefused(BrokerError, PermissionError):
+    """The broker refused an operation for lack of permission (ACCESS_REFUSED, 403)."""
+
+    @classmethod
+    def from_reply(cls, action: str, exc: BaseException) -> AccessRefused:
+        """The error for the broker's 403 reply ``exc`` to ``action``."""
+        reply = str(exc.args[0]) if exc.args else str(exc)
+        return cls(
+            f"the broker refused to {action}: {reply}. Grant the user the permission "
+            "(configure to declare, write to publish or bind a queue, read to consume or "
+            "to bind from an exchange); docs/security.md lists what amqp-worker needs."
+        )
+
+
 class PublishError(BrokerError):
     """A job was not confirmed by the broker, so it may not be enqueued.
 

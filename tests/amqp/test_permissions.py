@@ -16,7 +16,7 @@ import aio_pika
 import aiormq.exceptions
 import pytest
 
-from amqp_worker import AMQPWorker, Job
+from amqp_worker import AccessRefused, AMQPWorker, Job
 from tests.brokertools import rabbitmqctl
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
@@ -25,16 +25,23 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 #: whose work queues are prefixed ``jobs.``: (configure, write, read).
 WORKER = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^jobs(\..*)?$")
 PUBLISHER = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^jobs(\.due|\.delay\..*)?$")
+#: A user who may declare and publish but read nothing at all.
+WRITE_ONLY = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^$")
 
 
 @pytest.fixture
 def vhost() -> Iterator[dict[str, str]]:
     token = uuid.uuid4().hex[:8]
     vhost = f"awtest-perm-{token}"
-    users = {"worker": f"awtest-w-{token}", "publisher": f"awtest-p-{token}"}
+    users = {
+        "worker": f"awtest-w-{token}",
+        "publisher": f"awtest-p-{token}",
+        "write_only": f"awtest-o-{token}",
+    }
     rabbitmqctl("add_vhost", vhost)
     try:
-        for role, permissions in (("worker", WORKER), ("publisher", PUBLISHER)):
+        roles = (("worker", WORKER), ("publisher", PUBLISHER), ("write_only", WRITE_ONLY))
+        for role, permissions in roles:
             rabbitmqctl("add_user", users[role], f"pw-{token}")
             rabbitmqctl("set_permissions", "-p", vhost, users[role], *permissions)
         yield {
@@ -76,3 +83,24 @@ async def test_a_publisher_enqueues_what_a_worker_runs_and_cannot_consume(
                 await queue.get(fail=False)
     finally:
         await publisher.stop()
+
+
+async def test_a_refused_permission_is_a_typed_error_that_says_which(
+    vhost: dict[str, str],
+) -> None:
+    options: dict[str, Any] = {"name": "jobs", "queue_prefix": "jobs.", "publish_timeout_s": 10}
+    # Binding a queue to the jobs exchange needs read on the exchange: refused.
+    publisher = AMQPWorker(vhost["write_only"], **options)
+    try:
+        with pytest.raises(AccessRefused, match=r"declare the work queue of 'emails'.*read"):
+            await publisher.perform(Job(handler="send", queue="emails"))
+    finally:
+        await publisher.stop()
+    # Consuming needs read on the queue: refused at start, which leaves nothing running.
+    async with AMQPWorker(vhost["worker"], queues=["emails"], **options):
+        pass
+    consumer = AMQPWorker(vhost["write_only"], queues=["emails"], **options)
+    with pytest.raises(AccessRefused, match="ACCESS_REFUSED") as refused:
+        await consumer.start()
+    assert "pw-" not in str(refused.value)
+    assert not consumer.running
