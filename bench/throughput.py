@@ -3,8 +3,12 @@
 Usage::
 
     python3 bench/throughput.py                  # 10,000 jobs, median of 3 rounds
-    python3 bench/throughput.py --jobs 2000 --rounds 1 --json
+    python3 bench/throughput.py --queue-types classic quorum   # the same rows on quorum queues
+    python3 bench/throughput.py --jobs 1000 --rounds 1 --json  # the smoke CI can run
     python3 bench/throughput.py --profile consume.prof   # plus one cProfiled consume
+
+Every worker consume checks that each job ran exactly once (the handler counts
+each job's ``i``), and that nothing is left in the work or failed queue.
 
 Every round uses fresh, uniquely named queues and exchanges (``awbench-<hex>``)
 and deletes them afterwards, also when the round fails. See ``bench/README.md``
@@ -30,9 +34,10 @@ from typing import Any
 import aio_pika
 from _shared import delete_all, describe, environment
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from pydantic import BaseModel
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.topology import DELAY_RADIX, Topology
+from amqp_worker.topology import DELAY_RADIX, QueueType, Topology, queue_arguments
 
 DEFAULT_URL = os.environ.get("AMQP_WORKER_BENCH_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_FLIGHT = 256
@@ -45,9 +50,13 @@ RAW_PUBLISH = "raw publish (pipelined)"
 RAW_PUBLISH_SEQ = "raw publish (sequential)"
 WORKER_PERFORM = "worker perform (sequential)"
 WORKER_PERFORM_MANY = "worker perform_many"
+WORKER_PERFORM_CONCURRENT = "worker perform (256 concurrent)"
 RAW_CONSUME = "raw consume"
 WORKER_CONSUME_ASYNC = "worker consume (async handler)"
+WORKER_CONSUME_TYPED = "worker consume (typed args)"
 WORKER_CONSUME_SYNC = "worker consume (sync handler)"
+RAW_MIXED = "raw mixed"
+WORKER_MIXED = "worker mixed"
 
 #: Table rows in order, each with the raw aio-pika case it is compared with.
 ROWS: list[tuple[str, str]] = [
@@ -55,10 +64,27 @@ ROWS: list[tuple[str, str]] = [
     (RAW_PUBLISH_SEQ, RAW_PUBLISH_SEQ),
     (WORKER_PERFORM, RAW_PUBLISH_SEQ),
     (WORKER_PERFORM_MANY, RAW_PUBLISH),
+    (WORKER_PERFORM_CONCURRENT, RAW_PUBLISH),
     (RAW_CONSUME, RAW_CONSUME),
     (WORKER_CONSUME_ASYNC, RAW_CONSUME),
+    (WORKER_CONSUME_TYPED, RAW_CONSUME),
     (WORKER_CONSUME_SYNC, RAW_CONSUME),
+    (RAW_MIXED, RAW_MIXED),
+    (WORKER_MIXED, RAW_MIXED),
 ]
+
+#: The handler each worker consume row runs.
+HANDLERS = {
+    WORKER_CONSUME_ASYNC: "noop_async",
+    WORKER_CONSUME_TYPED: "noop_typed",
+    WORKER_CONSUME_SYNC: "noop_sync",
+}
+
+
+class NoopArgs(BaseModel):
+    """The typed-args row's model: what a real handler would declare."""
+
+    i: int
 
 
 # -- names and cleanup ---------------------------------------------------------------
@@ -68,7 +94,13 @@ ROWS: list[tuple[str, str]] = [
 class Names:
     """Everything one round creates on the broker."""
 
+    queue_type: QueueType = "classic"
     prefix: str = field(default_factory=lambda: f"awbench-{uuid.uuid4().hex[:12]}")
+
+    @property
+    def raw_arguments(self) -> dict[str, Any]:
+        """The raw queue's arguments: the same queue type as the worker's."""
+        return queue_arguments(self.queue_type)
 
     @property
     def raw_exchange(self) -> str:
@@ -111,7 +143,7 @@ def topology_names(topology: Topology, queues: list[str]) -> tuple[list[str], li
 
 async def cleanup(url: str, names: Names) -> None:
     """Delete the round's raw queue and exchange and the worker's whole topology."""
-    topology = Topology(name=names.worker_name)
+    topology = Topology(name=names.worker_name, queue_type=names.queue_type)
     queues, exchanges = topology_names(topology, [names.worker_queue])
     queues.append(names.raw_queue)
     exchanges.append(names.raw_exchange)
@@ -162,25 +194,38 @@ def raw_message(queue: str, i: int) -> aio_pika.Message:
     )
 
 
-async def raw_publish(connection: AbstractConnection, names: Names, n: int) -> Span:
-    """Pipelined confirmed publishes, at most IN_FLIGHT unconfirmed; seconds taken."""
-    channel = await connection.channel(publisher_confirms=True)
+async def declare_raw(connection: AbstractConnection, names: Names) -> None:
+    """The raw rows' durable direct exchange and queue (of the round's queue type)."""
+    channel = await connection.channel()
     exchange = await channel.declare_exchange(
         names.raw_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
-    queue = await channel.declare_queue(names.raw_queue, durable=True)
+    queue = await channel.declare_queue(
+        names.raw_queue, durable=True, arguments=names.raw_arguments
+    )
     await queue.bind(exchange, names.raw_queue)
+    await channel.close()
+
+
+async def raw_publish_pipelined(connection: AbstractConnection, names: Names, n: int) -> None:
+    """``n`` confirmed publishes, at most IN_FLIGHT unconfirmed at once."""
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(names.raw_exchange)
     slots = asyncio.Semaphore(IN_FLIGHT)
 
     async def one(i: int) -> None:
         async with slots:
             await exchange.publish(raw_message(names.raw_queue, i), names.raw_queue, mandatory=True)
 
-    watch = Stopwatch()
     await asyncio.gather(*(one(i) for i in range(n)))
-    elapsed = watch.stop()
     await channel.close()
-    return elapsed
+
+
+async def raw_publish(connection: AbstractConnection, names: Names, n: int) -> Span:
+    """Pipelined confirmed publishes, at most IN_FLIGHT unconfirmed; seconds taken."""
+    watch = Stopwatch()
+    await raw_publish_pipelined(connection, names, n)
+    return watch.stop()
 
 
 async def raw_publish_sequential(connection: AbstractConnection, names: Names, n: int) -> Span:
@@ -195,28 +240,59 @@ async def raw_publish_sequential(connection: AbstractConnection, names: Names, n
     return elapsed
 
 
+class RawConsumer:
+    """``queue.consume`` with prefetch PREFETCH, acking each message in its callback."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.count = 0
+        self.done = asyncio.Event()
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        self.count += 1
+        if self.count == self.n:
+            self.done.set()
+
+    async def run(self, connection: AbstractConnection, names: Names, during: Any = None) -> Span:
+        """Consume until the n-th ack; timed from ``consume()``, or from ``during``'s start."""
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=PREFETCH)
+        queue = await channel.declare_queue(names.raw_queue, passive=True)
+        if during is None:
+            watch = Stopwatch()
+            tag = await queue.consume(self.on_message)
+        else:
+            tag = await queue.consume(self.on_message)
+            watch = Stopwatch()
+            publishing = asyncio.ensure_future(during)
+        await asyncio.wait_for(self.done.wait(), PHASE_TIMEOUT_S)
+        elapsed = watch.stop()
+        if during is not None:
+            await publishing
+        await queue.cancel(tag)
+        await channel.close()
+        return elapsed
+
+
 async def raw_consume(connection: AbstractConnection, names: Names, n: int) -> Span:
     """Consume and ack ``n`` messages with prefetch PREFETCH; seconds to the n-th ack."""
-    channel = await connection.channel()
-    await channel.set_qos(prefetch_count=PREFETCH)
-    queue = await channel.declare_queue(names.raw_queue, passive=True)
-    done = asyncio.Event()
-    count = 0
+    return await RawConsumer(n).run(connection, names)
 
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        nonlocal count
-        await message.ack()
-        count += 1
-        if count == n:
-            done.set()
 
-    watch = Stopwatch()
-    tag = await queue.consume(on_message)
-    await asyncio.wait_for(done.wait(), PHASE_TIMEOUT_S)
-    elapsed = watch.stop()
-    await queue.cancel(tag)
-    await channel.close()
-    return elapsed
+async def raw_mixed(url: str, names: Names, n: int) -> Span:
+    """A consumer runs while a publisher (its own connection) publishes ``n`` pipelined.
+
+    Timed from the first publish to the n-th ack.
+    """
+    publisher = await aio_pika.connect(url)
+    consumer = await aio_pika.connect(url)
+    try:
+        during = raw_publish_pipelined(publisher, names, n)
+        return await RawConsumer(n).run(consumer, names, during)
+    finally:
+        await consumer.close()
+        await publisher.close()
 
 
 # -- amqp-worker -----------------------------------------------------------------------
@@ -228,6 +304,7 @@ def make_worker(url: str, names: Names) -> AMQPWorker:
         name=names.worker_name,
         queues=[names.worker_queue],
         max_concurrency=MAX_CONCURRENCY,
+        queue_type=names.queue_type,
     )
 
 
@@ -237,20 +314,39 @@ async def warm_up(worker: AMQPWorker, names: Names) -> None:
     await worker._broker.ensure_work_queue(names.worker_queue)
 
 
+def bench_job(names: Names, handler: str, i: int) -> Job:
+    return Job(handler=handler, queue=names.worker_queue, args={"i": i})
+
+
 async def worker_perform(worker: AMQPWorker, names: Names, n: int) -> Span:
     """``await perform(Job(...))`` one at a time, Job construction included."""
     watch = Stopwatch()
     for i in range(n):
-        await worker.perform(Job(handler="noop_async", queue=names.worker_queue, args={"i": i}))
+        await worker.perform(bench_job(names, "noop_async", i))
     return watch.stop()
+
+
+async def worker_perform_concurrent(worker: AMQPWorker, names: Names, n: int) -> Span:
+    """``n`` ``perform`` calls, at most IN_FLIGHT awaiting their confirm at once."""
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(i: int) -> None:
+        async with slots:
+            await worker.perform(bench_job(names, "noop_async", i))
+
+    watch = Stopwatch()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return watch.stop()
+
+
+async def perform_many(worker: AMQPWorker, names: Names, n: int, handler: str) -> None:
+    await worker.perform_many(bench_job(names, handler, i) for i in range(n))
 
 
 async def worker_perform_many(worker: AMQPWorker, names: Names, n: int, handler: str) -> Span:
     """One ``perform_many`` of ``n`` jobs, Job construction included."""
     watch = Stopwatch()
-    await worker.perform_many(
-        Job(handler=handler, queue=names.worker_queue, args={"i": i}) for i in range(n)
-    )
+    await perform_many(worker, names, n, handler)
     return watch.stop()
 
 
@@ -268,7 +364,8 @@ def in_flight(worker: AMQPWorker) -> int:
 def check_private_parts(url: str) -> None:
     """Stop with a clear message if AMQPWorker lost a private part this bench uses.
 
-    ``in_flight`` reads ``_pool`` and ``warm_up`` calls ``_broker``. Without them a
+    ``in_flight`` reads ``_pool``, ``until_idle`` calls ``_settler`` and ``warm_up``
+    calls ``_broker``. Without them a
     round would crash midway or, worse, time something else; check before any round.
     """
     worker = AMQPWorker(url, name="awbench-check", queues=["check"])
@@ -276,6 +373,7 @@ def check_private_parts(url: str) -> None:
     for part, members, user in (
         ("_pool", ("running", "waiting"), "in_flight"),
         ("_broker", ("connect", "ensure_work_queue"), "warm_up"),
+        ("_settler", ("wait",), "until_idle"),
     ):
         if not hasattr(worker, part):
             missing.append(f"{part} (read by {user})")
@@ -300,66 +398,118 @@ class ConsumeResult:
     """From the first handler call to the end: ``seconds`` without the declarations."""
 
 
+class Tally:
+    """Counts handler calls per job (``args.i``), from the loop or from threads."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.calls = [0] * n
+        self.count = 0
+        self.first = 0.0
+        self.done = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+
+    def hit(self, i: int) -> None:
+        with self._lock:
+            self.calls[i] += 1
+            self.count += 1
+            if self.count == 1:
+                self.first = time.perf_counter()
+            last = self.count == self.n
+        if last:
+            self._loop.call_soon_threadsafe(self.done.set)
+
+    def check(self) -> None:
+        """Every job ran exactly once."""
+        missing = sum(1 for calls in self.calls if calls == 0)
+        twice = sum(1 for calls in self.calls if calls > 1)
+        if missing or twice:
+            raise RuntimeError(f"{missing} jobs never ran, {twice} ran more than once")
+
+
+def consuming_worker(url: str, names: Names, tally: Tally) -> AMQPWorker:
+    """A worker with the three no-op handlers; each job's handler picks which runs."""
+    worker = make_worker(url, names)
+
+    async def noop_async(args: dict[str, Any]) -> None:
+        tally.hit(args["i"])
+
+    async def noop_typed(args: NoopArgs) -> None:
+        tally.hit(args.i)
+
+    def noop_sync(args: dict[str, Any]) -> None:
+        tally.hit(args["i"])
+
+    worker.register("noop_async", noop_async)
+    worker.register("noop_typed", noop_typed)
+    worker.register("noop_sync", noop_sync)
+    return worker
+
+
+async def until_idle(worker: AMQPWorker, tally: Tally) -> None:
+    """Wait for the n-th handler call, then for every job task (each ends after its ack)."""
+    await asyncio.wait_for(tally.done.wait(), PHASE_TIMEOUT_S)
+    # The pool has no "idle" event to wait on; the tail after the n-th call is short.
+    while in_flight(worker):  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    # Acks are batched per loop pass: the round ends once the last one is written.
+    await worker._settler.wait()
+
+
 async def worker_consume(
     url: str,
     names: Names,
     n: int,
     profile: cProfile.Profile | None = None,
 ) -> ConsumeResult:
-    """Start a worker on a queue holding ``n`` jobs; time until all ran and were acked.
-
-    The worker registers an async and a sync no-op; the jobs' handler picks which runs.
-    """
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    lock = threading.Lock()
-    count = 0
-    first = 0.0
-    worker = make_worker(url, names)
-
-    async def noop_async(args: dict[str, Any]) -> None:
-        nonlocal count, first
-        count += 1
-        if count == 1:
-            first = time.perf_counter()
-        if count == n:
-            done.set()
-
-    def noop_sync(args: dict[str, Any]) -> None:
-        nonlocal count, first
-        with lock:
-            count += 1
-            if count == 1:
-                first = time.perf_counter()
-            last = count == n
-        if last:
-            loop.call_soon_threadsafe(done.set)
-
-    worker.register("noop_async", noop_async)
-    worker.register("noop_sync", noop_sync)
+    """Start a worker on a queue holding ``n`` jobs; time until all ran and were acked."""
+    tally = Tally(n)
+    worker = consuming_worker(url, names, tally)
     try:
         if profile is not None:
             profile.enable()
         watch = Stopwatch()
         await worker.start()
         started = time.perf_counter()
-        await asyncio.wait_for(done.wait(), PHASE_TIMEOUT_S)
-        # The pool has no "idle" event to wait on; the tail after the n-th call is short.
-        while in_flight(worker):  # noqa: ASYNC110
-            await asyncio.sleep(0)
+        await until_idle(worker, tally)
         span = watch.stop()
         end = time.perf_counter()
     finally:
         if profile is not None:
             profile.disable()
         await worker.stop()
-    return ConsumeResult(span, started - watch.wall, end - first)
+    tally.check()
+    return ConsumeResult(span, started - watch.wall, end - tally.first)
+
+
+async def worker_mixed(url: str, names: Names, n: int) -> Span:
+    """A started worker consumes while a publisher worker runs one ``perform_many`` of ``n``.
+
+    Timed from the first publish to the n-th handler call and its ack, as ``raw mixed``.
+    """
+    tally = Tally(n)
+    worker = consuming_worker(url, names, tally)
+    publisher = make_worker(url, names)
+    try:
+        await warm_up(publisher, names)
+        await worker.start()
+        watch = Stopwatch()
+        publishing = asyncio.ensure_future(perform_many(publisher, names, n, "noop_async"))
+        await until_idle(worker, tally)
+        span = watch.stop()
+        await publishing
+    finally:
+        await worker.stop()
+        await publisher.stop()
+    tally.check()
+    return span
 
 
 async def check_drained(connection: AbstractConnection, names: Names) -> None:
     """Every job was acked (none requeued by stop()) and none was parked as failed."""
     channel = await connection.channel()
-    topology = Topology(name=names.worker_name)
+    topology = Topology(name=names.worker_name, queue_type=names.queue_type)
     left = await ready_messages(channel, topology.work_queue(names.worker_queue))
     failed = await ready_messages(channel, topology.failed_queue(names.worker_queue))
     await channel.close()
@@ -377,9 +527,9 @@ async def purge(connection: AbstractConnection, queue: str) -> None:
 # -- one round -----------------------------------------------------------------------
 
 
-async def run_round(url: str, n: int) -> dict[str, float]:
+async def run_round(url: str, n: int, queue_type: QueueType) -> dict[str, float]:
     """Per case: wall seconds (``case``) and CPU seconds (``case cpu_s``); consume extras."""
-    names = Names()
+    names = Names(queue_type)
     seconds: dict[str, float] = {}
 
     def record(case: str, span: Span) -> None:
@@ -394,21 +544,26 @@ async def run_round(url: str, n: int) -> dict[str, float]:
     publisher: AMQPWorker | None = None
     connection = await aio_pika.connect(url)
     try:
+        await declare_raw(connection, names)
         record(RAW_PUBLISH, await raw_publish(connection, names, n))
         record(RAW_CONSUME, await raw_consume(connection, names, n))
         record(RAW_PUBLISH_SEQ, await raw_publish_sequential(connection, names, n))
         await purge(connection, names.raw_queue)
+        record(RAW_MIXED, await raw_mixed(url, names, n))
 
         publisher = make_worker(url, names)
         await warm_up(publisher, names)
         record(WORKER_PERFORM, await worker_perform(publisher, names, n))
         await purge(connection, names.worker_queue)
-        record(WORKER_PERFORM_MANY, await worker_perform_many(publisher, names, n, "noop_async"))
-        record_consume(WORKER_CONSUME_ASYNC, await worker_consume(url, names, n))
-        await check_drained(connection, names)
-
-        await worker_perform_many(publisher, names, n, "noop_sync")
-        record_consume(WORKER_CONSUME_SYNC, await worker_consume(url, names, n))
+        record(WORKER_PERFORM_CONCURRENT, await worker_perform_concurrent(publisher, names, n))
+        await purge(connection, names.worker_queue)
+        for case in (WORKER_CONSUME_ASYNC, WORKER_CONSUME_TYPED, WORKER_CONSUME_SYNC):
+            span = await worker_perform_many(publisher, names, n, HANDLERS[case])
+            if case == WORKER_CONSUME_ASYNC:
+                record(WORKER_PERFORM_MANY, span)
+            record_consume(case, await worker_consume(url, names, n))
+            await check_drained(connection, names)
+        record(WORKER_MIXED, await worker_mixed(url, names, n))
         await check_drained(connection, names)
     finally:
         try:
@@ -505,47 +660,55 @@ def summarize(rounds: list[dict[str, float]], n: int) -> list[dict[str, Any]]:
 def print_table(report: dict[str, Any]) -> None:
     env = report["environment"]
     print(f"{report['jobs']:,} no-op jobs, median of {report['rounds']} round(s); {describe(env)}")
-    header = (
-        f"{'case':<32} {'jobs/s':>8} {'vs raw':>6} {'CPU us/job':>10} {'vs raw':>6}"
-        "  rounds (jobs/s)"
-    )
-    print(header)
-    print("-" * len(header))
-    for row in report["results"]:
-        rounds = ", ".join(f"{value:,.0f}" for value in row["rounds_jobs_per_s"])
-        own = row["case"] == row["baseline"]
-        ratio = "" if own else f"{row['ratio']:.2f}"
-        cpu_ratio = "" if own else f"{row['cpu_ratio']:.2f}"
-        print(
-            f"{row['case']:<32} {row['jobs_per_s']:>8,.0f} {ratio:>6} "
-            f"{row['cpu_us_per_job']:>10,.0f} {cpu_ratio:>6}  {rounds}"
+    for table in report["tables"]:
+        print(f"\n{table['queue_type']} queues")
+        header = (
+            f"{'case':<32} {'jobs/s':>8} {'vs raw':>6} {'CPU us/job':>10} {'vs raw':>6}"
+            "  rounds (jobs/s)"
         )
-    print(
-        "\nvs raw: perform against raw publish (sequential), perform_many against raw publish "
-        "(pipelined),\nconsume rows against raw consume. CPU: this process's CPU time (all "
-        "threads) per job;\nunlike jobs/s it hardly depends on what else the machine is doing."
-    )
-    print("\nconsume rows include start(); from the first handler call on instead:")
-    for row in report["results"]:
-        if "start_s_median" in row:
+        print(header)
+        print("-" * len(header))
+        for row in table["results"]:
+            rounds = ", ".join(f"{value:,.0f}" for value in row["rounds_jobs_per_s"])
+            own = row["case"] == row["baseline"]
+            ratio = "" if own else f"{row['ratio']:.2f}"
+            cpu_ratio = "" if own else f"{row['cpu_ratio']:.2f}"
             print(
-                f"  {row['case']}: {row['steady_jobs_per_s']:,.0f} jobs/s "
-                f"(start() took {row['start_s_median'] * 1000:.0f} ms)"
+                f"{row['case']:<32} {row['jobs_per_s']:>8,.0f} {ratio:>6} "
+                f"{row['cpu_us_per_job']:>10,.0f} {cpu_ratio:>6}  {rounds}"
             )
+        print("consume rows include start(); from the first handler call on instead:")
+        for row in table["results"]:
+            if "start_s_median" in row:
+                print(
+                    f"  {row['case']}: {row['steady_jobs_per_s']:,.0f} jobs/s "
+                    f"(start() took {row['start_s_median'] * 1000:.0f} ms)"
+                )
+    print(
+        "\nvs raw: perform against raw publish (sequential); perform_many and 256 concurrent "
+        "perform\nagainst raw publish (pipelined); consume rows against raw consume; worker "
+        "mixed against\nraw mixed. CPU: this process's CPU time (all threads) per job; unlike "
+        "jobs/s it hardly\ndepends on what else the machine is doing."
+    )
 
 
 async def main_async(args: argparse.Namespace) -> int:
     check_private_parts(args.url)
-    rounds: list[dict[str, float]] = []
-    for index in range(args.rounds):
-        if not args.json:
-            print(f"round {index + 1}/{args.rounds}...", file=sys.stderr, flush=True)
-        rounds.append(await run_round(args.url, args.jobs))
+    tables: list[dict[str, Any]] = []
+    for queue_type in args.queue_types:
+        rounds: list[dict[str, float]] = []
+        for index in range(args.rounds):
+            if not args.json:
+                print(
+                    f"{queue_type} round {index + 1}/{args.rounds}...", file=sys.stderr, flush=True
+                )
+            rounds.append(await run_round(args.url, args.jobs, queue_type))
+        tables.append({"queue_type": queue_type, "results": summarize(rounds, args.jobs)})
     report: dict[str, Any] = {
         "jobs": args.jobs,
         "rounds": args.rounds,
         "environment": await environment(args.url),
-        "results": summarize(rounds, args.jobs),
+        "tables": tables,
     }
     if args.profile:
         if not args.json:
@@ -577,6 +740,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is shown (3)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     parser.add_argument("--url", default=DEFAULT_URL, help="broker URL (AMQP_WORKER_BENCH_URL)")
+    parser.add_argument(
+        "--queue-types",
+        nargs="+",
+        choices=["classic", "quorum"],
+        default=["classic"],
+        help="queue types to measure, each in its own table (classic)",
+    )
     parser.add_argument(
         "--profile",
         metavar="FILE",

@@ -16,10 +16,11 @@ def test_job_message_properties() -> None:
     job = Job(handler="send", queue="q", args={"a": 1}, attempt=2)
     msg = job_message(job, due_ms=123, headers={"aw-delay-0": "1"})
     assert Job.from_json(msg.body) == job
-    assert msg.content_type == "application/json"
-    assert msg.delivery_mode == DeliveryMode.PERSISTENT
-    assert msg.message_id == job.id
-    assert msg.type == "send"
+    assert msg.properties.content_type == "application/json"
+    assert msg.properties.delivery_mode == DeliveryMode.PERSISTENT
+    assert msg.message_id == msg.properties.message_id == job.id
+    assert msg.properties.message_type == "send"
+    assert msg.properties.timestamp == job.enqueued_at
     assert msg.headers == {"aw-attempt": 2, "aw-due-ms": 123, "aw-delay-0": "1"}
 
 

@@ -22,19 +22,19 @@ import asyncio
 import functools
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Self, Unpack
 
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
-from aiormq.exceptions import ChannelAccessRefused
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from pydantic import ValidationError
 
 from . import client_logs
 from .attempt import tell_parked
 from .base import BaseWorker
 from .broker import Broker
+from .consumer import Delivery, QueueConsumer
 from .defaults import DEFAULT_STOP_TIMEOUT_S
-from .errors import AccessRefused, ConfigurationError, HandlerNotRegistered, JobTooLarge
+from .errors import ConfigurationError, HandlerNotRegistered, JobTooLarge
 from .failed_jobs.rabbitmq import RabbitFailedJobs
 from .failures import AttemptRecord, FailureReason, history_from_headers
 from .hold import DueAction, DueHold, due_action
@@ -53,10 +53,10 @@ __all__ = ["AMQPWorker"]
 logger = logging.getLogger("amqp_worker")
 
 #: A delivery on one of this worker's queues: (job queue, message).
-Delivery = tuple[str, AbstractIncomingMessage]
+Received = tuple[str, Delivery]
 
 
-class AMQPWorker(BaseWorker[Delivery]):
+class AMQPWorker(BaseWorker[Received]):
     """Runs jobs from durable RabbitMQ queues; publishes persistent, confirmed jobs.
 
     ``url``, ``settings`` and keyword options combine: explicit options win,
@@ -91,8 +91,8 @@ class AMQPWorker(BaseWorker[Delivery]):
         self._broker = Broker(self.settings, connection=connection, ssl_context=ssl_context)
         self._publisher = JobPublisher(self._broker)
         self._channels: list[AbstractChannel] = []
-        self._consumers: list[tuple[AbstractQueue, str]] = []
-        self._hold: DueHold[Delivery] = DueHold(
+        self._consumers: list[QueueConsumer] = []
+        self._hold: DueHold[Received] = DueHold(
             self._on_held_due,
             limit=self.settings.delay_prefetch,
             window_ms=self.settings.delay_window_ms,
@@ -192,14 +192,18 @@ class AMQPWorker(BaseWorker[Delivery]):
         await quarantine.set_qos(prefetch_count=1)
         for queue in settings.queues:
             queues = await self._broker.consumer_queues(queue, (work, due, quarantine))
-            for consumed, callback in zip(
-                queues, (self._on_message, self._on_due, self._on_message), strict=True
+            for consumed, channel, callback in zip(
+                queues,
+                (work, due, quarantine),
+                (self._on_message, self._on_due, self._on_message),
+                strict=True,
             ):
-                try:
-                    tag = await consumed.consume(functools.partial(callback, queue))
-                except ChannelAccessRefused as exc:
-                    raise AccessRefused.from_reply(f"consume {consumed.name!r}", exc) from None
-                self._consumers.append((consumed, tag))
+                consumer = QueueConsumer(channel, consumed.name, functools.partial(callback, queue))
+                await consumer.start()
+                self._consumers.append(consumer)
+        # Declared after the consumers start: its ~100 round trips overlap the first jobs.
+        # A retry or perform_in that needs it meanwhile waits for it (Broker._once).
+        await self._broker.ensure_delays()
         self._warn_timeouts_over(self.settings.consumer_timeout_s)
         logger.info(
             "worker started: %s queues=%s handlers=%s max_concurrency=%d prefetch=%d",
@@ -227,8 +231,8 @@ class AMQPWorker(BaseWorker[Delivery]):
 
     async def _end(self, was_running: bool, timeout_s: float | None) -> None:
         if was_running:
-            for queue, tag in self._consumers:
-                await self._settler.settle(queue.cancel(tag), "cancel consumer")
+            for consumer in self._consumers:
+                await self._settler.settle(consumer.cancel(), "cancel consumer")
             self._consumers.clear()
             for _, message in self._hold.release_all():
                 self._settler.hand_back(message)
@@ -242,13 +246,18 @@ class AMQPWorker(BaseWorker[Delivery]):
 
     # -- consuming ------------------------------------------------------------------
 
-    async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, queue: str, message: Delivery) -> None:
+        self._settler.delivered(message)
+        # The job gets a task of its own, not the one aiormq delivered it in: aiormq
+        # cancels its delivery tasks when the channel closes, and a network blip must
+        # not cancel a running handler (its job is redelivered either way).
         self._accept(queue, message)
 
-    async def _on_due(self, queue: str, message: AbstractIncomingMessage) -> None:
+    async def _on_due(self, queue: str, message: Delivery) -> None:
+        self._settler.delivered(message)
         self._schedule(queue, message)
 
-    def _schedule(self, queue: str, message: AbstractIncomingMessage) -> None:
+    def _schedule(self, queue: str, message: Delivery) -> None:
         """Run a delayed job if due; hold it if due within the window; else send it round again."""
         due_ms = (message.headers or {}).get(DUE_HEADER)
         decision = due_action(due_ms, now_ms(), self.settings.delay_window_ms)
@@ -260,14 +269,14 @@ class AMQPWorker(BaseWorker[Delivery]):
             assert isinstance(due_ms, int | float)
             self._settler.track(self._redelay(queue, message, int(due_ms)))
 
-    def _on_held_due(self, delivery: Delivery) -> None:
+    def _on_held_due(self, delivery: Received) -> None:
         if self.running:
             # Check the wall clock again: a timer may fire a hair early, a job never may.
             self._schedule(*delivery)
         else:
             self._settler.hand_back(delivery[1])
 
-    def _decode(self, queue: str, message: AbstractIncomingMessage) -> Job | None:
+    def _decode(self, queue: str, message: Delivery) -> Job | None:
         """The job ``message`` carries; None if its body is not one (it is parked)."""
         if len(message.body) > self.settings.max_message_bytes:
             # Never parse it: an oversized body is slow to parse on purpose, or by mistake.
@@ -283,24 +292,32 @@ class AMQPWorker(BaseWorker[Delivery]):
             self._settler.track(self._park_message(queue, message, reason, exc))
             return None
 
-    def _accept(self, queue: str, message: AbstractIncomingMessage) -> None:
+    def _admit(self, queue: str, message: Delivery) -> Callable[[], Awaitable[None]] | None:
+        """What runs the job ``message`` carries; None if it is settled some other way.
+
+        A body that is not a job, or names no registered handler, is parked;
+        a job that was handed out before is quarantined or parked.
+        """
         job = self._decode(queue, message)
         if job is None:
-            return
+            return None
         if job.handler not in self._handlers:
             error = HandlerNotRegistered(job.handler)
             reason = FailureReason.UNKNOWN_HANDLER
             self._settler.track(self._park_message(queue, message, reason, error, job))
-            return
+            return None
         if message.redelivered:
             self._settler.track(self._came_back(queue, message, job))
-            return
-        self._submit_run(
-            lambda: self._consume(queue, message, job),
-            on_abandon=lambda: self._settler.hand_back(message),
-        )
+            return None
+        return functools.partial(self._consume, queue, message, job)
 
-    async def _came_back(self, queue: str, message: AbstractIncomingMessage, job: Job) -> None:
+    def _accept(self, queue: str, message: Delivery) -> None:
+        """Run the job ``message`` carries in a task of its own, once a slot is free."""
+        run = self._admit(queue, message)
+        if run is not None:
+            self._submit_run(run, on_abandon=lambda: self._settler.hand_back(message))
+
+    async def _came_back(self, queue: str, message: Delivery, job: Job) -> None:
         """A job that was handed out before and never finished: quarantine it, or park it."""
         found = verdict(True, message.headers, self.settings.max_deliveries)
         if found.kind is VerdictKind.QUARANTINE:
@@ -310,7 +327,7 @@ class AMQPWorker(BaseWorker[Delivery]):
             extra = {DELIVERIES_HEADER: found.deliveries}
             await self._park_message(queue, message, FailureReason.CRASHED, error, job, None, extra)
 
-    async def _consume(self, queue: str, message: AbstractIncomingMessage, job: Job) -> None:
+    async def _consume(self, queue: str, message: Delivery, job: Job) -> None:
         if stale(message):
             return  # its channel closed since delivery: RabbitMQ redelivers it
         headers = message.headers or {}
@@ -319,18 +336,18 @@ class AMQPWorker(BaseWorker[Delivery]):
         except asyncio.CancelledError:
             # Stopped before the job was settled: RabbitMQ gets it back (a second
             # nack after an ack is refused and only logged).
-            if not message.processed:
+            if not message.processed and not self._settler.ack_queued(message):
                 self._settler.hand_back(message)
             raise
 
     # -- settling an attempt (the transport steps of BaseWorker._run) ---------------
 
-    async def _succeeded(self, delivery: Delivery, job: Job) -> None:
+    async def _succeeded(self, delivery: Received, job: Job) -> None:
         await self._settler.ack(delivery[1], f"job {job.id}")
 
     async def _retry_later(
         self,
-        delivery: Delivery,
+        delivery: Received,
         retry: Job,
         queue: str,
         delay_s: float,
@@ -345,7 +362,7 @@ class AMQPWorker(BaseWorker[Delivery]):
 
     async def _park(
         self,
-        delivery: Delivery,
+        delivery: Received,
         job: Job,
         queue: str,
         reason: FailureReason,
@@ -357,7 +374,7 @@ class AMQPWorker(BaseWorker[Delivery]):
     async def _park_message(
         self,
         queue: str,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         reason: FailureReason,
         error: BaseException,
         job: Job | None = None,
@@ -369,7 +386,7 @@ class AMQPWorker(BaseWorker[Delivery]):
             job_id = job.id if job else (message.message_id or "")
             await tell_parked(self.hooks, queue, job, job_id, reason, error, message.headers or {})
 
-    async def _redelay(self, queue: str, message: AbstractIncomingMessage, due_ms: int) -> None:
+    async def _redelay(self, queue: str, message: Delivery, due_ms: int) -> None:
         """Send a job that is far from due round the delay topology again; then ack it."""
         job = self._decode(queue, message)
         if job is not None:

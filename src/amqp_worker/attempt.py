@@ -12,12 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import HandlerNotRegistered, InvalidArgs
 from .failures import FailureReason
+from .handler_threads import HandlerThreads
 from .handlers import HandlerSpec
 from .hooks import Hooks, JobEvent
 from .job import Job
@@ -52,7 +52,7 @@ async def run_attempt(
     headers: Mapping[str, Any],
     *,
     hooks: Hooks,
-    threads: ThreadPoolExecutor | None,
+    threads: HandlerThreads | None,
     timeout_s: float | None,
     on_loop: OnLoop | None = None,
 ) -> Outcome:
@@ -96,22 +96,25 @@ async def run_attempt(
     duration = time.perf_counter() - started
     if linger is not None:
         return Outcome(spec.timeout_error(timeout_s), duration, linger)
-    logger.info(
-        "job %s succeeded: handler=%s queue=%s attempt=%d duration=%.3fs",
-        job.id,
-        job.handler,
-        queue,
-        job.attempt,
-        duration,
-        extra={
-            "job_id": job.id,
-            "handler": job.handler,
-            "queue": queue,
-            "attempt": job.attempt,
-            "duration_s": round(duration, 6),
-            "outcome": "succeeded",
-        },
-    )
+    if logger.isEnabledFor(logging.DEBUG):
+        # DEBUG, not INFO: one line per job is the hot path's largest cost at INFO.
+        # Failures are logged (once each) at ERROR; metrics count successes.
+        logger.debug(
+            "job %s succeeded: handler=%s queue=%s attempt=%d duration=%.3fs",
+            job.id,
+            job.handler,
+            queue,
+            job.attempt,
+            duration,
+            extra={
+                "job_id": job.id,
+                "handler": job.handler,
+                "queue": queue,
+                "attempt": job.attempt,
+                "duration_s": round(duration, 6),
+                "outcome": "succeeded",
+            },
+        )
     if hooks:
         await hooks.emit(
             JobEvent("after", queue, job, job.id, job.attempt, duration, headers=headers)

@@ -30,10 +30,9 @@ from aio_pika.abc import (
     AbstractQueue,
     ExchangeType,
 )
-from aio_pika.message import Message
 
 from . import lenient_decode
-from .confirmed import ConfirmedPublisher
+from .confirmed import ConfirmedPublisher, Publishable
 from .connect import dial
 from .errors import AccessRefused, BrokerUnavailable, ConfigurationError, TopologyConflict
 from .failover import NodeRing, OutageLog, node_of
@@ -227,6 +226,11 @@ class Broker:
 
     async def ensure_due_queue(self, queue: str) -> None:
         """Make sure delayed jobs for ``queue`` can route all the way to its due queue."""
+        await self.ensure_delays()
+        await self._ensure_due(queue)
+
+    async def ensure_delays(self) -> None:
+        """Make sure the delay topology (every level's exchange, queues and bindings) exists."""
         topology = self.topology
 
         async def declare_delays() -> None:
@@ -249,14 +253,20 @@ class Broker:
                     await destination.bind(exchange, "", arguments=binding.arguments)
                 below = exchange
 
+        await self._once("delays", declare_delays)
+
+    async def _ensure_due(self, queue: str) -> None:
+        """The due exchange, and ``queue``'s due queue bound to it."""
+        topology = self.topology
+
         async def declare_due() -> None:
+            await self.declare_exchange(topology.due_exchange, ExchangeType.DIRECT)
             await self.declare_queue(
                 topology.due_queue(queue),
                 topology.work_queue_arguments(queue),
                 [(topology.due_exchange, queue, None)],
             )
 
-        await self._once("delays", declare_delays)
         await self._once(f"due:{queue}", declare_due)
 
     async def ensure_failed_queue(self, queue: str) -> None:
@@ -286,16 +296,18 @@ class Broker:
     ) -> tuple[AbstractQueue, AbstractQueue, AbstractQueue]:
         """Declare everything a consumer of ``queue`` needs; return its work, due and quarantine queues.
 
-        The failed-jobs queue, the delay topology, the exchanges and bindings
-        are declared (once per process) on the topology channel. The consumed
-        queues are declared again on their consumer ``channels`` (work, due,
-        quarantine): a robust channel re-declares what was declared through
-        it, and restores its consumers, after a reconnect.
+        The failed-jobs queue, the due exchange, the exchanges and bindings
+        are declared (once per process) on the topology channel; the delay
+        topology is not (see :meth:`ensure_delays`), so a worker consumes
+        while it is declared. The consumed queues are declared again on their
+        consumer ``channels`` (work, due, quarantine): a robust channel
+        re-declares what was declared through it, and restores its consumers,
+        after a reconnect.
         """
         topology = self.topology
         await self.ensure_failed_queue(queue)
         await self.ensure_quarantine_queue(queue)
-        await self.ensure_due_queue(queue)
+        await self._ensure_due(queue)
         await self.ensure_work_queue(queue)
         arguments = topology.work_queue_arguments(queue)
         names = (topology.work_queue, topology.due_queue, topology.quarantine_queue)
@@ -311,7 +323,7 @@ class Broker:
 
     # -- publishing -------------------------------------------------------------
 
-    async def publish(self, exchange: str, routing_key: str, message: Message) -> None:
+    async def publish(self, exchange: str, routing_key: str, message: Publishable) -> None:
         """Publish persistently and wait for the confirm; raise a typed error otherwise.
 
         See :class:`~amqp_worker.confirmed.ConfirmedPublisher`.

@@ -17,13 +17,13 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidArgs, InvalidHandler, JobTimeout
+from .handler_threads import HandlerThreads
 from .job import Job, validate_name
 from .retry import RetryPolicy
 
@@ -148,17 +148,20 @@ class HandlerSpec:
             ) from exc
 
     async def run(
-        self, job: Job, args: Any, executor: Executor | None, timeout_s: float | None
+        self, job: Job, args: Any, threads: HandlerThreads | None, timeout_s: float | None
     ) -> asyncio.Future[Any] | None:
         """Run the handler once, within ``timeout_s`` (None: no limit).
 
         Raises what the handler raised, or :class:`JobTimeout`. Sync handlers
-        run on ``executor``, never on the loop. A thread cannot be interrupted:
+        run on ``threads`` (the loop's default executor if None), never on the loop. A thread cannot be interrupted:
         when a sync handler times out, this returns its still-running future,
         and the caller keeps the job's slot until that future is done.
         """
         kwargs: dict[str, Any] = {"job": job} if self.wants_job else {}
         if self.is_async:
+            if timeout_s is None:
+                await self.func(args, **kwargs)
+                return None
             try:
                 async with asyncio.timeout(timeout_s) as window:
                     await self.func(args, **kwargs)
@@ -170,7 +173,13 @@ class HandlerSpec:
         # Copy the context so contextvars (tracing, logging) reach the thread.
         context = contextvars.copy_context()
         call = functools.partial(context.run, self.func, args, **kwargs)
-        future = asyncio.get_running_loop().run_in_executor(executor, call)
+        if threads is not None:
+            future = threads.run(call)
+        else:
+            future = asyncio.get_running_loop().run_in_executor(None, call)
+        if timeout_s is None:
+            await future
+            return None
         done, _ = await asyncio.wait({future}, timeout=timeout_s)
         if not done:
             return future  # still running: the caller reports the timeout and waits

@@ -36,6 +36,10 @@ def validate_name(value: str) -> str:
     A name must be non-empty, at most 255 bytes of UTF-8 (an AMQP short
     string) and free of control characters, which break logs and headers.
     """
+    if value.isascii() and value.isprintable() and 0 < len(value) <= MAX_NAME_BYTES:
+        # The common case, checked in one pass: printable ASCII has no control
+        # characters and one byte per character. Every job decode runs this twice.
+        return value
     if not value:
         raise ValueError("must not be empty")
     size = len(value.encode("utf-8"))
@@ -57,6 +61,8 @@ def validate_queue_name(value: str) -> str:
     Letters, digits, space and ``- _ . : @ # , / +`` are allowed, so dotted
     names such as ``billing.invoices`` work; ``*`` and non-ASCII do not.
     """
+    if len(value) <= MAX_NAME_BYTES and QUEUE_NAME_CHARS.fullmatch(value):
+        return value  # these characters are all printable ASCII: validate_name holds
     validate_name(value)
     if not QUEUE_NAME_CHARS.fullmatch(value):
         bad = sorted({c for c in value if not QUEUE_NAME_CHARS.fullmatch(c)})
@@ -66,6 +72,10 @@ def validate_queue_name(value: str) -> str:
     return value
 
 
+#: JSON values that hold nothing non-finite; skipped without a call (the common case).
+_PLAIN = (str, int, bool, type(None))
+
+
 def _reject_non_finite(value: Any, path: str = "args") -> None:
     # JSON has no NaN or Infinity: Python's json module would emit them anyway,
     # and every other language's parser would then reject the whole job.
@@ -73,10 +83,12 @@ def _reject_non_finite(value: Any, path: str = "args") -> None:
         raise ValueError(f"{path} holds {value!r}, which JSON cannot represent")
     if isinstance(value, dict):
         for key, item in value.items():
-            _reject_non_finite(item, f"{path}.{key}")
+            if not isinstance(item, _PLAIN):
+                _reject_non_finite(item, f"{path}.{key}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _reject_non_finite(item, f"{path}[{index}]")
+            if not isinstance(item, _PLAIN):
+                _reject_non_finite(item, f"{path}[{index}]")
 
 
 def _finite_json(value: dict[str, JsonValue]) -> dict[str, JsonValue]:

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
 from aio_pika import DeliveryMode, Message
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq import spec
 from pamqp import encode
 
 from .failures import HISTORY_HEADER, AttemptRecord, FailureReason, failure_headers, history_header
@@ -45,6 +47,7 @@ __all__ = [
     "ATTEMPT_HEADER",
     "DELIVERIES_HEADER",
     "DUE_HEADER",
+    "JobMessage",
     "carried_headers",
     "job_message",
     "parked_message",
@@ -173,8 +176,25 @@ def retry_headers(
     return {**carried_headers(headers), HISTORY_HEADER: history_header(history)}
 
 
+class Received(Protocol):
+    """A message as received: what a parked copy keeps of it."""
+
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def headers(self) -> Mapping[str, Any]: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def type(self) -> str | None: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+
+
 def parked_message(
-    message: AbstractIncomingMessage,
+    message: Received,
     queue: str,
     reason: FailureReason,
     error: BaseException,
@@ -201,13 +221,36 @@ def parked_message(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class JobMessage:
+    """A job's message, ready to publish: its body and its AMQP properties, built once.
+
+    It is what aio-pika's ``Message`` would give the client, without the
+    wrapper: the publish path hands ``body`` and ``properties`` to aiormq
+    as they are (see :mod:`amqp_worker.confirmed`).
+    """
+
+    body: bytes
+    properties: spec.Basic.Properties
+
+    @property
+    def message_id(self) -> str | None:
+        """The job's id."""
+        return self.properties.message_id
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The message's headers."""
+        return self.properties.headers or {}
+
+
 def job_message(
     job: Job,
     *,
     headers: Mapping[str, Any] | None = None,
     due_ms: int | None = None,
     max_bytes: int | None = None,
-) -> Message:
+) -> JobMessage:
     """The persistent AMQP message that carries ``job``.
 
     With ``max_bytes``, a body over it raises :class:`~amqp_worker.errors.JobTooLarge`.
@@ -220,12 +263,14 @@ def job_message(
     body = job.to_json()
     if max_bytes is not None:
         check_size(job.id, len(body), max_bytes)
-    return Message(
+    return JobMessage(
         body,
-        content_type=CONTENT_TYPE,
-        delivery_mode=DeliveryMode.PERSISTENT,
-        message_id=job.id,
-        type=job.handler,
-        timestamp=job.enqueued_at,
-        headers=all_headers,
+        spec.Basic.Properties(
+            content_type=CONTENT_TYPE,
+            delivery_mode=DeliveryMode.PERSISTENT.value,
+            message_id=job.id,
+            message_type=job.handler,
+            timestamp=job.enqueued_at,
+            headers=all_headers,
+        ),
     )

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+from .handler_threads import HandlerThreads
 
 __all__ = ["DrainReport", "TaskPool"]
 
@@ -50,7 +51,7 @@ class TaskPool:
         self._slots: asyncio.Semaphore | None = None
         self._waiting: dict[asyncio.Task[None], Callable[[], None] | None] = {}
         self._running: set[asyncio.Task[None]] = set()
-        self.threads: ThreadPoolExecutor | None = None
+        self.threads: HandlerThreads | None = None
 
     @property
     def running(self) -> int:
@@ -65,9 +66,7 @@ class TaskPool:
     def open(self) -> None:
         """Prepare slots and threads; call from inside the event loop."""
         self._slots = asyncio.Semaphore(self.max_concurrency)
-        self.threads = ThreadPoolExecutor(
-            max_workers=self.max_concurrency, thread_name_prefix="amqp-worker"
-        )
+        self.threads = HandlerThreads(self.max_concurrency, name="amqp-worker")
 
     def submit(
         self,
@@ -75,24 +74,53 @@ class TaskPool:
         *,
         on_abandon: Callable[[], None] | None = None,
     ) -> asyncio.Task[None]:
-        """Queue ``run`` for a slot. ``on_abandon`` is called if it is dropped before starting."""
+        """Queue ``run`` for a slot in a new task. ``on_abandon`` is called if it never starts."""
         if self._slots is None:
             raise RuntimeError("TaskPool.submit() before open()")
-        task = asyncio.get_running_loop().create_task(self._body(self._slots, run))
+        task = asyncio.get_running_loop().create_task(self.run(run, on_abandon=on_abandon))
         self._waiting[task] = on_abandon
         task.add_done_callback(self._forget)
         return task
 
-    async def _body(self, slots: asyncio.Semaphore, run: Callable[[], Awaitable[None]]) -> None:
-        async with slots:
-            task = asyncio.current_task()
-            assert task is not None
+    async def run(
+        self,
+        run: Callable[[], Awaitable[None]],
+        *,
+        on_abandon: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``run`` in the current task once a slot is free.
+
+        While it waits for a slot, :meth:`drain` may cancel it: then
+        ``on_abandon`` is called and ``CancelledError`` raised. After
+        :meth:`drain`, ``run`` never starts and ``on_abandon`` is called at once.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        slots = self._slots
+        if slots is None:  # stopped before this job could start
             self._waiting.pop(task, None)
-            self._running.add(task)
+            if on_abandon is not None:
+                on_abandon()
+            return
+        self._waiting[task] = on_abandon
+        try:
+            await slots.acquire()
+        except asyncio.CancelledError:
+            if task in self._waiting:
+                abandon = self._waiting.pop(task)
+                if abandon is not None:
+                    abandon()
+            raise
+        self._waiting.pop(task, None)
+        self._running.add(task)
+        try:
             await run()
+        finally:
+            self._running.discard(task)
+            slots.release()
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        # A submitted task cancelled before its first step never ran run(): abandon it here.
         on_abandon = self._waiting.pop(task, None)
         if on_abandon is not None:
             on_abandon()
@@ -119,7 +147,7 @@ class TaskPool:
             await asyncio.gather(*waiting, *running, return_exceptions=True)
         if self.threads is not None:
             # Threads of cancelled sync handlers cannot be interrupted; they end on their own.
-            self.threads.shutdown(wait=False, cancel_futures=True)
+            self.threads.shutdown()
             self.threads = None
         self._slots = None
         return DrainReport(

@@ -15,12 +15,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aio_pika import Message
-
 from .broker import Broker
 from .errors import PublishError, PublishReturned
 from .job import Job
-from .messages import job_message
+from .messages import JobMessage, job_message
 
 __all__ = ["JobPublisher", "due_in", "now_ms"]
 
@@ -73,7 +71,7 @@ class JobPublisher:
             (job, job_message(job, headers=h, max_bytes=self._max_bytes)) for job, h in jobs
         ]
 
-        async def one(job: Job, message: Message) -> None:
+        async def one(job: Job, message: JobMessage) -> None:
             async with slots:
                 await self._broker.publish(self._topology.exchange, job.queue, message)
 
@@ -83,7 +81,7 @@ class JobPublisher:
         )
 
     async def _publish_now(self, job: Job, headers: Mapping[str, Any] | None) -> None:
-        def build() -> tuple[str, Message]:
+        def build() -> tuple[str, JobMessage]:
             message = job_message(job, headers=headers, max_bytes=self._max_bytes)
             return self._topology.exchange, message
 
@@ -94,7 +92,7 @@ class JobPublisher:
     async def _publish_delayed(
         self, job: Job, due_ms: int, headers: Mapping[str, Any] | None
     ) -> None:
-        def build() -> tuple[str, Message]:
+        def build() -> tuple[str, JobMessage]:
             # Routed from the time left *now*: the first delayed publish declares the
             # whole delay topology, which can take longer than a short delay.
             route = self._topology.delay_route(due_ms - now_ms())
@@ -110,7 +108,7 @@ class JobPublisher:
         self,
         queue: str,
         declare: Callable[[], Awaitable[None]],
-        build: Callable[[], tuple[str, Message]],
+        build: Callable[[], tuple[str, JobMessage]],
     ) -> None:
         """Declare what ``queue`` needs, then build and publish its message.
 

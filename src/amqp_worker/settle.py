@@ -21,10 +21,11 @@ from typing import Any
 import aio_pika.exceptions as aio_pika_errors
 import aiormq.exceptions as amqp_errors
 from aio_pika import DeliveryMode, Message
-from aio_pika.abc import AbstractIncomingMessage
 
+from .acks import AckBatcher
 from .broker import Broker
 from .connect import connection_lost
+from .consumer import Delivery
 from .errors import BrokerError
 from .failures import AttemptRecord, FailureReason
 from .job import Job
@@ -49,13 +50,29 @@ class Settler:
     """Settles messages, and keeps track of settlements running in the background.
 
     :meth:`wait` lets ``stop()`` finish every ack, hand-back and park that is
-    still in flight before the channels close.
+    still in flight before the channels close. Acks are batched
+    (:mod:`amqp_worker.acks`): every delivery must be recorded with
+    :meth:`delivered` as it arrives.
     """
 
     def __init__(self, broker: Broker, publisher: JobPublisher) -> None:
         self._broker = broker
         self._publisher = publisher
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acks = AckBatcher()
+
+    def delivered(self, message: Delivery) -> None:
+        """Record a delivery as it arrives, before anything else is done with it."""
+        self._acks.delivered(message)
+
+    def ack_queued(self, message: Delivery) -> bool:
+        """True if ``message``'s ack is queued (it counts as settled) and not yet written."""
+        return self._acks.queued(message)
+
+    @property
+    def pending_acks(self) -> int:
+        """Acks queued or being written."""
+        return self._acks.pending
 
     def track(self, work: Awaitable[None]) -> None:
         """Run ``work`` in the background; :meth:`wait` waits for it."""
@@ -63,13 +80,25 @@ class Settler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def hand_back(self, message: AbstractIncomingMessage) -> None:
+    def hand_back(self, message: Delivery) -> None:
         """Return an unfinished message to RabbitMQ (nack, requeue); it is redelivered."""
-        self.track(self.settle(message.nack(requeue=True), "hand back a message"))
+        self.track(self._nack(message))
 
-    async def ack(self, message: AbstractIncomingMessage, what: str) -> None:
-        """Ack ``message`` (``what`` names it in the warning if its channel is gone)."""
-        await self.settle(message.ack(), f"ack {what}")
+    async def _nack(self, message: Delivery) -> None:
+        try:
+            await self.settle(message.nack(requeue=True), "hand back a message")
+        finally:
+            # Only once the nack is written may a multiple ack cover its tag.
+            self._acks.settled(message)
+
+    async def ack(self, message: Delivery, what: str) -> None:
+        """Ack ``message``: queued for this loop pass's batch (see :mod:`amqp_worker.acks`).
+
+        A message that was never recorded is acked on its own; ``what`` names
+        it in the warning if its channel is gone.
+        """
+        if not self._acks.ack(message):
+            await self.settle(message.ack(), f"ack {what}")
 
     async def settle(self, action: Awaitable[Any], what: str) -> None:
         """Await ``action`` (an ack, a nack, a cancel); a lost channel is only logged."""
@@ -84,7 +113,7 @@ class Settler:
 
     async def republish(
         self,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         job: Job,
         headers: dict[str, Any],
         due_ms: int | None,
@@ -109,7 +138,7 @@ class Settler:
     async def park(
         self,
         queue: str,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         reason: FailureReason,
         error: BaseException,
         job: Job | None = None,
@@ -140,9 +169,7 @@ class Settler:
         )
         return True
 
-    async def quarantine(
-        self, queue: str, message: AbstractIncomingMessage, job: Job, deliveries: int
-    ) -> bool:
+    async def quarantine(self, queue: str, message: Delivery, job: Job, deliveries: int) -> bool:
         """Move a job that came back unfinished to ``queue``'s quarantine queue, then ack it."""
         target = self._broker.topology.quarantine_queue(queue)
         moved = Message(
@@ -169,7 +196,7 @@ class Settler:
 
     async def _move(
         self,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         target: str,
         outgoing: Message,
         what: str,
@@ -195,18 +222,19 @@ class Settler:
         await self.ack(message, f"moved {what}")
         return True
 
-    async def _pause_and_hand_back(self, message: AbstractIncomingMessage, pause: bool) -> None:
+    async def _pause_and_hand_back(self, message: Delivery, pause: bool) -> None:
         if pause:
             await asyncio.sleep(HAND_BACK_PAUSE_S)
         self.hand_back(message)
 
     async def wait(self) -> None:
         """Wait until no settlement is in flight (including ones started meanwhile)."""
-        while self._tasks:
+        while self._tasks or self._acks.pending:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._acks.wait()
 
 
-def stale(message: AbstractIncomingMessage) -> bool:
+def stale(message: Delivery) -> bool:
     """True if the channel that delivered ``message`` is closed (it will be redelivered)."""
     try:
         message.channel  # noqa: B018 - raises once that channel is closed

@@ -1,0 +1,197 @@
+"""Consuming a queue at the aiormq level: each delivery read once, with no wrapper per message.
+
+aio-pika's ``queue.consume`` wraps every delivery in an ``IncomingMessage``
+(about 28 attribute writes through a checking ``__setattr__``) and runs the
+callback in one more task. For a job queue that is most of what a delivery
+costs the client (bench/README.md), so a worker consumes on the aiormq
+channel under aio-pika's robust one, and each delivery becomes a
+:class:`Delivery`: the few fields a worker reads, taken as they are.
+
+aio-pika still does what it is good at. The channel stays robust: after a
+reconnect it is reopened, its QoS and queue declarations restored; then
+:class:`QueueConsumer` consumes again on the new channel (its
+``reopen_callbacks``). A consumer the broker cancels (its queue was deleted,
+or moved off a node that left the cluster) is consumed again after a pause;
+if its queue is gone, that fails and closes the channel, which the robust
+channel then reopens, re-declaring the queue, and this consumes once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import aiormq.exceptions as amqp_errors
+from aio_pika.abc import AbstractChannel
+from aiormq.abc import AbstractChannel as UnderlyingChannel
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+
+from .connect import connection_lost
+from .errors import AccessRefused
+
+__all__ = ["Delivery", "QueueConsumer"]
+
+logger = logging.getLogger("amqp_worker")
+
+#: Wait before consuming again a queue whose consumer the broker cancelled.
+RECONSUME_PAUSE_S = 1.0
+
+
+class Delivery:
+    """One message delivered to a worker: what it carries, and ack / nack on its channel.
+
+    It reads like aio-pika's ``IncomingMessage`` for the fields a worker uses.
+    """
+
+    __slots__ = ("_channel", "_properties", "body", "delivery_tag", "processed", "redelivered")
+
+    def __init__(self, message: DeliveredMessage) -> None:
+        delivery = message.delivery
+        assert isinstance(delivery, Basic.Deliver)  # a consumer gets nothing else
+        self._channel = message.channel
+        self._properties = message.header.properties
+        self.body: bytes = message.body
+        self.delivery_tag: int | None = delivery.delivery_tag
+        self.redelivered: bool = bool(delivery.redelivered)
+        self.processed = False
+        """True once this delivery was acked or nacked through it."""
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The message's headers ({} if none)."""
+        return self._properties.headers or {}
+
+    @property
+    def message_id(self) -> str | None:
+        return self._properties.message_id
+
+    @property
+    def content_type(self) -> str | None:
+        return self._properties.content_type
+
+    @property
+    def type(self) -> str | None:
+        return self._properties.message_type
+
+    @property
+    def timestamp(self) -> datetime | None:
+        return self._properties.timestamp
+
+    @property
+    def channel(self) -> UnderlyingChannel:
+        """The channel it came on; raises ``ChannelInvalidStateError`` once that has closed."""
+        if self._channel.is_closed:
+            raise amqp_errors.ChannelInvalidStateError(f"{self._channel!r} closed")
+        return self._channel
+
+    async def ack(self) -> None:
+        """Ack this delivery alone (a worker acks through :mod:`amqp_worker.acks`)."""
+        await self.channel.basic_ack(self._tag())
+        self.processed = True
+
+    async def nack(self, requeue: bool = True) -> None:
+        """Nack this delivery; with ``requeue`` RabbitMQ delivers it again."""
+        await self.channel.basic_nack(self._tag(), requeue=requeue)
+        self.processed = True
+
+    def _tag(self) -> int:
+        if self.processed:
+            raise amqp_errors.AMQPError(f"delivery {self.delivery_tag} was settled already")
+        assert self.delivery_tag is not None
+        return self.delivery_tag
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.delivery_tag} id={self.message_id!r}>"
+
+
+class QueueConsumer:
+    """Consumes ``queue`` on ``channel`` and calls ``callback`` with each :class:`Delivery`."""
+
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        queue: str,
+        callback: Callable[[Delivery], Awaitable[None]],
+    ) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._callback = callback
+        self._underlying: UnderlyingChannel | None = None
+        self._tag: str | None = None
+        self._cancelled = False
+        self._again: asyncio.Task[None] | None = None
+
+    @property
+    def queue(self) -> str:
+        return self._queue
+
+    async def start(self) -> None:
+        """Consume; after every reopen of a robust channel, consume again."""
+        await self._consume()
+        reopened = getattr(self._channel, "reopen_callbacks", None)
+        if reopened is not None:
+            reopened.add(self._on_reopen)
+
+    async def _consume(self) -> None:
+        underlying = await self._channel.get_underlay_channel()
+        try:
+            ok = await underlying.basic_consume(self._queue, self._deliver)
+        except amqp_errors.ChannelAccessRefused as exc:
+            raise AccessRefused.from_reply(f"consume {self._queue!r}", exc) from None
+        self._underlying, self._tag = underlying, ok.consumer_tag
+        underlying.on_consumer_cancel_callbacks.add(self._on_cancel)
+
+    async def _deliver(self, message: DeliveredMessage) -> None:
+        await self._callback(Delivery(message))
+
+    async def _on_reopen(self, *_: Any) -> None:
+        if not self._cancelled:
+            await self._consume()
+
+    async def _on_cancel(self, frame: Basic.Cancel | Basic.CancelOk) -> None:
+        if (
+            self._cancelled
+            or not isinstance(frame, Basic.Cancel)
+            or frame.consumer_tag != self._tag
+        ):
+            return
+        logger.warning(
+            "RabbitMQ cancelled the consumer of %s (queue deleted, or moved to another node); "
+            "consuming it again in %gs",
+            self._queue,
+            RECONSUME_PAUSE_S,
+        )
+        self._again = asyncio.ensure_future(self._consume_again())
+
+    async def _consume_again(self) -> None:
+        await asyncio.sleep(RECONSUME_PAUSE_S)
+        if self._cancelled:
+            return
+        try:
+            await self._consume()
+        except Exception as exc:
+            if not (isinstance(exc, amqp_errors.AMQPError) or connection_lost(exc)):
+                raise
+            # The channel closed (its queue is gone, say): the robust channel reopens
+            # it, re-declaring the queue, and _on_reopen consumes again.
+            logger.warning("could not consume %s again yet (%s)", self._queue, exc)
+
+    async def cancel(self) -> None:
+        """Stop consuming: no delivery after this returns (the broker's CancelOk)."""
+        self._cancelled = True
+        reopened = getattr(self._channel, "reopen_callbacks", None)
+        if reopened is not None:
+            reopened.discard(self._on_reopen)
+        if self._again is not None:
+            self._again.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._again
+        underlying, tag = self._underlying, self._tag
+        if underlying is not None and tag is not None and not underlying.is_closed:
+            underlying.on_consumer_cancel_callbacks.discard(self._on_cancel)
+            await underlying.basic_cancel(tag)
