@@ -32,7 +32,8 @@ async def delete_exchanges(names: Iterable[str], url: str = BROKER_URL) -> None:
 
 
 async def delete_topology(topology: Topology, queues: Iterable[str] = ()) -> None:
-    """Delete everything a worker name declared: work, due and failed queues, delay topology."""
+    """Delete everything a worker name declared: work, due and failed queues, delay topology,
+    schedule token and status queues."""
     names = [
         name
         for queue in queues
@@ -48,6 +49,7 @@ async def delete_topology(topology: Topology, queues: Iterable[str] = ()) -> Non
         for level in range(topology.delay.levels)
         for digit in range(1, DELAY_RADIX)
     ]
+    names += [topology.schedule_queue, topology.schedule_status_queue]
     await delete_queues(names)
     await delete_exchanges(
         [topology.exchange, topology.due_exchange]

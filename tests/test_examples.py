@@ -31,6 +31,48 @@ def test_quickstart_runs_with_the_in_process_worker() -> None:
     assert "all 4 jobs ran" in out
 
 
+@pytest.mark.timeout(60)
+def test_schedules_example_runs_its_heartbeat_in_process() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AMQP_WORKER_URL"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "schedules.py"), "--ticks", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    ).stdout
+    assert out.count("heartbeat heartbeat@") == 2
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(90)
+async def test_schedules_example_and_the_schedules_command_against_rabbitmq() -> None:
+    prefix = f"awtest-ex-{uuid.uuid4().hex[:8]}."
+    env = example_env(prefix)
+    try:
+        out = await run_example(env, "schedules.py", "--ticks", "2")
+        assert out.count("heartbeat heartbeat@") == 2
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "amqp_worker.cli",
+            "schedules",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        table, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, table.decode()
+        text = table.decode()
+        assert "leader:" in text
+        assert "heartbeat" in text
+        assert "every 2s" in text
+        assert "cron 0 2 * * * Europe/Berlin" in text
+    finally:
+        await delete_topology_queues("periodic", prefix=prefix)
+
+
 @pytest.mark.broker
 @pytest.mark.timeout(90)
 async def test_publisher_then_consumer_against_rabbitmq() -> None:

@@ -155,4 +155,12 @@ def test_the_schema_requires_only_the_handler() -> None:
     schema = json.loads(job_schema_json())
     assert schema["required"] == ["handler"]
     assert schema["additionalProperties"] is True
-    assert set(schema["properties"]) == {"handler", "queue", "args", "id", "attempt", "enqueued_at"}
+    assert set(schema["properties"]) == {
+        "handler",
+        "queue",
+        "args",
+        "id",
+        "attempt",
+        "enqueued_at",
+        "scheduled_at",
+    }

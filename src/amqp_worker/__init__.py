@@ -19,6 +19,7 @@ from .errors import (
     HandlerNotRegistered,
     InvalidArgs,
     InvalidHandler,
+    InvalidSchedule,
     JobCrashed,
     JobTimeout,
     JobTooLarge,
@@ -35,6 +36,7 @@ from .hooks import Hooks, JobEvent
 from .job import Job
 from .protocol import FailedJobs, Worker
 from .retry import RetryPolicy
+from .schedule import Schedule
 from .settings import AMQPSettings, WorkerOptions
 from .simple import SimpleWorker
 from .topology import Topology
@@ -64,6 +66,7 @@ __all__ = [
     "Hooks",
     "InvalidArgs",
     "InvalidHandler",
+    "InvalidSchedule",
     "Job",
     "JobCrashed",
     "JobEvent",
@@ -75,6 +78,7 @@ __all__ = [
     "PublishReturned",
     "Retry",
     "RetryPolicy",
+    "Schedule",
     "SimpleWorker",
     "Topology",
     "TopologyConflict",

@@ -39,6 +39,7 @@ from .failed_jobs.rabbitmq import RabbitFailedJobs
 from .failures import AttemptRecord, FailureReason, history_from_headers
 from .hold import DueAction, DueHold, due_action
 from .job import Job
+from .leader import ScheduleLeader
 from .messages import DELIVERIES_HEADER, DUE_HEADER, carried_headers, retry_headers
 from .protocol import FailedJobs
 from .publishing import JobPublisher, due_in, now_ms
@@ -98,6 +99,7 @@ class AMQPWorker(BaseWorker[Received]):
             window_ms=self.settings.delay_window_ms,
         )
         self._settler = Settler(self._broker, self._publisher)
+        self._leader: ScheduleLeader | None = None
 
     def _copy(self, overrides: dict[str, Any]) -> Self:
         fixed = sorted({"settings", "connection", "ssl_context"} & set(overrides))
@@ -204,6 +206,15 @@ class AMQPWorker(BaseWorker[Received]):
         # Declared after the consumers start: its ~100 round trips overlap the first jobs.
         # A retry or perform_in that needs it meanwhile waits for it (Broker._once).
         await self._broker.ensure_delays()
+        if self._schedules:
+            self._leader = ScheduleLeader(
+                self._broker,
+                lambda: self._schedules,
+                enqueue=self.perform,
+                on_tick=self.hooks.ticked,
+                leader_name=settings.connection_name,
+            )
+            await self._leader.start()
         self._warn_timeouts_over(self.settings.consumer_timeout_s)
         logger.info(
             "worker started: %s queues=%s handlers=%s max_concurrency=%d prefetch=%d",
@@ -230,6 +241,9 @@ class AMQPWorker(BaseWorker[Received]):
                 client_logs.uninstall()
 
     async def _end(self, was_running: bool, timeout_s: float | None) -> None:
+        leader, self._leader = self._leader, None
+        if leader is not None:
+            await leader.stop()  # first: no tick may fire while the worker stops
         if was_running:
             for consumer in self._consumers:
                 await self._settler.settle(consumer.cancel(), "cancel consumer")

@@ -27,6 +27,7 @@ from .errors import (
     ConfigurationError,
     HandlerAlreadyRegistered,
     HandlerNotRegistered,
+    InvalidSchedule,
 )
 from .failures import AttemptRecord, FailureReason
 from .handlers import Handler, HandlerSpec, check_timeout
@@ -35,6 +36,7 @@ from .job import Job
 from .pool import DrainReport, TaskPool
 from .protocol import FailedJobs
 from .retry import RetryPolicy, decide
+from .schedule import MissedPolicy, Schedule
 from .watchdog import DEFAULT_LOOP_STALL_WARN_S, LoopWatchdog, OnLoop, check_stall_threshold
 
 __all__ = ["BaseWorker", "delay_until", "seconds"]
@@ -107,6 +109,7 @@ class BaseWorker(abc.ABC, Generic[D]):
         # The async handlers in progress, for the watchdog's warning; see watchdog.py.
         self._on_loop: OnLoop = {}
         self._watchdog: LoopWatchdog | None = None
+        self._schedules: dict[str, Schedule] = {}
 
     @property
     def max_concurrency(self) -> int:
@@ -142,6 +145,7 @@ class BaseWorker(abc.ABC, Generic[D]):
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"with_options: {exc}") from None
         fresh._handlers = dict(self._handlers)
+        fresh._schedules = dict(self._schedules)
         fresh.hooks = self.hooks.copy()
         return fresh
 
@@ -183,6 +187,47 @@ class BaseWorker(abc.ABC, Generic[D]):
             return func
 
         return decorate
+
+    # -- periodic jobs ----------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        job: Job,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str = "UTC",
+        missed: MissedPolicy = "once",
+    ) -> Schedule:
+        """Enqueue ``job`` on every tick of ``cron`` (in ``tz``) or ``every`` interval.
+
+        ``cron`` has five fields (``0 2 * * *``, names such as ``mon-fri``);
+        ``every`` is a ``timedelta`` or seconds, at least 1 s, its ticks aligned
+        to the Unix epoch. ``tz`` is an IANA zone name. ``missed`` says what to
+        do with ticks that fell due while no worker ran: ``skip`` them, enqueue
+        the latest ``once``, or ``all`` of them. Each tick's job is a copy of
+        ``job`` with the id ``<name>@<tick in UTC>`` and ``scheduled_at`` set to
+        the tick, so a duplicate has the same id.
+
+        On RabbitMQ every replica declares the same schedules and each tick is
+        enqueued once across them (see ``docs/periodic.md``). Declare schedules
+        before :meth:`start`. Raises
+        :class:`~amqp_worker.errors.InvalidSchedule` for a bad definition, a
+        name already taken, or a worker already running.
+        """
+        spec = Schedule.build(name, job, cron=cron, every=every, tz=tz, missed=missed)
+        if name in self._schedules:
+            raise InvalidSchedule(f"a schedule named {name!r} is already defined")
+        if self._running:
+            raise InvalidSchedule(f"schedule {name!r}: declare schedules before start()")
+        self._schedules[name] = spec
+        return spec
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The schedules declared on this worker, by name (a copy)."""
+        return dict(self._schedules)
 
     # -- enqueueing -----------------------------------------------------------
 

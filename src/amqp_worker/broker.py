@@ -209,6 +209,8 @@ class Broker:
 
     async def ensure_work_queue(self, queue: str) -> None:
         """Make sure jobs for ``queue`` have somewhere to go, even before any worker ran."""
+        if f"work:{queue}" in self._declared:
+            return  # every perform asks: answer without building the declaration
         topology = self.topology
 
         async def declare() -> None:

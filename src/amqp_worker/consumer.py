@@ -83,6 +83,11 @@ class Delivery:
         return self._properties.timestamp
 
     @property
+    def came_on(self) -> UnderlyingChannel:
+        """The channel it came on, open or closed (to tell one channel's deliveries from another's)."""
+        return self._channel
+
+    @property
     def channel(self) -> UnderlyingChannel:
         """The channel it came on; raises ``ChannelInvalidStateError`` once that has closed."""
         if self._channel.is_closed:

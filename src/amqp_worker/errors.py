@@ -20,8 +20,10 @@ The tree::
     ├── JobTooLarge               (ValueError)   a job's JSON is over max_message_bytes
     ├── FailedJobNotFound         (LookupError)  no failed job has this id
     ├── ConfigurationError        (ValueError)   a setting or URL is unusable
+    ├── InvalidSchedule           (ValueError)   schedule() got a bad name, cron, interval or zone
     └── BrokerError                              RabbitMQ did not do what was asked
         ├── BrokerUnavailable     (ConnectionError)  no connection within the deadline
+        ├── AccessRefused         (PermissionError)  the broker refused a permission (403)
         ├── TopologyConflict                     a queue exists with other arguments
         └── PublishError                         a job was not confirmed as enqueued
             ├── PublishNacked                    the broker refused the message
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 __all__ = [
+    "AccessRefused",
     "AmqpWorkerError",
     "BrokerError",
     "BrokerUnavailable",
@@ -49,6 +52,7 @@ __all__ = [
     "HandlerNotRegistered",
     "InvalidArgs",
     "InvalidHandler",
+    "InvalidSchedule",
     "JobCrashed",
     "JobTimeout",
     "JobTooLarge",
@@ -135,6 +139,10 @@ class FailedJobNotFound(AmqpWorkerError, LookupError):
 
 class ConfigurationError(AmqpWorkerError, ValueError):
     """A setting, URL or option is unusable; the message says which and why."""
+
+
+class InvalidSchedule(AmqpWorkerError, ValueError):
+    """``schedule()`` got a bad name, cron expression, interval, zone or ``missed`` value."""
 
 
 class BrokerError(AmqpWorkerError):

@@ -21,6 +21,9 @@ Four moments on the consuming side:
 - ``on_parked``: a job went to the failed-jobs queue (``reason`` is set; ``job``
   is None if the message was not a valid job).
 
+Schedules have one more, ``on_tick`` (sync): the worker fired a schedule's
+tick (a :class:`~amqp_worker.ticker.TickEvent`, with the tick's lateness).
+
 Hooks may be sync or async. They run on the event loop, in registration
 order, so keep them quick. An exception in a hook is logged and otherwise
 ignored: a broken metrics exporter never fails a job.
@@ -36,6 +39,7 @@ from typing import Any, Literal
 
 from .failures import FailureReason
 from .job import Job
+from .ticker import TickEvent
 
 __all__ = ["Hook", "Hooks", "JobEvent", "PublishHook"]
 
@@ -67,6 +71,7 @@ class JobEvent:
 
 Hook = Callable[[JobEvent], Awaitable[None] | None]
 PublishHook = Callable[[Job, dict[str, Any]], None]
+TickHook = Callable[[TickEvent], None]
 
 
 class Hooks:
@@ -80,6 +85,7 @@ class Hooks:
             "on_parked": [],
         }
         self._publish: list[PublishHook] = []
+        self._tick: list[TickHook] = []
 
     def on_publish(self, hook: PublishHook) -> PublishHook:
         """Run ``hook(job, headers)`` for each job enqueued; it may add headers."""
@@ -97,6 +103,21 @@ class Hooks:
             except Exception:
                 logger.exception("on_publish hook %r failed for job %s", hook, job.id)
         return headers
+
+    def on_tick(self, hook: TickHook) -> TickHook:
+        """Run ``hook(event)`` for each schedule tick this worker fired (a ``TickEvent``)."""
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
+        self._tick.append(hook)
+        return hook
+
+    def ticked(self, event: TickEvent) -> None:
+        """Tell the ``on_tick`` hooks; their errors are logged, not raised."""
+        for hook in self._tick:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("on_tick hook %r failed for schedule %s", hook, event.schedule)
 
     def before(self, hook: Hook) -> Hook:
         """Run ``hook`` before each attempt."""
@@ -126,6 +147,7 @@ class Hooks:
         for moment, hooks in self._hooks.items():
             fresh._hooks[moment] = list(hooks)
         fresh._publish = list(self._publish)
+        fresh._tick = list(self._tick)
         return fresh
 
     def __bool__(self) -> bool:

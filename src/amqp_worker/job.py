@@ -102,6 +102,10 @@ def _aware_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -191,6 +195,14 @@ class Job(BaseModel):
     enqueued_at: Annotated[datetime, AfterValidator(_aware_utc)] = Field(
         default_factory=_utc_now,
         description="When the job was enqueued: an RFC 3339 time with an offset, kept as UTC.",
+    )
+    scheduled_at: Annotated[datetime, AfterValidator(_aware_utc)] | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description=(
+            "Set on a job a schedule enqueued: the tick it was enqueued for (UTC), "
+            "which may be earlier than when it ran. Absent on other jobs."
+        ),
     )
 
     def to_json(self) -> bytes:

@@ -23,6 +23,12 @@ Every series is labelled by ``queue`` and ``handler``:
   labelled by ``outcome`` (``succeeded`` or ``failed``);
 - ``amqp_worker_jobs_in_progress``: attempts running now.
 
+Schedules add two series, labelled by ``schedule``:
+
+- ``amqp_worker_schedule_ticks_total``: ticks this worker fired (as the leader);
+- ``amqp_worker_schedule_tick_lateness_seconds``: a histogram of how long after
+  its tick each one was enqueued.
+
 Handler names are labels, so their number should stay small: only registered
 handlers reach ``started``, but an unknown handler name in a parked message
 does appear under ``parked``.
@@ -35,6 +41,7 @@ from typing import Any, TypeVar
 
 from .hooks import JobEvent
 from .protocol import Worker
+from .ticker import TickEvent
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -66,6 +73,9 @@ DURATION_BUCKETS_S = (
     300.0,
     900.0,
 )
+
+#: Tick lateness: a healthy leader is milliseconds late; a takeover, seconds.
+LATENESS_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0)
 
 _LABELS = ("queue", "handler")
 
@@ -107,6 +117,16 @@ class PrometheusMetrics:
             **common,
         )
         self.in_progress = Gauge("jobs_in_progress", "Job attempts running now.", _LABELS, **common)
+        self.ticks = Counter(
+            "schedule_ticks", "Schedule ticks this worker fired.", ("schedule",), **common
+        )
+        self.tick_lateness = Histogram(
+            "schedule_tick_lateness_seconds",
+            "How long after its tick each schedule tick was enqueued.",
+            ("schedule",),
+            buckets=LATENESS_BUCKETS_S,
+            **common,
+        )
         # Whether the attempt running in this task was counted in in_progress: a
         # failure before the start (unknown handler, invalid args) must not
         # decrement it. Per task, so two copies of one job running at once count twice.
@@ -120,7 +140,12 @@ class PrometheusMetrics:
         worker.hooks.after(self._after)
         worker.hooks.on_failure(self._on_failure)
         worker.hooks.on_parked(self._on_parked)
+        worker.hooks.on_tick(self._on_tick)
         return worker
+
+    def _on_tick(self, event: TickEvent) -> None:
+        self.ticks.labels(event.schedule).inc()
+        self.tick_lateness.labels(event.schedule).observe(event.lateness_s)
 
     def _labels(self, event: JobEvent) -> tuple[str, str]:
         return event.queue, event.handler or ""

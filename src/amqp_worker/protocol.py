@@ -32,6 +32,7 @@ from .handlers import Handler
 from .hooks import Hooks
 from .job import Job
 from .retry import RetryPolicy
+from .schedule import MissedPolicy, Schedule
 
 __all__ = ["FailedJobs", "Worker"]
 
@@ -170,6 +171,29 @@ class Worker(Protocol):
         self, name: str, *, retry: RetryPolicy | None = None, timeout_s: float | None = None
     ) -> Callable[[H], H]:
         """Decorator form of :meth:`register`; returns the function unchanged."""
+        ...
+
+    def schedule(
+        self,
+        name: str,
+        job: Job,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str = "UTC",
+        missed: MissedPolicy = "once",
+    ) -> Schedule:
+        """Enqueue ``job`` on every tick of ``cron`` (in ``tz``) or ``every``; see ``docs/periodic.md``.
+
+        Each tick's job has the id ``<name>@<tick in UTC>`` and ``scheduled_at``
+        set to the tick. Raises :class:`~amqp_worker.errors.InvalidSchedule`
+        at once for a bad definition, a taken name, or a running worker.
+        """
+        ...
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The schedules declared on this worker, by name (a copy)."""
         ...
 
     async def __aenter__(self) -> Self: ...

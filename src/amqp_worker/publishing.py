@@ -81,13 +81,16 @@ class JobPublisher:
         )
 
     async def _publish_now(self, job: Job, headers: Mapping[str, Any] | None) -> None:
-        def build() -> tuple[str, JobMessage]:
-            message = job_message(job, headers=headers, max_bytes=self._max_bytes)
-            return self._topology.exchange, message
-
-        await self._with_declared(
-            job.queue, lambda: self._broker.ensure_work_queue(job.queue), build
-        )
+        # The hot path of perform: no closures, one declaration check.
+        await self._broker.ensure_work_queue(job.queue)
+        message = job_message(job, headers=headers, max_bytes=self._max_bytes)
+        try:
+            await self._broker.publish(self._topology.exchange, job.queue, message)
+        except PublishReturned:
+            # Someone deleted the queue since we declared it: declare again, publish once more.
+            self._broker.forget(job.queue)
+            await self._broker.ensure_work_queue(job.queue)
+            await self._broker.publish(self._topology.exchange, job.queue, message)
 
     async def _publish_delayed(
         self, job: Job, due_ms: int, headers: Mapping[str, Any] | None

@@ -12,22 +12,25 @@ kept in memory until purged or the process ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from .attempt import tell_parked
 from .base import BaseWorker
 from .defaults import DEFAULT_MAX_CONCURRENCY
-from .errors import ConfigurationError
+from .errors import ConfigurationError, HandlerNotRegistered
 from .failed_jobs.memory import MemoryFailedJobs
 from .failures import AttemptRecord, FailedJob, FailureReason, failure_headers
 from .job import DEFAULT_MAX_MESSAGE_BYTES, Job, check_size
 from .protocol import FailedJobs
 from .retry import RetryPolicy
+from .ticker import Ticker
 from .watchdog import DEFAULT_LOOP_STALL_WARN_S
 
 __all__ = ["SimpleWorker"]
@@ -79,6 +82,8 @@ class SimpleWorker(BaseWorker[_Entry]):
         self._timers: dict[int, tuple[asyncio.TimerHandle, _Entry]] = {}
         self._tokens = itertools.count()
         self._dropped = 0
+        self._ticking: asyncio.Future[None] | None = None
+        self._fired: dict[str, datetime] = {}
         self._failed = MemoryFailedJobs(lambda job, headers: self._place(_Entry(job, headers), 0))
 
     def _copy(self, overrides: dict[str, Any]) -> Self:
@@ -175,8 +180,26 @@ class SimpleWorker(BaseWorker[_Entry]):
     async def _begin(self) -> None:
         while self._pending:
             self._submit(self._pending.popleft())
+        if self._schedules:
+            # One process, one leader: the ticks fired are kept in memory across restarts.
+            ticker = Ticker(
+                lambda: self._schedules, enqueue=self.perform, on_tick=self.hooks.ticked
+            )
+            self._ticking = asyncio.ensure_future(ticker.run(self._fired, datetime.now(UTC)))
+
+    async def _enqueue_tick(self, job: Job) -> None:
+        try:
+            await self.perform(job)
+        except HandlerNotRegistered as exc:
+            # The tick counts as fired: a schedule whose handler is missing must not spin.
+            logger.error("schedule tick %s not enqueued: %s", job.id, exc)
 
     async def _end(self, was_running: bool, timeout_s: float | None) -> None:
+        ticking, self._ticking = self._ticking, None
+        if ticking is not None:
+            ticking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticking
         if not was_running:
             return
         self._dropped = 0

@@ -256,6 +256,24 @@ class Topology:
         """Where delayed jobs of ``queue`` arrive shortly before they are due."""
         return _check_length("queue", f"{self.name}.due.{self.work_queue(queue)}")
 
+    @property
+    def schedule_queue(self) -> str:
+        """The queue of schedule tokens; its single active consumer fires every schedule."""
+        return f"{self.name}.schedules"
+
+    @property
+    def schedule_status_queue(self) -> str:
+        """Holds one message: the leading replica's latest view of the schedules (for the CLI)."""
+        return f"{self.name}.schedules.status"
+
+    def schedule_queue_arguments(self) -> dict[str, Any]:
+        """A single active consumer: one replica at a time receives the token and leads."""
+        return {**queue_arguments(self.queue_type), "x-single-active-consumer": True}
+
+    def schedule_status_queue_arguments(self) -> dict[str, Any]:
+        """Keeps only the newest status message (older ones are dropped from the head)."""
+        return {**queue_arguments(self.queue_type), "x-max-length": 1, "x-overflow": "drop-head"}
+
     def quarantine_queue(self, queue: str) -> str:
         """Where jobs of ``queue`` that came back unfinished (a worker died) run one at a time."""
         return _check_length("queue", f"{self.name}.quarantine.{self.work_queue(queue)}")

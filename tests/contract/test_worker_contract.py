@@ -21,12 +21,14 @@ from amqp_worker import (
     ConfigurationError,
     HandlerAlreadyRegistered,
     InvalidHandler,
+    InvalidSchedule,
     Job,
     JobEvent,
     JobTooLarge,
     RetryPolicy,
     Worker,
 )
+from amqp_worker.schedule import tick_id
 from tests.conftest import WorkerKit
 
 GUARD_S = 20.0
@@ -637,3 +639,54 @@ async def test_a_job_over_max_message_bytes_is_refused_before_it_is_enqueued(
         await worker.perform(kit.job("h", {"n": 2}))
         await wait(rec.done)
     assert [call[0] for call in rec.calls] == [{"n": 2}]
+
+
+# -- periodic jobs ------------------------------------------------------------------------
+
+
+async def test_a_schedule_enqueues_each_tick_with_its_id_and_scheduled_time(
+    kit: WorkerKit,
+) -> None:
+    worker = kit.make()
+    ran: list[Job] = []
+    two = asyncio.Event()
+
+    async def tick(args: dict[str, Any], job: Job) -> None:
+        ran.append(job)
+        if len(ran) == 2:
+            two.set()
+
+    worker.register("tick", tick)
+    name = f"hb-{kit.queue}"
+    spec = worker.schedule(name, kit.job("tick", {"k": 1}), every=1)
+    assert worker.schedules[name] is spec
+    async with worker:
+        await wait(two)
+    first, second = ran[0], ran[1]
+    for job in (first, second):
+        assert job.scheduled_at is not None
+        assert job.scheduled_at.microsecond == 0  # every=1 ticks on whole seconds
+        assert job.id == tick_id(name, job.scheduled_at)
+        assert job.args == {"k": 1}
+        assert job.enqueued_at >= job.scheduled_at  # never early
+    assert second.scheduled_at - first.scheduled_at == timedelta(seconds=1)  # type: ignore[operator]
+    assert len({job.id for job in ran}) == len(ran)
+
+
+async def test_bad_schedules_fail_at_once(kit: WorkerKit) -> None:
+    worker = kit.make()
+    job = kit.job("tick")
+    with pytest.raises(InvalidSchedule, match="five fields"):
+        worker.schedule("a", job, cron="0 2 * *")
+    with pytest.raises(InvalidSchedule, match="unknown time zone"):
+        worker.schedule("a", job, cron="0 2 * * *", tz="Europe/Nowhere")
+    with pytest.raises(InvalidSchedule, match="exactly one"):
+        worker.schedule("a", job)
+    worker.schedule("a", job, every=timedelta(minutes=5))
+    with pytest.raises(InvalidSchedule, match="already defined"):
+        worker.schedule("a", job, every=60)
+    worker.register("tick", lambda args: None)
+    async with worker:
+        with pytest.raises(InvalidSchedule, match="before start"):
+            worker.schedule("b", job, every=60)
+    assert list(worker.schedules) == ["a"]

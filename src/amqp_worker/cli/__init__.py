@@ -31,6 +31,7 @@ from .daemon import run
 from .enqueue import enqueue
 from .failed import failed
 from .queues import queues
+from .schedules import schedules
 
 __all__ = ["ExitCode", "cli", "main", "run_cli"]
 
@@ -57,6 +58,7 @@ cli.add_command(enqueue)
 cli.add_command(queues)
 cli.add_command(check)
 cli.add_command(failed)
+cli.add_command(schedules)
 
 
 def _report(message: str, secrets: Secrets, prefix: str = PROG) -> None:

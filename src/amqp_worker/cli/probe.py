@@ -103,6 +103,21 @@ class Probe:
         result = queue.declaration_result
         return QueueStat(result.message_count or 0, result.consumer_count or 0)
 
+    async def peek(self, name: str) -> bytes | None:
+        """The body of the first message of queue ``name``, left in place; None if none."""
+        channel = await self._open_channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except amqp_errors.ChannelNotFoundEntity:
+            self._channel = None  # the broker closed it
+            return None
+        message = await queue.get(no_ack=False, fail=False)
+        if message is None:
+            return None
+        body = message.body
+        await message.nack(requeue=True)
+        return body
+
 
 def _is_local(host: str | None) -> bool:
     if host is None:
