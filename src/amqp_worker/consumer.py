@@ -40,6 +40,8 @@ logger = logging.getLogger("amqp_worker")
 
 #: Wait before consuming again a queue whose consumer the broker cancelled.
 RECONSUME_PAUSE_S = 1.0
+#: How often a consumer checks that the channel in use still has it.
+KEEP_CONSUMING_S = 1.0
 
 
 class Delivery:
@@ -130,6 +132,8 @@ class QueueConsumer:
         self._tag: str | None = None
         self._cancelled = False
         self._again: asyncio.Task[None] | None = None
+        self._watch: asyncio.Future[None] | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def queue(self) -> str:
@@ -141,22 +145,66 @@ class QueueConsumer:
         reopened = getattr(self._channel, "reopen_callbacks", None)
         if reopened is not None:
             reopened.add(self._on_reopen)
+        self._watch = asyncio.ensure_future(self._keep_consuming())
 
     async def _consume(self) -> None:
-        underlying = await self._channel.get_underlay_channel()
-        try:
-            ok = await underlying.basic_consume(self._queue, self._deliver)
-        except amqp_errors.ChannelAccessRefused as exc:
-            raise AccessRefused.from_reply(f"consume {self._queue!r}", exc) from None
-        self._underlying, self._tag = underlying, ok.consumer_tag
-        underlying.on_consumer_cancel_callbacks.add(self._on_cancel)
+        async with self._lock:
+            underlying = await self._channel.get_underlay_channel()
+            if self._consuming_on(underlying):
+                return  # the reopen callback and the check below may both get here
+            try:
+                ok = await underlying.basic_consume(self._queue, self._deliver)
+            except amqp_errors.ChannelAccessRefused as exc:
+                raise AccessRefused.from_reply(f"consume {self._queue!r}", exc) from None
+            self._underlying, self._tag = underlying, ok.consumer_tag
+            underlying.on_consumer_cancel_callbacks.add(self._on_cancel)
+
+    def _consuming_on(self, underlying: UnderlyingChannel) -> bool:
+        consumers = getattr(underlying, "consumers", {})
+        return (
+            underlying is self._underlying
+            and not underlying.is_closed
+            and self._tag is not None
+            and self._tag in consumers
+        )
+
+    async def _keep_consuming(self) -> None:
+        """Every second, make sure the channel in use has this consumer.
+
+        The reopen callback normally does it. It can miss: a reopen that fails
+        half-way (the connection flapped again) is retried by aio-pika, but a
+        consume that failed inside the callback is not. Seen after a connection
+        held silent past the heartbeat (tests/amqp/test_network_cuts.py).
+        """
+        while not self._cancelled:
+            await asyncio.sleep(KEEP_CONSUMING_S)
+            if self._cancelled or self._channel.is_closed:
+                continue  # a robust channel that is being restored reads as closed
+            try:
+                underlying = await asyncio.wait_for(
+                    self._channel.get_underlay_channel(), KEEP_CONSUMING_S
+                )
+                if not self._consuming_on(underlying):
+                    logger.info("consuming %s again (its consumer was gone)", self._queue)
+                    await self._consume()
+            except Exception as exc:
+                if not (
+                    isinstance(exc, amqp_errors.AMQPError | TimeoutError) or connection_lost(exc)
+                ):
+                    raise
+                logger.debug("could not check the consumer of %s yet: %s", self._queue, exc)
 
     async def _deliver(self, message: DeliveredMessage) -> None:
         await self._callback(Delivery(message))
 
     async def _on_reopen(self, *_: Any) -> None:
-        if not self._cancelled:
+        if self._cancelled:
+            return
+        try:
             await self._consume()
+        except Exception as exc:
+            # _keep_consuming tries again within a second.
+            logger.debug("could not consume %s on the reopened channel: %s", self._queue, exc)
 
     async def _on_cancel(self, frame: Basic.Cancel | Basic.CancelOk) -> None:
         if (
@@ -192,10 +240,11 @@ class QueueConsumer:
         reopened = getattr(self._channel, "reopen_callbacks", None)
         if reopened is not None:
             reopened.discard(self._on_reopen)
-        if self._again is not None:
-            self._again.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._again
+        for task in (self._again, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         underlying, tag = self._underlying, self._tag
         if underlying is not None and tag is not None and not underlying.is_closed:
             underlying.on_consumer_cancel_callbacks.discard(self._on_cancel)
