@@ -22,7 +22,7 @@ from typing import Self
 from urllib.parse import unquote, urlsplit
 
 import aiormq.exceptions as amqp_errors
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from amqp_worker.connect import dial
 from amqp_worker.errors import BrokerUnavailable
@@ -92,24 +92,27 @@ class Probe:
             self._channel = await self._connection.channel(publisher_confirms=False)
         return self._channel
 
-    async def stat(self, name: str) -> QueueStat | None:
-        """Ready messages and consumers of queue ``name``; None if it does not exist."""
+    async def _passive(self, name: str) -> AbstractQueue | None:
+        """Queue ``name`` declared passively; None if it does not exist."""
         channel = await self._open_channel()
         try:
-            queue = await channel.declare_queue(name, passive=True)
+            return await channel.declare_queue(name, passive=True)
         except amqp_errors.ChannelNotFoundEntity:
             self._channel = None  # the broker closed it
+            return None
+
+    async def stat(self, name: str) -> QueueStat | None:
+        """Ready messages and consumers of queue ``name``; None if it does not exist."""
+        queue = await self._passive(name)
+        if queue is None:
             return None
         result = queue.declaration_result
         return QueueStat(result.message_count or 0, result.consumer_count or 0)
 
     async def peek(self, name: str) -> bytes | None:
         """The body of the first message of queue ``name``, left in place; None if none."""
-        channel = await self._open_channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except amqp_errors.ChannelNotFoundEntity:
-            self._channel = None  # the broker closed it
+        queue = await self._passive(name)
+        if queue is None:
             return None
         message = await queue.get(no_ack=False, fail=False)
         if message is None:
