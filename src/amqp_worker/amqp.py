@@ -22,7 +22,7 @@ import asyncio
 import functools
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Self, Unpack
 
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -306,30 +306,22 @@ class AMQPWorker(BaseWorker[Received]):
             self._settler.track(self._park_message(queue, message, reason, exc))
             return None
 
-    def _admit(self, queue: str, message: Delivery) -> Callable[[], Awaitable[None]] | None:
-        """What runs the job ``message`` carries; None if it is settled some other way.
-
-        A body that is not a job, or names no registered handler, is parked;
-        a job that was handed out before is quarantined or parked.
-        """
+    def _accept(self, queue: str, message: Delivery) -> None:
         job = self._decode(queue, message)
         if job is None:
-            return None
+            return
         if job.handler not in self._handlers:
             error = HandlerNotRegistered(job.handler)
             reason = FailureReason.UNKNOWN_HANDLER
             self._settler.track(self._park_message(queue, message, reason, error, job))
-            return None
+            return
         if message.redelivered:
             self._settler.track(self._came_back(queue, message, job))
-            return None
-        return functools.partial(self._consume, queue, message, job)
-
-    def _accept(self, queue: str, message: Delivery) -> None:
-        """Run the job ``message`` carries in a task of its own, once a slot is free."""
-        run = self._admit(queue, message)
-        if run is not None:
-            self._submit_run(run, on_abandon=lambda: self._settler.hand_back(message))
+            return
+        self._submit_run(
+            lambda: self._consume(queue, message, job),
+            on_abandon=lambda: self._settler.hand_back(message),
+        )
 
     async def _came_back(self, queue: str, message: Delivery, job: Job) -> None:
         """A job that was handed out before and never finished: quarantine it, or park it."""

@@ -74,53 +74,24 @@ class TaskPool:
         *,
         on_abandon: Callable[[], None] | None = None,
     ) -> asyncio.Task[None]:
-        """Queue ``run`` for a slot in a new task. ``on_abandon`` is called if it never starts."""
+        """Queue ``run`` for a slot. ``on_abandon`` is called if it is dropped before starting."""
         if self._slots is None:
             raise RuntimeError("TaskPool.submit() before open()")
-        task = asyncio.get_running_loop().create_task(self.run(run, on_abandon=on_abandon))
+        task = asyncio.get_running_loop().create_task(self._body(self._slots, run))
         self._waiting[task] = on_abandon
         task.add_done_callback(self._forget)
         return task
 
-    async def run(
-        self,
-        run: Callable[[], Awaitable[None]],
-        *,
-        on_abandon: Callable[[], None] | None = None,
-    ) -> None:
-        """Run ``run`` in the current task once a slot is free.
-
-        While it waits for a slot, :meth:`drain` may cancel it: then
-        ``on_abandon`` is called and ``CancelledError`` raised. After
-        :meth:`drain`, ``run`` never starts and ``on_abandon`` is called at once.
-        """
-        task = asyncio.current_task()
-        assert task is not None
-        slots = self._slots
-        if slots is None:  # stopped before this job could start
+    async def _body(self, slots: asyncio.Semaphore, run: Callable[[], Awaitable[None]]) -> None:
+        async with slots:
+            task = asyncio.current_task()
+            assert task is not None
             self._waiting.pop(task, None)
-            if on_abandon is not None:
-                on_abandon()
-            return
-        self._waiting[task] = on_abandon
-        try:
-            await slots.acquire()
-        except asyncio.CancelledError:
-            if task in self._waiting:
-                abandon = self._waiting.pop(task)
-                if abandon is not None:
-                    abandon()
-            raise
-        self._waiting.pop(task, None)
-        self._running.add(task)
-        try:
+            self._running.add(task)
             await run()
-        finally:
-            self._running.discard(task)
-            slots.release()
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        # A submitted task cancelled before its first step never ran run(): abandon it here.
+        self._running.discard(task)
         on_abandon = self._waiting.pop(task, None)
         if on_abandon is not None:
             on_abandon()

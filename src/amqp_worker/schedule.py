@@ -24,7 +24,6 @@ Each tick is a UTC instant; the job it enqueues has a deterministic id,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
@@ -221,11 +220,3 @@ def _ms(moment: datetime) -> int:
 
 def _from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def iter_ticks(schedule: Schedule, after: datetime) -> Iterator[datetime]:
-    """Every tick after ``after``, forever (for tests and the CLI's preview)."""
-    tick = after
-    while True:
-        tick = schedule.next_tick(tick)
-        yield tick

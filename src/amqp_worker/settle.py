@@ -69,11 +69,6 @@ class Settler:
         """True if ``message``'s ack is queued (it counts as settled) and not yet written."""
         return self._acks.queued(message)
 
-    @property
-    def pending_acks(self) -> int:
-        """Acks queued or being written."""
-        return self._acks.pending
-
     def track(self, work: Awaitable[None]) -> None:
         """Run ``work`` in the background; :meth:`wait` waits for it."""
         task: asyncio.Task[None] = asyncio.ensure_future(work)
