@@ -28,6 +28,7 @@ from . import logs
 from .check import check
 from .common import CLIError, ExitCode, Secrets
 from .daemon import run
+from .dashboard import dashboard
 from .enqueue import enqueue
 from .failed import failed
 from .queues import queues
@@ -59,6 +60,7 @@ cli.add_command(queues)
 cli.add_command(check)
 cli.add_command(failed)
 cli.add_command(schedules)
+cli.add_command(dashboard)
 
 
 def _report(message: str, secrets: Secrets, prefix: str = PROG) -> None:

@@ -6,8 +6,9 @@ import asyncio
 
 import click
 
+from amqp_worker.probe import Probe
+
 from .common import ExitCode, Target, connection_options, queue_option
-from .probe import Probe
 
 __all__ = ["check"]
 

@@ -7,11 +7,11 @@ from datetime import datetime
 
 import click
 
+from amqp_worker.probe import Probe, QueueStat, unacked_counts
 from amqp_worker.settings import AMQPSettings
 from amqp_worker.topology import DELAY_RADIX
 
 from .common import ExitCode, Target, connection_options, queue_option, render_table
-from .probe import Probe, QueueStat, unacked_counts
 
 __all__ = ["queues", "queues_report"]
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
+from amqp_worker.probe import Probe
+
 from .common import ExitCode, Target, connection_options, render_table
-from .probe import Probe
 
 __all__ = ["schedules"]
 

@@ -1,10 +1,6 @@
 """Failed-job operations on RabbitMQ: list, show, retry and purge parked jobs.
 
-Reading never loses or reorders anything: messages are taken with
-``basic.get`` *without* acking, and the channel is closed when done, so
-RabbitMQ puts every message it did not ack back where it was. (Consuming and
-re-publishing would move them to the back of the queue, and a crash halfway
-could duplicate them.)
+Reading never loses or reorders anything: see :mod:`amqp_worker.browse`.
 
 Retrying publishes the job to its work queue with ``attempt`` reset to 0,
 waits for the broker's confirm, and only then acks (removes) the failed copy.
@@ -19,10 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
-import aiormq.exceptions as amqp_errors
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractIncomingMessage
 
 from amqp_worker.broker import Broker
+from amqp_worker.browse import browse
 from amqp_worker.failed_jobs import first_with_id, wanted_ids
 from amqp_worker.failures import FailedJob, FailedJobsResult
 from amqp_worker.job import Job
@@ -50,47 +46,23 @@ class RabbitFailedJobs:
     def _queues(self, queue: str | None) -> tuple[str, ...]:
         return (queue,) if queue is not None else self.queues
 
-    async def _open(self, queue: str) -> tuple[AbstractChannel, AbstractQueue] | None:
-        """A fresh channel and ``queue``'s failed-jobs queue; None if that queue does not exist.
-
-        Declared passively: reading (or a typo in ``--queue``) never creates queues.
-        """
-        channel: AbstractChannel = await self._broker.channel()
-        try:
-            failed = await channel.declare_queue(
-                self._broker.topology.failed_queue(queue), passive=True
-            )
-        except amqp_errors.ChannelNotFoundEntity:
-            # The broker closed this channel on the 404; nothing was ever parked here.
-            await channel.close()
-            return None
-        except BaseException:
-            await channel.close()
-            raise
-        return channel, failed
-
     async def _visit(self, queue: str, visitor: Visitor, limit: int | None = None) -> int:
-        """Show each message of ``queue``'s failed-jobs queue to ``visitor``, in order, once."""
-        opened = await self._open(queue)
-        if opened is None:
-            return 0
-        channel, failed = opened
-        seen = 0
-        try:
-            while limit is None or seen < limit:
-                message = await failed.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                seen += 1
-                record = FailedJob.from_message(
-                    message.body, message.headers, message.message_id, queue
-                )
-                if await visitor(record, message):
-                    await message.ack()
-        finally:
-            # Closing the channel returns every unacked message to its place in the queue.
-            await channel.close()
-        return seen
+        """Show each message of ``queue``'s failed-jobs queue to ``visitor``, in order, once.
+
+        A queue that does not exist (nothing was ever parked there, or a typo
+        in ``--queue``) reads as empty and is not created.
+        """
+
+        async def visit(message: AbstractIncomingMessage) -> bool:
+            record = FailedJob.from_message(
+                message.body, message.headers, message.message_id, queue
+            )
+            return await visitor(record, message)
+
+        seen = await browse(
+            self._broker.channel, self._broker.topology.failed_queue(queue), visit, limit
+        )
+        return seen or 0
 
     async def _visit_all(self, queue: str | None, visitor: Visitor) -> None:
         for name in self._queues(queue):

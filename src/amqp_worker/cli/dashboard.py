@@ -1,0 +1,107 @@
+"""``amqp-worker dashboard``: serve the web dashboard (extra ``amqp-worker[web]``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .common import CLIError, ExitCode, Target, connection_options, queue_option
+
+__all__ = ["dashboard"]
+
+
+@click.command()
+@click.option(
+    "--host",
+    metavar="ADDRESS",
+    help="Address to bind. Anything but loopback needs --auth. "
+    "[env: AMQP_WORKER_DASHBOARD_HOST; default: 127.0.0.1]",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="TCP port. [env: AMQP_WORKER_DASHBOARD_PORT; default: 8181]",
+)
+@click.option(
+    "--auth",
+    metavar="USER:PASSWORD",
+    help="HTTP basic auth for every page. [env: AMQP_WORKER_DASHBOARD_AUTH; "
+    "prefer the env var: options show in `ps`]",
+)
+@click.option(
+    "--read-only",
+    is_flag=True,
+    default=None,
+    help="Show everything, change nothing: no retry or purge. "
+    "[env: AMQP_WORKER_DASHBOARD_READ_ONLY]",
+)
+@click.option(
+    "--management-url",
+    metavar="URL",
+    help="RabbitMQ management API (e.g. http://127.0.0.1:15672/) for rates, in-progress "
+    "counts, consumer details and queue discovery. [env: AMQP_WORKER_DASHBOARD_MANAGEMENT_URL]",
+)
+@click.option(
+    "--refresh",
+    "refresh_s",
+    type=click.FloatRange(min=0.2),
+    metavar="SECONDS",
+    help="How often the overview refreshes. [env: AMQP_WORKER_DASHBOARD_REFRESH_S; default: 2]",
+)
+@queue_option("Show this job queue (the management API adds the ones it finds).")
+@connection_options
+def dashboard(
+    host: str | None,
+    port: int | None,
+    auth: str | None,
+    read_only: bool | None,
+    management_url: str | None,
+    refresh_s: float | None,
+    queues: tuple[str, ...],
+    target: Target,
+) -> ExitCode:
+    """Serve the web dashboard: queues, delayed, failed jobs, schedules and workers.
+
+    Failed jobs can be searched, retried and purged (one, selected, or all
+    matching a search) unless --read-only. Binds 127.0.0.1 by default.
+    Needs the web extra: pip install 'amqp-worker[web]'.
+    """
+    try:
+        import uvicorn
+
+        from amqp_worker.dashboard import Dashboard, DashboardSettings
+    except ImportError as exc:
+        raise CLIError(
+            f"the dashboard needs the web extra ({exc.name} is missing): "
+            "pip install 'amqp-worker[web]'",
+            ExitCode.CONFIG,
+        ) from None
+    target.secrets.add(auth and f"http://{auth}@x/")
+    target.secrets.add(management_url)
+    given: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "auth": auth,
+        "read_only": read_only,
+        "management_url": management_url,
+        "refresh_s": refresh_s,
+    }
+    options = DashboardSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = target.settings(queues)
+    app = Dashboard(settings, options)
+    mode = ", read-only" if options.read_only else ""
+    click.echo(
+        f"amqp-worker dashboard on http://{options.host}:{options.port}/ "
+        f"({settings.broker}, name={settings.name}{mode})",
+        err=True,
+    )
+    uvicorn.run(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    return ExitCode.OK

@@ -1,0 +1,374 @@
+"""The dashboard's ASGI app: routes, the security rules every request passes, rendering.
+
+Pages are server-rendered (Jinja2); one small script (static/dashboard.js)
+refreshes the overview and draws its chart. Nothing is fetched from the
+internet. Every state-changing request is a POST carrying the page's CSRF
+token, refused in read-only mode, and refused when its Origin is another
+site. No page ever holds a credential: the broker is shown as
+:attr:`AMQPSettings.broker` (scheme, host, port, vhost).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlencode, urlsplit
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from amqp_worker.broker import Broker
+from amqp_worker.failed_jobs.rabbitmq import RabbitFailedJobs
+from amqp_worker.failures import FailedJob, FailureReason
+from amqp_worker.probe import vhost_of
+from amqp_worker.settings import AMQPSettings
+
+from .auth import BasicAuth
+from .csrf import CsrfToken
+from .history import History
+from .inspector import Inspector
+from .management import ManagementAPI, ManagementUnavailable
+from .search import FailedQuery, page_of
+from .settings import DashboardSettings
+
+__all__ = ["Dashboard"]
+
+HERE = Path(__file__).parent
+
+#: A full read of the failed queues is reused for this long (paging through a search).
+SNAPSHOT_TTL_S = 5.0
+
+#: Sent with every response: no framing, no inline script, nothing from other origins.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class _SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _amqp_credentials(settings: AMQPSettings) -> tuple[str, str] | None:
+    parts = urlsplit(settings.urls[0])
+    if parts.username is None:
+        return None
+    return unquote(parts.username), unquote(parts.password or "")
+
+
+def _num(value: object) -> str:
+    return "—" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    seconds = (datetime.now(UTC) - value).total_seconds()
+    ahead = seconds < 0
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            text = f"{seconds / size:.0f} {unit}"
+            break
+    else:
+        text = f"{seconds:.0f} s"
+    return f"in {text}" if ahead else f"{text} ago"
+
+
+class Dashboard:
+    """The dashboard of one worker name, as an ASGI app.
+
+    Serve it with ``amqp-worker dashboard`` (uvicorn), or mount it in your own
+    Starlette/FastAPI app: ``app.mount("/jobs", Dashboard(settings))``; then
+    call :meth:`aclose` when your app shuts down (a mounted app's lifespan
+    does not run). It connects on the first request.
+    """
+
+    def __init__(self, settings: AMQPSettings, options: DashboardSettings | None = None) -> None:
+        self.settings = settings
+        self.options = options or DashboardSettings()
+        self.csrf = CsrfToken()
+        self.history = History(every_s=self.options.refresh_s)
+        self._broker = Broker(settings)
+        management = None
+        if self.options.management_url is not None:
+            management = ManagementAPI(
+                self.options.management_url.get_secret_value(),
+                vhost_of(settings),
+                fallback=_amqp_credentials(settings),
+            )
+        self.inspector = Inspector(self._broker, management)
+        self._snapshot: tuple[float, tuple[str, ...], list[FailedJob]] | None = None
+        self.templates = Jinja2Templates(directory=HERE / "templates")
+        self.templates.env.filters["num"] = _num
+        self.templates.env.filters["when"] = _when
+        self.templates.env.filters["ago"] = _ago
+        routes = [
+            Route("/", self.overview_page, name="overview"),
+            Route("/api/overview", self.overview_json, name="overview_json"),
+            Route("/failed", self.failed_page, name="failed"),
+            Route("/failed/job", self.failed_job_page, name="failed_job"),
+            Route("/failed/action", self.failed_action, methods=["POST"], name="failed_action"),
+            Route("/delayed", self.delayed_page, name="delayed"),
+            Route("/schedules", self.schedules_page, name="schedules"),
+            Route("/workers", self.workers_page, name="workers"),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+        app: ASGIApp = Starlette(routes=routes, lifespan=self._lifespan)
+        app = _SecurityHeaders(app)
+        credentials = self.options.credentials
+        if credentials is not None:
+            app = BasicAuth(app, credentials)
+        self._app = app
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.options.read_only else "read-write"
+        return f"<Dashboard {self.settings.broker} name={self.settings.name} {mode}>"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    @asynccontextmanager
+    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        yield
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the broker connections (and the management API client)."""
+        await self.inspector.close()
+        await self._broker.close()
+
+    # -- rendering --------------------------------------------------------------
+
+    def _render(
+        self, request: Request, template: str, status: int = 200, **context: Any
+    ) -> Response:
+        context.update(
+            broker=self.settings.broker,
+            name=self.settings.name,
+            read_only=self.options.read_only,
+            csrf=self.csrf.value,
+            refresh_s=self.options.refresh_s,
+            management=self.inspector.management is not None,
+            notice=request.query_params.get("notice", "")[:300],
+        )
+        return self.templates.TemplateResponse(request, template, context, status_code=status)
+
+    # -- overview ---------------------------------------------------------------
+
+    async def _overview_data(self) -> dict[str, Any]:
+        overview = await self.inspector.overview()
+        rows = overview.rows
+        values: dict[str, float] = {
+            "ready": float(sum(r.ready or 0 for r in rows)),
+            "failed": float(sum(r.failed or 0 for r in rows)),
+        }
+        if overview.management:
+            values["published"] = sum(r.publish_rate or 0.0 for r in rows)
+            values["delivered"] = sum(r.deliver_rate or 0.0 for r in rows)
+        self.history.add(time.time(), values)
+        data = overview.as_json()
+        data["totals"] = {"ready": int(values["ready"]), "failed": int(values["failed"])}
+        data["history"] = self.history.series()
+        data["refresh_s"] = self.options.refresh_s
+        return data
+
+    async def overview_page(self, request: Request) -> Response:
+        return self._render(request, "overview.html", data=await self._overview_data())
+
+    async def overview_json(self, _: Request) -> Response:
+        return JSONResponse(await self._overview_data())
+
+    # -- failed jobs ------------------------------------------------------------
+
+    async def _failed(self) -> RabbitFailedJobs:
+        return RabbitFailedJobs(self._broker, await self.inspector.job_queues())
+
+    async def _all_failed(self, failed: RabbitFailedJobs, fresh: bool = False) -> list[FailedJob]:
+        """Every parked job of every queue; a read younger than :data:`SNAPSHOT_TTL_S` is reused."""
+        now = time.monotonic()
+        snap = self._snapshot
+        if not fresh and snap and snap[1] == failed.queues and now - snap[0] < SNAPSHOT_TTL_S:
+            return snap[2]
+        records = await failed.list()
+        self._snapshot = (now, failed.queues, records)
+        return records
+
+    async def failed_page(self, request: Request) -> Response:
+        query = FailedQuery.from_params(request.query_params)
+        try:
+            number = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            number = 1
+        size = self.options.page_size
+        failed = await self._failed()
+        overview_rows = {row.queue: row for row in (await self.inspector.overview()).rows}
+        if query:
+            matches = [r for r in await self._all_failed(failed) if query.matches(r)]
+            page = page_of(matches, number, size, len(matches))
+        else:
+            # No search: read only as far as this page, never the whole queue.
+            records = await failed.list(limit=number * size)
+            total = sum(row.failed or 0 for row in overview_rows.values())
+            page = page_of(records, number, size, total)
+        return self._render(
+            request,
+            "failed.html",
+            query=query,
+            page=page,
+            queues=list(failed.queues),
+            reasons=[reason.value for reason in FailureReason],
+            query_string=query.urlencoded(),
+        )
+
+    async def failed_job_page(self, request: Request) -> Response:
+        job_id = request.query_params.get("id", "")
+        queue = request.query_params.get("queue") or None
+        failed = await self._failed()
+        found = [
+            r
+            for r in await self._all_failed(failed)
+            if r.id == job_id and (queue is None or r.queue == queue)
+        ]
+        if not found:
+            # The snapshot may be older than the job: look again before saying no.
+            found = [r for r in await self._all_failed(failed, fresh=True) if r.id == job_id]
+        if not found:
+            return self._render(
+                request, "missing.html", status=404, job_id=job_id, queue=queue or ""
+            )
+        record = found[0]
+        return self._render(
+            request,
+            "failed_job.html",
+            record=record,
+            body=record.body.decode("utf-8", "replace"),
+            args=record.job.model_dump(mode="json")["args"] if record.job else None,
+        )
+
+    async def failed_action(self, request: Request) -> Response:
+        form = await request.form()
+        refused = self._refuse_change(request, form.get("csrf"))
+        if refused is not None:
+            return refused
+        # One field names both, so each button works without JavaScript: "purge:matching".
+        action, _, scope = str(form.get("op", "")).partition(":")
+        if action not in ("retry", "purge") or scope not in ("one", "selected", "matching"):
+            return PlainTextResponse("unknown action", status_code=400)
+        query = FailedQuery.from_params({k: str(v) for k, v in form.items() if isinstance(v, str)})
+        failed = await self._failed()
+        if scope == "matching":
+            ids = [r.id for r in await self._all_failed(failed, fresh=True) if query.matches(r)]
+        else:
+            ids = [str(v) for v in form.getlist("ids") if isinstance(v, str) and v]
+        if not ids:
+            return self._back(request, query, "Nothing selected: no job was changed.")
+        confirmed = str(form.get("confirmed", ""))
+        if (action == "purge" or scope == "matching") and confirmed != str(len(ids)):
+            # State the count and ask again; a count that changed since is asked again too.
+            changed = confirmed not in ("", str(len(ids)))
+            return self._render(
+                request,
+                "confirm.html",
+                action=action,
+                scope=scope,
+                ids=ids if scope != "matching" else [],
+                count=len(ids),
+                changed=changed,
+                query=query,
+            )
+        self._snapshot = None
+        if action == "retry":
+            result = await failed.retry(ids)
+            verb = "Retried"
+        else:
+            result = await failed.purge(ids)
+            verb = "Purged"
+        notice = f"{verb} {len(result.done)} job{'s' if len(result.done) != 1 else ''}."
+        if result.not_found:
+            notice += f" {len(result.not_found)} no longer there."
+        if result.skipped:
+            notice += f" {len(result.skipped)} not valid jobs, left in place."
+        return self._back(request, query, notice)
+
+    def _refuse_change(self, request: Request, token: object) -> Response | None:
+        if self.options.read_only:
+            return PlainTextResponse("read-only dashboard: nothing can be changed", 403)
+        origin = Headers(scope=request.scope).get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.url.netloc:
+            return PlainTextResponse("cross-site request refused", 403)
+        if not self.csrf.check(token):
+            return PlainTextResponse("CSRF token missing or wrong: reload the page", 403)
+        return None
+
+    def _back(self, request: Request, query: FailedQuery, notice: str) -> Response:
+        params = {**query.params(), "notice": notice}
+        return RedirectResponse(f"{request.url_for('failed')}?{urlencode(params)}", 303)
+
+    # -- other pages ------------------------------------------------------------
+
+    async def delayed_page(self, request: Request) -> Response:
+        queue = request.query_params.get("queue", "")
+        overview = await self.inspector.overview()
+        jobs = await self.inspector.delayed_jobs() if queue else []
+        shown = [job for job in jobs if job.queue == queue][:50]
+        return self._render(
+            request,
+            "delayed.html",
+            overview=overview,
+            queue=queue,
+            jobs=shown,
+            total_for_queue=sum(1 for job in jobs if job.queue == queue),
+        )
+
+    async def schedules_page(self, request: Request) -> Response:
+        return self._render(request, "schedules.html", status_data=await self.inspector.schedules())
+
+    async def workers_page(self, request: Request) -> Response:
+        overview = await self.inspector.overview()
+        consumers = None
+        error = ""
+        try:
+            consumers = await self.inspector.consumers()
+        except ManagementUnavailable as exc:  # shown on the page, not raised
+            error = str(exc)
+        return self._render(
+            request, "workers.html", overview=overview, consumers=consumers, error=error
+        )

@@ -1,0 +1,288 @@
+"""What the dashboard reads from the broker: queue counts, delayed jobs, schedules, consumers.
+
+Over AMQP alone (passive declares; reading queues without taking anything,
+see :mod:`amqp_worker.browse`); richer with the management API, which adds
+in-progress counts, rates, the consumers themselves and job-queue discovery.
+Nothing here ever creates, removes or reorders anything on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from amqp_worker.broker import Broker
+from amqp_worker.browse import browse
+from amqp_worker.job import Job
+from amqp_worker.messages import DUE_HEADER
+from amqp_worker.probe import Probe, QueueStat, unacked_counts
+from amqp_worker.topology import DELAY_RADIX
+
+from .management import ConsumerInfo, ManagementAPI, ManagementUnavailable, QueueInfo
+
+__all__ = ["DelayedJob", "Inspector", "Overview", "QueueRow"]
+
+#: rabbitmqctl costs about a second of CPU: ask it at most this often.
+RABBITMQCTL_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One job queue on the overview; None where a number cannot be known."""
+
+    queue: str
+    ready: int | None
+    in_progress: int | None
+    due: int | None
+    failed: int | None
+    consumers: int | None
+    publish_rate: float | None = None
+    deliver_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Everything the overview page shows, at one moment."""
+
+    at: datetime
+    rows: tuple[QueueRow, ...]
+    delayed: int | None
+    """Jobs waiting in the delay queues, all job queues together."""
+    management: bool
+    """Whether the management API answered (rates, in-progress, consumers)."""
+    notes: tuple[str, ...] = ()
+    """What could not be shown, and why."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "rows": [
+                {name: getattr(row, name) for name in QueueRow.__slots__} for row in self.rows
+            ],
+            "delayed": self.delayed,
+            "management": self.management,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DelayedJob:
+    """A job waiting for its time, read from a delay or due queue."""
+
+    id: str
+    queue: str
+    handler: str
+    due_at: datetime | None
+    where: str
+    """The RabbitMQ queue it waits in."""
+
+
+@dataclass(slots=True)
+class _Cached:
+    value: dict[str, int] | None = None
+    at: float = field(default=-1e9)
+
+
+class Inspector:
+    """Reads one worker name's queues; one AMQP connection, plus the management API if given."""
+
+    def __init__(self, broker: Broker, management: ManagementAPI | None = None) -> None:
+        self.broker = broker
+        self.settings = broker.settings
+        self.topology = broker.topology
+        self.management = management
+        self._probe = Probe(self.settings)
+        self._probe_lock = asyncio.Lock()
+        self._connected = False
+        self._unacked = _Cached()
+
+    async def close(self) -> None:
+        await self._probe.close()
+        if self.management is not None:
+            await self.management.aclose()
+
+    async def _stat(self, name: str) -> QueueStat | None:
+        # One probe channel is shared: passive declares go one at a time.
+        async with self._probe_lock:
+            if not self._connected:
+                await self._probe.connect()
+                self._connected = True
+            try:
+                return await self._probe.stat(name)
+            except Exception:
+                # A lost connection: dial again on the next read.
+                self._connected = False
+                await self._probe.close()
+                raise
+
+    # -- job queues -------------------------------------------------------------
+
+    async def job_queues(self) -> tuple[str, ...]:
+        """The configured job queues, plus those bound to the worker's exchange (management API)."""
+        queues = list(self.settings.queues)
+        if self.management is not None:
+            # Jobs are routed by Job.queue, so the routing keys are job-queue names.
+            with contextlib.suppress(ManagementUnavailable):
+                queues += await self.management.bound_queues(self.topology.exchange)
+        return tuple(dict.fromkeys(queues))
+
+    # -- overview ---------------------------------------------------------------
+
+    async def _unacked_local(self) -> dict[str, int] | None:
+        now = time.monotonic()
+        if now - self._unacked.at >= RABBITMQCTL_EVERY_S:
+            self._unacked = _Cached(await unacked_counts(self.settings), now)
+        return self._unacked.value
+
+    async def overview(self) -> Overview:
+        notes: list[str] = []
+        managed: dict[str, QueueInfo] | None = None
+        if self.management is not None:
+            try:
+                managed = await self.management.queues()
+            except ManagementUnavailable as exc:
+                notes.append(f"management API unreachable ({exc}): no rates or consumer details")
+        else:
+            notes.append(
+                "no management API (--management-url): rates and consumer details are not "
+                "shown; in progress comes from rabbitmqctl when the broker is on this machine"
+            )
+        unacked = None if managed is not None else await self._unacked_local()
+        queues = await self.job_queues()
+        rows = [await self._row(queue, managed, unacked) for queue in queues]
+        return Overview(
+            at=datetime.now(UTC),
+            rows=tuple(rows),
+            delayed=await self._delayed_total(managed),
+            management=managed is not None,
+            notes=tuple(notes),
+        )
+
+    async def _row(
+        self, queue: str, managed: dict[str, QueueInfo] | None, unacked: dict[str, int] | None
+    ) -> QueueRow:
+        names = (
+            self.topology.work_queue(queue),
+            self.topology.due_queue(queue),
+            self.topology.failed_queue(queue),
+        )
+        if managed is not None:
+            work, due, failed = (managed.get(name) for name in names)
+            return QueueRow(
+                queue=queue,
+                ready=work.ready if work else None,
+                in_progress=work.unacked if work else None,
+                due=(due.ready + due.unacked) if due else None,
+                failed=failed.ready if failed else None,
+                consumers=work.consumers if work else None,
+                publish_rate=work.publish_rate if work else None,
+                deliver_rate=work.deliver_rate if work else None,
+            )
+        work_stat, due_stat, failed_stat = [await self._stat(name) for name in names]
+        return QueueRow(
+            queue=queue,
+            ready=work_stat.ready if work_stat else None,
+            in_progress=(unacked.get(names[0], 0) if unacked is not None and work_stat else None),
+            due=due_stat.ready if due_stat else None,
+            failed=failed_stat.ready if failed_stat else None,
+            consumers=work_stat.consumers if work_stat else None,
+        )
+
+    def delay_queues(self) -> list[str]:
+        """Every delay queue of the topology, shortest TTL first."""
+        names = [
+            (self.topology.delay.ttl_ms(level, digit), self.topology.delay_queue(level, digit))
+            for level in range(self.topology.delay.levels)
+            for digit in range(1, DELAY_RADIX)
+        ]
+        return [name for _, name in sorted(names)]
+
+    async def _delayed_total(self, managed: dict[str, QueueInfo] | None) -> int | None:
+        total: int | None = None
+        for name in self.delay_queues():
+            if managed is not None:
+                info = managed.get(name)
+                count = None if info is None else info.ready + info.unacked
+            else:
+                stat = await self._stat(name)
+                count = None if stat is None else stat.ready
+            if count is not None:
+                total = (total or 0) + count
+        return total
+
+    # -- delayed jobs -----------------------------------------------------------
+
+    async def delayed_jobs(self, limit_per_queue: int = 200) -> list[DelayedJob]:
+        """Jobs waiting in the due and delay queues, soonest first; at most ``limit_per_queue`` each.
+
+        Reading holds each message for the milliseconds the read takes; one
+        due meanwhile moves on when the read ends.
+        """
+        found: list[DelayedJob] = []
+        queues = await self.job_queues()
+        for where in [self.topology.due_queue(q) for q in queues] + self.delay_queues():
+
+            async def visit(message: AbstractIncomingMessage, where: str = where) -> bool:
+                found.append(_delayed(message, where))
+                return False
+
+            await browse(self.broker.channel, where, visit, limit_per_queue)
+        far = datetime.max.replace(tzinfo=UTC)
+        return sorted(found, key=lambda job: job.due_at or far)
+
+    # -- schedules and consumers ------------------------------------------------
+
+    async def schedules(self) -> dict[str, Any] | None:
+        """The schedule leader's latest status (see ``amqp-worker schedules``); None if none."""
+        async with self._probe_lock:
+            if not self._connected:
+                await self._probe.connect()
+                self._connected = True
+            body = await self._probe.peek(self.topology.schedule_status_queue)
+        if body is None:
+            return None
+        try:
+            status = json.loads(body)
+        except ValueError:
+            return None
+        return status if isinstance(status, dict) else None
+
+    async def consumers(self) -> list[ConsumerInfo] | None:
+        """The consumers of the job, due and quarantine queues; None without the management API."""
+        if self.management is None:
+            return None
+        queues = await self.job_queues()
+        ours = {
+            name
+            for q in queues
+            for name in (
+                self.topology.work_queue(q),
+                self.topology.due_queue(q),
+                self.topology.quarantine_queue(q),
+            )
+        }
+        ours.add(self.topology.schedule_queue)
+        rows = await self.management.consumers()
+        return sorted((c for c in rows if c.queue in ours), key=lambda c: (c.queue, c.connection))
+
+
+def _delayed(message: AbstractIncomingMessage, where: str) -> DelayedJob:
+    due_ms = (message.headers or {}).get(DUE_HEADER)
+    due_at = (
+        datetime.fromtimestamp(due_ms / 1000, UTC)
+        if isinstance(due_ms, int | float) and 0 < due_ms < 253402300799000
+        else None
+    )
+    try:
+        job = Job.from_json(message.body)
+    except ValidationError:
+        return DelayedJob(message.message_id or "?", "?", "?", due_at, where)
+    return DelayedJob(job.id, job.queue, job.handler, due_at, where)
