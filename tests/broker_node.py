@@ -32,11 +32,19 @@ Typical use::
 Each start or restart takes about 4-6 s on this machine, a graceful stop about 3.5 s,
 a kill well under a second: use a private node only where a test needs to stop or
 kill the broker.
+
+``BrokerNode(management=True)`` also enables the management plugin, with its HTTP
+API on a free loopback port of its own (:attr:`BrokerNode.management_url`), for tests
+of what only that API tells (unacked counts, consumers, bindings)::
+
+    with BrokerNode(management=True) as node:
+        ...  # GET node.management_url + "api/queues" as guest:guest
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import os
 import pwd
@@ -48,6 +56,8 @@ import stat
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,6 +80,21 @@ _CLI_DIST_PORTS = range(35672, 35683)
 # Loopback-only Erlang distribution, as /etc/rabbitmq/rabbitmq-env.conf sets for the
 # shared node; that file is replaced by ours (it names the shared node), so restate it.
 _DIST_ERL_ARGS = "-kernel inet_dist_use_interface {127,0,0,1}"
+
+# A management node's statistics every second instead of every 5 s, so a test polling
+# the API sees a change within about 2 s. Queues and channels emit them every
+# collect_statistics_interval (ms); the management agent's collectors aggregate them
+# (consumers included) every smallest "sample every N seconds" of its retention
+# policies, whose defaults are 5 s: here each keeps 1 s samples for a minute, then 60 s
+# samples for an hour.
+_MANAGEMENT_CONFIG = """\
+collect_statistics_interval = 1000
+management.sample_retention_policies.global.minute = 1
+management.sample_retention_policies.global.hour = 60
+management.sample_retention_policies.basic.minute = 1
+management.sample_retention_policies.basic.hour = 60
+management.sample_retention_policies.detailed.minute = 1
+"""
 
 
 def _find(command: str) -> str | None:
@@ -144,7 +169,9 @@ class BrokerNode:
     files; the object cannot be started again after that.
 
     Only AMQP 0-9-1 on ``127.0.0.1:port`` is served (no plugins); the ``guest`` user,
-    whose default restriction to loopback connections is kept, logs in.
+    whose default restriction to loopback connections is kept, logs in. With
+    ``management=True`` the management plugin serves its HTTP API on
+    :attr:`management_url` too (loopback only; ``guest`` logs in there as well).
 
     All methods block (each ``rabbitmqctl`` call takes about half a second); call them
     through ``asyncio.to_thread`` from async tests. The object is not thread-safe.
@@ -160,6 +187,7 @@ class BrokerNode:
         name_prefix: str = "awtest",
         advanced_config: str = "[].\n",
         extra_env: Mapping[str, str] | None = None,
+        management: bool = False,
     ) -> None:
         """Choose the node's name and ports; nothing is created or started yet.
 
@@ -176,11 +204,21 @@ class BrokerNode:
         e.g. ``[{rabbit, [{some_setting, 5000}]}].``). ``extra_env`` is added to (and
         may override) the environment the node and its ``rabbitmqctl`` calls run with,
         e.g. ``RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS``.
+
+        ``management`` enables the ``rabbitmq_management`` plugin, listening on a
+        free port of 127.0.0.1 of its own (:attr:`management_url`), with statistics
+        collected every second instead of every 5 s; start() then also waits until
+        the HTTP API answers. Booting with the plugin takes a few seconds longer.
         """
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.node_name = f"{name_prefix}-{uuid.uuid4().hex[:12]}@localhost"
-        self._port, self._dist_port = free_ports(2)
+        self._management = management
+        self._management_port: int | None = None
+        if management:
+            self._port, self._dist_port, self._management_port = free_ports(3)
+        else:
+            self._port, self._dist_port = free_ports(2)
         self._base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.gettempdir())
         self._dir: Path | None = None
         self._env: dict[str, str] = {}
@@ -209,6 +247,27 @@ class BrokerNode:
         return f"amqp://guest:guest@{HOST}:{self._port}/"
 
     @property
+    def management(self) -> bool:
+        """Whether the management plugin is enabled (``BrokerNode(management=True)``)."""
+        return self._management
+
+    @property
+    def management_port(self) -> int:
+        """The management HTTP API's port on 127.0.0.1; the same across restarts."""
+        if self._management_port is None:
+            raise RuntimeError("BrokerNode(management=True) is needed for the management API")
+        return self._management_port
+
+    @property
+    def management_url(self) -> str:
+        """The management HTTP API's base URL, without credentials: ``http://127.0.0.1:PORT/``.
+
+        ``guest:guest`` logs in (from loopback). Raises RuntimeError on a node made
+        without ``management=True``.
+        """
+        return f"http://{HOST}:{self.management_port}/"
+
+    @property
     def data_dir(self) -> Path:
         """The temporary directory holding the node's data, logs and config (after start)."""
         if self._dir is None:
@@ -229,6 +288,9 @@ class BrokerNode:
 
     def start(self) -> None:
         """Start the node and return once it accepts AMQP connections on :attr:`port`.
+
+        With ``management=True`` it returns once the management API answers too
+        (``GET /api/overview`` as ``guest`` gives 200).
 
         The first call creates the temporary directory; later calls (see
         :meth:`restart`) reuse it, so the data survives. Raises RuntimeError, with
@@ -276,6 +338,8 @@ class BrokerNode:
             if time.monotonic() > deadline:
                 self._fail_start(f"port {self._port} accepts no connections")
             time.sleep(0.1)
+        if self._management:
+            self._await_management(deadline)
         self.last_start_seconds = time.monotonic() - started
 
     def stop(self) -> None:
@@ -418,15 +482,23 @@ class BrokerNode:
         (root / "mnesia").mkdir()
         (root / "log").mkdir()
         (root / "conf.d").mkdir()
-        (root / "enabled_plugins").write_text("[].\n")
+        (root / "enabled_plugins").write_text(
+            "[rabbitmq_management].\n" if self._management else "[].\n"
+        )
         (root / "advanced.config").write_text(self._advanced_config)
+        management_config = ""
+        if self._management_port is not None:
+            management_config = (
+                f"management.tcp.ip = {HOST}\n"
+                f"management.tcp.port = {self._management_port}\n" + _MANAGEMENT_CONFIG
+            )
         (root / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = {HOST}:{self._port}\n"
             # Explicit default: guest may log in, but only over loopback.
             "loopback_users.guest = true\n"
             # The detached VM's stdout is /dev/null; the log file is what we read.
             "log.console = false\n"
-            "log.file.level = info\n" + self._extra_config
+            "log.file.level = info\n" + management_config + self._extra_config
         )
         # Replaces /etc/rabbitmq/rabbitmq-env.conf, which sets NODENAME=rabbit@localhost.
         (root / "rabbitmq-env.conf").write_text(
@@ -530,6 +602,39 @@ class BrokerNode:
             if result is not None and result.returncode == 0:
                 return
             time.sleep(0.25)
+
+    def _management_answers(self) -> bool:
+        """Whether ``GET /api/overview`` as ``guest`` returns 200 right now."""
+        request = urllib.request.Request(
+            f"{self.management_url}api/overview",
+            headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()},
+        )
+        # No proxy: an http_proxy variable must not send a loopback request elsewhere.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=2.0) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError as exc:  # 401 while users are loading, 503, ...
+            exc.close()
+            return False
+        except OSError:  # refused, reset, timed out (URLError is an OSError)
+            return False
+
+    def _await_management(self, deadline: float) -> None:
+        """Block until the management API answers, the VM dies, or ``deadline``.
+
+        The plugin starts with the node, but its HTTP listener and the statistics
+        database come up a moment after AMQP does.
+        """
+        while not self._management_answers():
+            pid = self._pid_from_file()
+            if pid is not None and not _process_alive(pid):
+                self._fail_start(f"the Erlang VM (pid {pid}) exited while booting")
+            if time.monotonic() > deadline:
+                self._fail_start(
+                    f"the management API on port {self._management_port} does not answer"
+                )
+            time.sleep(0.1)
 
     def _fail_start(self, reason: str) -> NoReturn:
         """Kill whatever half-started, then raise RuntimeError with the log tail."""

@@ -73,3 +73,15 @@ async def test_persistent_message_survives_kill_and_restart(node: BrokerNode) ->
 
     await asyncio.to_thread(node.stop)
     assert not node.is_running()
+
+
+def test_management_is_off_by_default_and_gets_a_port_of_its_own() -> None:
+    # Nothing is started: the constructor only picks the name and ports.
+    plain = BrokerNode()
+    assert not plain.management
+    with pytest.raises(RuntimeError, match=r"management=True"):
+        _ = plain.management_url
+    managed = BrokerNode(management=True)
+    assert managed.management
+    assert managed.management_url == f"http://127.0.0.1:{managed.management_port}/"
+    assert len({managed.port, managed.dist_port, managed.management_port}) == 3

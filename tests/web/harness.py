@@ -97,12 +97,12 @@ async def _serve(dashboard: Dashboard, port: int) -> tuple[uvicorn.Server, async
 
 
 @contextlib.contextmanager
-def served(**options: Any) -> Iterator[Served]:
+def served(url: str = BROKER_URL, **options: Any) -> Iterator[Served]:
     """Serve a Dashboard for a fresh worker name; delete its topology afterwards."""
     background = Background()
     name = unique_name()
     queue = f"{name}.emails"
-    settings = AMQPSettings.from_url(BROKER_URL, name=name, queues=[queue], publish_timeout_s=10)
+    settings = AMQPSettings.from_url(url, name=name, queues=[queue], publish_timeout_s=10)
     dashboard = Dashboard(settings, DashboardSettings(refresh_s=0.5, **options))
     port = free_port()
     server, task = background.run(_serve(dashboard, port))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from .common import CLIError, ExitCode, Target, connection_options, queue_option
@@ -68,9 +66,8 @@ def dashboard(
     Needs the web extra: pip install 'amqp-worker[web]'.
     """
     try:
-        import uvicorn
-
         from amqp_worker.dashboard import Dashboard, DashboardSettings
+        from amqp_worker.dashboard.serve import serve
     except ImportError as exc:
         raise CLIError(
             f"the dashboard needs the web extra ({exc.name} is missing): "
@@ -79,15 +76,14 @@ def dashboard(
         ) from None
     target.secrets.add(auth and f"http://{auth}@x/")
     target.secrets.add(management_url)
-    given: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "auth": auth,
-        "read_only": read_only,
-        "management_url": management_url,
-        "refresh_s": refresh_s,
-    }
-    options = DashboardSettings(**{k: v for k, v in given.items() if v is not None})
+    options = DashboardSettings.build(
+        host=host,
+        port=port,
+        auth=auth,
+        read_only=read_only,
+        management_url=management_url,
+        refresh_s=refresh_s,
+    )
     settings = target.settings(queues)
     app = Dashboard(settings, options)
     mode = ", read-only" if options.read_only else ""
@@ -96,12 +92,5 @@ def dashboard(
         f"({settings.broker}, name={settings.name}{mode})",
         err=True,
     )
-    uvicorn.run(
-        app,
-        host=options.host,
-        port=options.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+    serve(app)
     return ExitCode.OK

@@ -10,6 +10,7 @@ site. No page ever holds a credential: the broker is shown as
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
+import aiormq.exceptions as amqp_errors
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
@@ -28,6 +30,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amqp_worker.broker import Broker
+from amqp_worker.errors import BrokerError
 from amqp_worker.failed_jobs.rabbitmq import RabbitFailedJobs
 from amqp_worker.failures import FailedJob, FailureReason
 from amqp_worker.probe import vhost_of
@@ -42,6 +45,8 @@ from .search import FailedQuery, page_of
 from .settings import DashboardSettings
 
 __all__ = ["Dashboard"]
+
+logger = logging.getLogger("amqp_worker.dashboard")
 
 HERE = Path(__file__).parent
 
@@ -103,12 +108,13 @@ def _ago(value: datetime | None) -> str:
     seconds = (datetime.now(UTC) - value).total_seconds()
     ahead = seconds < 0
     seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
+    # Each unit until 1.5 of the next: "75 min", then "2 h".
+    for unit, size, up_to in (("s", 1, 90), ("min", 60, 5400), ("h", 3600, 129600)):
+        if seconds < up_to:
             text = f"{seconds / size:.0f} {unit}"
             break
     else:
-        text = f"{seconds:.0f} s"
+        text = f"{seconds / 86400:.0f} d"
     return f"in {text}" if ahead else f"{text} ago"
 
 
@@ -151,8 +157,15 @@ class Dashboard:
             Route("/workers", self.workers_page, name="workers"),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
-        app: ASGIApp = Starlette(routes=routes, lifespan=self._lifespan)
-        app = _SecurityHeaders(app)
+        unreachable = dict.fromkeys(
+            (BrokerError, ConnectionError, amqp_errors.AMQPError, TimeoutError), self._unavailable
+        )
+        self._starlette = Starlette(
+            routes=routes,
+            lifespan=self._lifespan,
+            exception_handlers=unreachable,
+        )
+        app: ASGIApp = _SecurityHeaders(self._starlette)
         credentials = self.options.credentials
         if credentials is not None:
             app = BasicAuth(app, credentials)
@@ -163,6 +176,11 @@ class Dashboard:
         return f"<Dashboard {self.settings.broker} name={self.settings.name} {mode}>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # Mounted in another app, url_for would look in *its* routes; links are
+            # built from ours, under the mount's root_path.
+            root = scope.get("root_path", "")
+            scope = {**scope, "router": self._starlette.router, "app_root_path": root}
         await self._app(scope, receive, send)
 
     @asynccontextmanager
@@ -190,6 +208,17 @@ class Dashboard:
             notice=request.query_params.get("notice", "")[:300],
         )
         return self.templates.TemplateResponse(request, template, context, status_code=status)
+
+    async def _unavailable(self, request: Request, exc: Exception) -> Response:
+        """A broker that cannot answer is a 503 page saying so, never a traceback."""
+        # Our errors never hold credentials; a client library's might: name its type only.
+        reason = str(exc) if isinstance(exc, BrokerError) else type(exc).__name__
+        logger.warning(
+            "dashboard: %s %s: broker unavailable: %s", request.method, request.url.path, reason
+        )
+        if request.url.path.endswith("/api/overview"):
+            return JSONResponse({"error": f"broker unavailable: {reason}"}, status_code=503)
+        return self._render(request, "unavailable.html", status=503, reason=reason)
 
     # -- overview ---------------------------------------------------------------
 
@@ -239,14 +268,13 @@ class Dashboard:
             number = 1
         size = self.options.page_size
         failed = await self._failed()
-        overview_rows = {row.queue: row for row in (await self.inspector.overview()).rows}
         if query:
             matches = [r for r in await self._all_failed(failed) if query.matches(r)]
             page = page_of(matches, number, size, len(matches))
         else:
             # No search: read only as far as this page, never the whole queue.
             records = await failed.list(limit=number * size)
-            total = sum(row.failed or 0 for row in overview_rows.values())
+            total = await self.inspector.failed_total(failed.queues)
             page = page_of(records, number, size, total)
         return self._render(
             request,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -195,6 +196,11 @@ class Inspector:
             failed=failed_stat.ready if failed_stat else None,
             consumers=work_stat.consumers if work_stat else None,
         )
+
+    async def failed_total(self, queues: Sequence[str]) -> int:
+        """Parked jobs in the failed-jobs queues of ``queues``, by passive declares."""
+        stats = [await self._stat(self.topology.failed_queue(queue)) for queue in queues]
+        return sum(stat.ready for stat in stats if stat is not None)
 
     def delay_queues(self) -> list[str]:
         """Every delay queue of the topology, shortest TTL first."""

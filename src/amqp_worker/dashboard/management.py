@@ -131,22 +131,39 @@ class ManagementAPI:
             )
         return found
 
+    async def _connection_names(self) -> dict[str, str]:
+        """The name each client gave its connection, by the broker's name for it.
+
+        A user without the monitoring tag sees only its own connections; the
+        others keep the broker's name (``ip:port -> ip:port``).
+        """
+        rows = await self._get(
+            f"/api/vhosts/{self._vhost}/connections", columns="name,user_provided_name"
+        )
+        return {
+            str(row["name"]): str(row["user_provided_name"])
+            for row in (rows if isinstance(rows, list) else [])
+            if isinstance(row, dict) and row.get("name") and row.get("user_provided_name")
+        }
+
     async def consumers(self) -> list[ConsumerInfo]:
-        """Every consumer of the vhost."""
+        """Every consumer of the vhost, with its connection's client-given name where known."""
         rows = await self._get(f"/api/consumers/{self._vhost}")
+        names = await self._connection_names()
         found: list[ConsumerInfo] = []
         for row in rows if isinstance(rows, list) else []:
             if not isinstance(row, dict):
                 continue
             queue = row.get("queue") or {}
             channel = row.get("channel_details") or {}
-            name = channel.get("connection_name") or ""
+            # channel_details names the connection as the broker does: ip:port -> ip:port.
+            broker_name = str(channel.get("connection_name") or "")
             peer = f"{channel.get('peer_host', '?')}:{channel.get('peer_port', '?')}"
             found.append(
                 ConsumerInfo(
                     queue=str(queue.get("name", "")),
                     tag=str(row.get("consumer_tag", "")),
-                    connection=str(name),
+                    connection=names.get(broker_name) or broker_name,
                     peer=peer,
                     prefetch=_int(row.get("prefetch_count")),
                     active=bool(row.get("active", True)),

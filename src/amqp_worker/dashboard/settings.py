@@ -10,10 +10,12 @@ secrets: never in a repr, a page or a log line.
 from __future__ import annotations
 
 import ipaddress
-from typing import Self
+from typing import Any, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from amqp_worker.errors import ConfigurationError, describe_validation_error
 
 __all__ = ["DashboardSettings", "is_loopback"]
 
@@ -32,7 +34,12 @@ class DashboardSettings(BaseSettings):
     """The dashboard's own settings; immutable once built."""
 
     model_config = SettingsConfigDict(
-        env_prefix="AMQP_WORKER_DASHBOARD_", frozen=True, extra="forbid", validate_default=True
+        env_prefix="AMQP_WORKER_DASHBOARD_",
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+        # A bad auth value is a password: errors never echo what was given.
+        hide_input_in_errors=True,
     )
 
     host: str = Field(default="127.0.0.1", description="Address to bind; loopback by default.")
@@ -78,6 +85,17 @@ class DashboardSettings(BaseSettings):
                 "(--auth user:password or AMQP_WORKER_DASHBOARD_AUTH) to bind it"
             )
         return self
+
+    @classmethod
+    def build(cls, **given: Any) -> Self:
+        """Settings from the values given (None: not given), the environment and defaults.
+
+        Raises :class:`~amqp_worker.errors.ConfigurationError` naming each bad field.
+        """
+        try:
+            return cls(**{key: value for key, value in given.items() if value is not None})
+        except ValidationError as exc:
+            raise ConfigurationError(describe_validation_error(exc, "dashboard settings")) from None
 
     @property
     def credentials(self) -> tuple[str, str] | None:
