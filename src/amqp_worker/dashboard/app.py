@@ -142,6 +142,7 @@ class Dashboard:
             )
         self.inspector = Inspector(self._broker, management)
         self._snapshot: tuple[float, tuple[str, ...], list[FailedJob]] | None = None
+        self._shown: tuple[float, dict[str, FailedJob]] = (0.0, {})
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.filters["num"] = _num
         self.templates.env.filters["when"] = _when
@@ -252,13 +253,43 @@ class Dashboard:
 
     async def _all_failed(self, failed: RabbitFailedJobs, fresh: bool = False) -> list[FailedJob]:
         """Every parked job of every queue; a read younger than :data:`SNAPSHOT_TTL_S` is reused."""
-        now = time.monotonic()
         snap = self._snapshot
-        if not fresh and snap and snap[1] == failed.queues and now - snap[0] < SNAPSHOT_TTL_S:
+        if (
+            not fresh
+            and snap
+            and snap[1] == failed.queues
+            and time.monotonic() - snap[0] < SNAPSHOT_TTL_S
+        ):
             return snap[2]
         records = await failed.list()
-        self._snapshot = (now, failed.queues, records)
+        # Timed from the end of the read: a long read is reused as long as a short one.
+        self._snapshot = (time.monotonic(), failed.queues, records)
         return records
+
+    def _remember(self, records: list[FailedJob]) -> None:
+        """Keep the jobs a page showed, so opening one of them needs no read of the queue."""
+        self._shown = (time.monotonic(), {record.id: record for record in records})
+
+    async def _find(
+        self, failed: RabbitFailedJobs, job_id: str, queue: str | None
+    ) -> FailedJob | None:
+        def pick(records: list[FailedJob]) -> FailedJob | None:
+            return next((r for r in records if r.id == job_id and queue in (None, r.queue)), None)
+
+        shown_at, shown = self._shown
+        if job_id in shown and time.monotonic() - shown_at < SNAPSHOT_TTL_S:
+            return shown[job_id]
+        snap = self._snapshot
+        cached = (
+            snap is not None
+            and snap[1] == failed.queues
+            and time.monotonic() - snap[0] < SNAPSHOT_TTL_S
+        )
+        found = pick(await self._all_failed(failed))
+        if found is None and cached:
+            # The reused read may be older than the job: read once more before saying no.
+            found = pick(await self._all_failed(failed, fresh=True))
+        return found
 
     async def failed_page(self, request: Request) -> Response:
         query = FailedQuery.from_params(request.query_params)
@@ -271,11 +302,13 @@ class Dashboard:
         if query:
             matches = [r for r in await self._all_failed(failed) if query.matches(r)]
             page = page_of(matches, number, size, len(matches))
+            self._remember(list(page.items))
         else:
             # No search: read only as far as this page, never the whole queue.
             records = await failed.list(limit=number * size)
             total = await self.inspector.failed_total(failed.queues)
             page = page_of(records, number, size, total)
+            self._remember(list(page.items))
         return self._render(
             request,
             "failed.html",
@@ -289,20 +322,11 @@ class Dashboard:
     async def failed_job_page(self, request: Request) -> Response:
         job_id = request.query_params.get("id", "")
         queue = request.query_params.get("queue") or None
-        failed = await self._failed()
-        found = [
-            r
-            for r in await self._all_failed(failed)
-            if r.id == job_id and (queue is None or r.queue == queue)
-        ]
-        if not found:
-            # The snapshot may be older than the job: look again before saying no.
-            found = [r for r in await self._all_failed(failed, fresh=True) if r.id == job_id]
-        if not found:
+        record = await self._find(await self._failed(), job_id, queue)
+        if record is None:
             return self._render(
                 request, "missing.html", status=404, job_id=job_id, queue=queue or ""
             )
-        record = found[0]
         return self._render(
             request,
             "failed_job.html",
@@ -343,6 +367,7 @@ class Dashboard:
                 query=query,
             )
         self._snapshot = None
+        self._shown = (0.0, {})
         if action == "retry":
             result = await failed.retry(ids)
             verb = "Retried"

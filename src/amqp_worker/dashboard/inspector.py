@@ -104,8 +104,13 @@ class Inspector:
         self._probe_lock = asyncio.Lock()
         self._connected = False
         self._unacked = _Cached()
+        self._unacked_task: asyncio.Future[None] | None = None
 
     async def close(self) -> None:
+        if self._unacked_task is not None:
+            self._unacked_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._unacked_task
         await self._probe.close()
         if self.management is not None:
             await self.management.aclose()
@@ -138,10 +143,22 @@ class Inspector:
     # -- overview ---------------------------------------------------------------
 
     async def _unacked_local(self) -> dict[str, int] | None:
-        now = time.monotonic()
-        if now - self._unacked.at >= RABBITMQCTL_EVERY_S:
-            self._unacked = _Cached(await unacked_counts(self.settings), now)
+        """rabbitmqctl's unacked counts: the first call waits, later ones refresh in the background.
+
+        rabbitmqctl takes about half a second of CPU; no refresh of the page
+        should wait for it.
+        """
+        cached = self._unacked
+        if time.monotonic() - cached.at < RABBITMQCTL_EVERY_S:
+            return cached.value
+        if cached.at < 0:
+            await self._refresh_unacked()
+        elif self._unacked_task is None or self._unacked_task.done():
+            self._unacked_task = asyncio.ensure_future(self._refresh_unacked())
         return self._unacked.value
+
+    async def _refresh_unacked(self) -> None:
+        self._unacked = _Cached(await unacked_counts(self.settings), time.monotonic())
 
     async def overview(self) -> Overview:
         notes: list[str] = []
