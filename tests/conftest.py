@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 
 from amqp_worker import AMQPWorker, Job, SimpleWorker, Worker
+from amqp_worker.testing import TimeTravelWorker
 from amqp_worker.topology import Topology
 from tests.brokertools import BROKER_URL, delete_topology, queue_state
 
 #: The AMQP run of each contract test needs RabbitMQ; ``-m "not broker"`` leaves it out.
-IMPLEMENTATIONS = ["simple", pytest.param("amqp", marks=pytest.mark.broker)]
+#: Every Worker the contract suite runs against. "time_travel" is amqp_worker.testing's
+#: TimeTravelWorker left on the wall clock: tests written with it mean the same in production.
+IMPLEMENTATIONS = ["simple", "time_travel", pytest.param("amqp", marks=pytest.mark.broker)]
 
 #: One worker name per test session: the delay topology is shared by this run's tests
 #: (as it is by a deployment's queues) and deleted at the end; work queues are per test.
@@ -57,6 +60,8 @@ class WorkerKit:
                 publish_timeout_s=10,
                 **options,
             )
+        elif self.kind == "time_travel":
+            worker = TimeTravelWorker(**options)
         else:
             worker = SimpleWorker(**options)
         self.workers.append(worker)

@@ -31,7 +31,7 @@ from .errors import (
     TopologyConflict,
 )
 from .failures import AttemptRecord, FailedJob, FailedJobsResult, FailureReason
-from .handlers import Handler
+from .handlers import Handler, HandlerSpec
 from .hooks import Hooks, JobEvent
 from .job import Job
 from .protocol import FailedJobs, Worker
@@ -40,6 +40,7 @@ from .schedule import Schedule
 from .settings import AMQPSettings, WorkerOptions
 from .simple import SimpleWorker
 from .topology import Topology
+from .typed import BoundJobRef, JobRef, TypedHandler
 
 try:
     __version__ = _version("amqp-worker")
@@ -52,6 +53,7 @@ __all__ = [
     "AccessRefused",
     "AmqpWorkerError",
     "AttemptRecord",
+    "BoundJobRef",
     "BrokerError",
     "BrokerUnavailable",
     "ConfigurationError",
@@ -63,6 +65,7 @@ __all__ = [
     "Handler",
     "HandlerAlreadyRegistered",
     "HandlerNotRegistered",
+    "HandlerSpec",
     "Hooks",
     "InvalidArgs",
     "InvalidHandler",
@@ -70,6 +73,7 @@ __all__ = [
     "Job",
     "JobCrashed",
     "JobEvent",
+    "JobRef",
     "JobTimeout",
     "JobTooLarge",
     "PermanentError",
@@ -82,6 +86,7 @@ __all__ = [
     "SimpleWorker",
     "Topology",
     "TopologyConflict",
+    "TypedHandler",
     "Worker",
     "WorkerOptions",
     "__version__",

@@ -121,6 +121,11 @@ class AMQPWorker(BaseWorker[Received]):
             **extra,
         )
 
+    @property
+    def default_queue(self) -> str:
+        """The first of ``settings.queues``: where a typed handler's ``perform`` goes by default."""
+        return self.settings.queues[0]
+
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         where = self.node or self.settings.broker

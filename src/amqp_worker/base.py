@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from pydantic import BaseModel
+
 from .attempt import report_failure, run_attempt
 from .defaults import DEFAULT_MAX_CONCURRENCY, DEFAULT_STOP_TIMEOUT_S
 from .errors import (
@@ -37,13 +39,13 @@ from .pool import DrainReport, TaskPool
 from .protocol import FailedJobs
 from .retry import RetryPolicy, decide
 from .schedule import MissedPolicy, Schedule
+from .typed import DEFAULT_QUEUE, HandlerDecorator, unwrap
 from .watchdog import DEFAULT_LOOP_STALL_WARN_S, LoopWatchdog, OnLoop, check_stall_threshold
 
 __all__ = ["BaseWorker", "delay_until", "seconds"]
 
 logger = logging.getLogger("amqp_worker")
 
-H = TypeVar("H", bound=Handler)
 #: What a worker's transport hands to :meth:`BaseWorker._run`: a message, an entry in memory.
 D = TypeVar("D")
 
@@ -122,6 +124,11 @@ class BaseWorker(abc.ABC, Generic[D]):
         return tuple(sorted(self._handlers))
 
     @property
+    def handler_specs(self) -> dict[str, HandlerSpec]:
+        """What :meth:`register` learned about each handler (args model, ...), by name; a copy."""
+        return dict(self._handlers)
+
+    @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`: the worker is taking jobs."""
         return self._running
@@ -172,21 +179,38 @@ class BaseWorker(abc.ABC, Generic[D]):
         :class:`~amqp_worker.errors.HandlerAlreadyRegistered` for a name
         already taken. Allowed before or after :meth:`start`.
         """
-        spec = HandlerSpec.inspect(name, handler, retry=retry, timeout_s=timeout_s)
+        spec = HandlerSpec.inspect(name, unwrap(handler), retry=retry, timeout_s=timeout_s)
         if name in self._handlers:
             raise HandlerAlreadyRegistered(name)
         self._handlers[name] = spec
 
     def handler(
-        self, name: str, *, retry: RetryPolicy | None = None, timeout_s: float | None = None
-    ) -> Callable[[H], H]:
-        """Decorator form of :meth:`register`; returns the function unchanged."""
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+        queue: str | None = None,
+    ) -> HandlerDecorator:
+        """Decorator form of :meth:`register`.
 
-        def decorate(func: H) -> H:
+        A function whose first parameter is a pydantic model comes back as a
+        :class:`~amqp_worker.TypedHandler`: callable as before, plus
+        ``perform(args)``/``perform_in``/``perform_at`` on this worker, typed by
+        that model, onto ``queue`` (default: :attr:`default_queue`). Any other
+        function comes back unchanged.
+        """
+
+        def register(func: Callable[..., Any]) -> type[BaseModel] | None:
             self.register(name, func, retry=retry, timeout_s=timeout_s)
-            return func
+            return self._handlers[name].args_model
 
-        return decorate
+        return HandlerDecorator(self, name, queue or self.default_queue, register)
+
+    @property
+    def default_queue(self) -> str:
+        """The queue a typed handler's ``perform`` uses when neither it nor the call names one."""
+        return DEFAULT_QUEUE
 
     # -- periodic jobs ----------------------------------------------------------
 
@@ -263,7 +287,11 @@ class BaseWorker(abc.ABC, Generic[D]):
         """The copy that is enqueued: stamped with the enqueue time; ``job`` itself is untouched."""
         if not isinstance(job, Job):
             raise TypeError(f"expected a Job, got {type(job).__name__}")
-        return job.model_copy(update={"enqueued_at": datetime.now(UTC)})
+        return job.model_copy(update={"enqueued_at": self._now()})
+
+    def _now(self) -> datetime:
+        """The current time as this worker sees it (a test worker may run on its own clock)."""
+        return datetime.now(UTC)
 
     @property
     @abc.abstractmethod

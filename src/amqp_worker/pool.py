@@ -99,6 +99,11 @@ class TaskPool:
             # run() is expected to handle its own errors; anything left is a bug.
             logger.error("job task crashed", exc_info=task.exception())
 
+    async def idle(self) -> None:
+        """Return once no task waits or runs, including tasks submitted meanwhile."""
+        while self._waiting or self._running:
+            await asyncio.wait({*self._waiting, *self._running})
+
     async def drain(self, timeout_s: float | None) -> DrainReport:
         """Abandon waiting tasks, give running ones ``timeout_s`` (None: forever), cancel the rest.
 

@@ -21,10 +21,10 @@ rely on nothing else. Parked jobs are reached through ``worker.failed``, a
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from .defaults import DEFAULT_STOP_TIMEOUT_S
 from .failures import FailedJob, FailedJobsResult
@@ -33,10 +33,9 @@ from .hooks import Hooks
 from .job import Job
 from .retry import RetryPolicy
 from .schedule import MissedPolicy, Schedule
+from .typed import HandlerDecorator
 
 __all__ = ["FailedJobs", "Worker"]
-
-H = TypeVar("H", bound=Handler)
 
 
 @runtime_checkable
@@ -168,9 +167,24 @@ class Worker(Protocol):
         ...
 
     def handler(
-        self, name: str, *, retry: RetryPolicy | None = None, timeout_s: float | None = None
-    ) -> Callable[[H], H]:
-        """Decorator form of :meth:`register`; returns the function unchanged."""
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+        queue: str | None = None,
+    ) -> HandlerDecorator:
+        """Decorator form of :meth:`register`.
+
+        A function whose first parameter is a pydantic model comes back as a
+        :class:`~amqp_worker.TypedHandler` with typed ``perform*`` onto
+        ``queue`` (default: :attr:`default_queue`); any other comes back unchanged.
+        """
+        ...
+
+    @property
+    def default_queue(self) -> str:
+        """The queue a typed handler's ``perform`` uses when neither it nor the call names one."""
         ...
 
     def schedule(

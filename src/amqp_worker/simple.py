@@ -18,7 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Self
 
 from .attempt import tell_parked
@@ -84,6 +84,14 @@ class SimpleWorker(BaseWorker[_Entry]):
         self._dropped = 0
         self._ticking: asyncio.Future[None] | None = None
         self._fired: dict[str, datetime] = {}
+        self._led_since = self._now()
+        self._ticker = Ticker(
+            lambda: self._schedules,
+            enqueue=self.perform,
+            # Looked up per tick: with_options() gives the copy hooks of its own.
+            on_tick=lambda event: self.hooks.ticked(event),
+            clock=self._now,
+        )
         self._failed = MemoryFailedJobs(lambda job, headers: self._place(_Entry(job, headers), 0))
 
     def _copy(self, overrides: dict[str, Any]) -> Self:
@@ -181,11 +189,12 @@ class SimpleWorker(BaseWorker[_Entry]):
         while self._pending:
             self._submit(self._pending.popleft())
         if self._schedules:
-            # One process, one leader: the ticks fired are kept in memory across restarts.
-            ticker = Ticker(
-                lambda: self._schedules, enqueue=self.perform, on_tick=self.hooks.ticked
-            )
-            self._ticking = asyncio.ensure_future(ticker.run(self._fired, datetime.now(UTC)))
+            self._led_since = self._now()
+            self._start_ticking()
+
+    def _start_ticking(self) -> None:
+        # One process, one leader: the ticks fired are kept in memory across restarts.
+        self._ticking = asyncio.ensure_future(self._ticker.run(self._fired, self._led_since))
 
     async def _enqueue_tick(self, job: Job) -> None:
         try:

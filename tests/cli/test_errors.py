@@ -11,7 +11,16 @@ from tests.cli.conftest import UNREACHABLE_URL, base_env, cli, one_line_error
 def test_help_lists_every_command() -> None:
     result = cli("--help")
     assert result.returncode == ExitCode.OK
-    for command in ("run", "enqueue", "queues", "check", "failed", "schedules", "dashboard"):
+    for command in (
+        "run",
+        "enqueue",
+        "queues",
+        "check",
+        "failed",
+        "schedules",
+        "dashboard",
+        "asyncapi",
+    ):
         assert command in result.stdout
     failed = cli("failed", "--help")
     for command in ("list", "show", "retry", "purge"):

@@ -11,7 +11,9 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -24,8 +26,10 @@ from amqp_worker import (
     InvalidSchedule,
     Job,
     JobEvent,
+    JobRef,
     JobTooLarge,
     RetryPolicy,
+    TypedHandler,
     Worker,
 )
 from amqp_worker.schedule import tick_id
@@ -282,6 +286,67 @@ async def test_typed_args_are_validated_into_the_model(kit: WorkerKit) -> None:
         await worker.perform(kit.job("send", {"to": "a@example.com"}))
         await wait(done)
     assert got == [Email(to="a@example.com")]
+
+
+class Invoice(BaseModel):
+    """Fields whose JSON form differs from their Python form."""
+
+    number: uuid.UUID
+    total: Decimal
+    due: datetime
+    tags: frozenset[str] = frozenset()
+
+
+async def test_a_typed_handler_performs_its_model_and_receives_exactly_it(kit: WorkerKit) -> None:
+    worker = kit.make()
+    got: list[Invoice] = []
+    done = asyncio.Event()
+
+    @worker.handler("bill", queue=kit.queue)
+    async def bill(args: Invoice) -> None:
+        got.append(args)
+        if len(got) == 3:
+            done.set()
+
+    assert isinstance(bill, TypedHandler)
+    assert bill.__name__ == "bill"
+    sent = Invoice(
+        number=uuid.uuid4(),
+        total=Decimal("12.30"),
+        due=datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+        tags=frozenset({"a", "b"}),
+    )
+    async with worker:
+        await bill.perform(sent)
+        await bill.perform_in(sent, 0.05)
+        await JobRef("bill", Invoice, queue=kit.queue).perform(sent, worker=worker)
+        await wait(done)
+    # Serialised in the model's JSON mode, validated back into the model: equal.
+    assert got == [sent, sent, sent]
+    await bill(sent)  # still callable like the function
+    assert got[-1] is sent
+
+
+def test_a_handler_without_a_model_comes_back_unchanged(kit: WorkerKit) -> None:
+    worker = kit.make()
+
+    async def plain(args: dict[str, Any]) -> None: ...
+
+    assert worker.handler("plain")(plain) is plain
+
+
+def test_a_typed_reference_refuses_other_args_at_run_time_too(kit: WorkerKit) -> None:
+    ref = JobRef("send", Email, queue=kit.queue)
+    with pytest.raises(TypeError, match="takes Email args, not dict"):
+        ref.job({"to": "a@example.com"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="pydantic model"):
+        JobRef("send", dict)  # type: ignore[type-var]
+    job = ref.job(Email(to="a@example.com"), queue="other")
+    assert (job.handler, job.queue, job.args) == (
+        "send",
+        "other",
+        {"to": "a@example.com", "retries": 0},
+    )
 
 
 async def test_invalid_typed_args_fail_the_job_not_the_worker(

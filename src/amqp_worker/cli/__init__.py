@@ -25,6 +25,7 @@ from amqp_worker.errors import (
 )
 
 from . import logs
+from .asyncapi import asyncapi
 from .check import check
 from .common import CLIError, ExitCode, Secrets
 from .daemon import run
@@ -61,6 +62,7 @@ cli.add_command(check)
 cli.add_command(failed)
 cli.add_command(schedules)
 cli.add_command(dashboard)
+cli.add_command(asyncapi)
 
 
 def _report(message: str, secrets: Secrets, prefix: str = PROG) -> None:

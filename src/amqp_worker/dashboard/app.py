@@ -374,6 +374,16 @@ class Dashboard:
         else:
             result = await failed.purge(ids)
             verb = "Purged"
+        # An audit line per action: what, how many, chosen how, from where.
+        client = request.client.host if request.client else "?"
+        logger.info(
+            "dashboard: %s %d job(s) (%s %s) for %s",
+            verb.lower(),
+            len(result.done),
+            scope,
+            query.describe() if scope == "matching" else "by id",
+            client,
+        )
         notice = f"{verb} {len(result.done)} job{'s' if len(result.done) != 1 else ''}."
         if result.not_found:
             notice += f" {len(result.not_found)} no longer there."

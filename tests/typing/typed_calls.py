@@ -1,0 +1,72 @@
+"""Right and wrong typed enqueues, for mypy (tests/test_typed_enqueue.py runs it).
+
+Each line mypy must reject ends with ``# rejected``; no other line may be.
+This file is type-checked, never run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from amqp_worker import AMQPWorker, Job, JobRef, SimpleWorker
+
+
+class Email(BaseModel):
+    user_id: int
+    subject: str = "hello"
+
+
+class Other(BaseModel):
+    name: str
+
+
+worker = SimpleWorker()
+
+
+@worker.handler("send_email")
+async def send_email(args: Email) -> None:
+    pass
+
+
+@worker.handler("untyped")
+async def untyped(args: dict[str, Any]) -> None:
+    pass
+
+
+async def calls() -> None:
+    await send_email.perform(Email(user_id=1))
+    await send_email.perform(Email(user_id=1), queue="priority")
+    await send_email.perform_in(Email(user_id=1), timedelta(minutes=5))
+    await send_email.perform_in(Email(user_id=1), 30.0)
+    await send_email.perform_at(Email(user_id=1), datetime(2030, 1, 1, tzinfo=UTC))
+    await send_email(Email(user_id=2))  # still callable like the function
+    await untyped({"any": "thing"})  # an untyped handler comes back unchanged
+    await worker.perform(Job(handler="untyped", args={"x": 1}))  # the untyped way stays
+
+    await send_email.perform({"user": 1})  # rejected
+    await send_email.perform(Other(name="x"))  # rejected
+    await send_email.perform(Email(user_id=1), queue=3)  # rejected
+    await send_email.perform_in(Email(user_id=1), "5m")  # rejected
+    await send_email.perform_at(Other(name="x"), datetime.now(UTC))  # rejected
+    await send_email(Other(name="x"))  # rejected
+    await untyped.perform({"x": 1})  # rejected
+
+
+# A publish-only service: the name and the model, no handler code.
+send_email_ref = JobRef("send_email", Email, queue="emails")
+publisher = AMQPWorker("amqp://guest:guest@localhost/")
+
+
+async def publish() -> None:
+    await send_email_ref.perform(Email(user_id=1), worker=publisher)
+    await send_email_ref.bind(publisher).perform_in(Email(user_id=1), 60)
+    job: Job = send_email_ref.job(Email(user_id=1))
+    await publisher.perform(job)
+
+    await send_email_ref.perform(Other(name="x"), worker=publisher)  # rejected
+    await send_email_ref.perform(Email(user_id=1))  # rejected
+    await send_email_ref.bind(publisher).perform({"user_id": 1})  # rejected
+    JobRef("send_email", dict)  # rejected
