@@ -175,7 +175,9 @@ class Running:
 
         async def shown() -> bool:
             mine[:] = [c for c in await api.consumers() if c.queue in self.queues]
-            return sorted(c.queue for c in mine) == self.queues
+            # A new consumer is listed before its channel details (connection, peer) are.
+            complete = all(c.connection and c.peer != "?:?" for c in mine)
+            return complete and sorted(c.queue for c in mine) == self.queues
 
         await eventually(shown, f"consumers of {self.queues}")
         return mine

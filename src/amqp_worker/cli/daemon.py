@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
@@ -155,13 +156,23 @@ class Daemon:
             graceful.result()
             logger.info("worker stopped")
             return ExitCode.OK
+        # A second signal means now. Whatever the clean-up below waits on (a close that
+        # outlives its cancellation, a loop blocked by a handler), the process ends
+        # within FORCED_STOP_S + 1 s; unacked jobs go back to RabbitMQ either way.
+        deadline = threading.Timer(FORCED_STOP_S + 1, _stopped_by_force)
+        deadline.daemon = True
+        deadline.start()
         graceful.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await graceful
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.worker.stop(timeout_s=0), FORCED_STOP_S)
-        logger.warning("worker stopped by force; unfinished jobs go back to RabbitMQ")
-        return _exit_now(ExitCode.FAILURE)
+        return _stopped_by_force()
+
+
+def _stopped_by_force() -> NoReturn:
+    logger.warning("worker stopped by force; unfinished jobs go back to RabbitMQ")
+    _exit_now(ExitCode.FAILURE)
 
 
 def _exit_now(code: ExitCode) -> NoReturn:

@@ -155,7 +155,9 @@ class ManagementAPI:
             if not isinstance(row, dict):
                 continue
             queue = row.get("queue") or {}
-            channel = row.get("channel_details") or {}
+            # Empty ([]) for a moment after a consumer starts, until the broker's stats fill it.
+            channel = row.get("channel_details")
+            channel = channel if isinstance(channel, dict) else {}
             # channel_details names the connection as the broker does: ip:port -> ip:port.
             broker_name = str(channel.get("connection_name") or "")
             peer = f"{channel.get('peer_host', '?')}:{channel.get('peer_port', '?')}"
