@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -12,6 +12,7 @@ from amqp_worker import Job
 from amqp_worker.dashboard import DashboardSettings
 from amqp_worker.dashboard.auth import basic_credentials
 from amqp_worker.dashboard.csrf import CsrfToken
+from amqp_worker.dashboard.filters import ago, num, when
 from amqp_worker.dashboard.history import History
 from amqp_worker.dashboard.search import FailedQuery, page_of, search_text
 from amqp_worker.dashboard.settings import is_loopback
@@ -190,3 +191,20 @@ class TestDashboardSettings:
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+def test_filters_read_numbers_and_times() -> None:
+    assert (num(None), num(12345), num(0), num("x")) == ("—", "12,345", "0", "x")
+    moment = datetime(2026, 12, 2, 4, 5, 6, tzinfo=UTC)
+    assert when(moment) == "2026-12-02 04:05:06 UTC"
+    assert when(None) == ago(None) == "—"
+    cases = {
+        timedelta(seconds=-30): "30 s ago",
+        timedelta(seconds=89): "in 89 s",
+        timedelta(minutes=75): "in 75 min",
+        timedelta(minutes=-59, seconds=-59.9): "60 min ago",
+        timedelta(hours=2): "in 2 h",
+        timedelta(days=3): "in 3 d",
+    }
+    for offset, text in cases.items():
+        assert ago(moment + offset, now=moment) == text, offset

@@ -8,12 +8,8 @@ Delivery is at-least-once. A message is acked only after its handler
 succeeded or after it was safely parked in its failed-jobs queue (confirmed);
 anything this process could not finish goes back to RabbitMQ.
 
-This class only orchestrates; the parts live in their own modules:
-:mod:`~amqp_worker.broker` (connection, declarations, confirmed publishing),
-:mod:`~amqp_worker.publishing` (where a job goes), :mod:`~amqp_worker.hold`
-(delayed jobs released early), :mod:`~amqp_worker.messages` (what is
-re-published), :mod:`~amqp_worker.settle` (acks and hand-backs), and
-:class:`~amqp_worker.base.BaseWorker` (running one job).
+This class only orchestrates; the parts live in their own modules (broker,
+publishing, hold, messages, settle, acks, consumer...): docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -88,6 +84,7 @@ class AMQPWorker(BaseWorker[Received]):
             retry=retry,
             timeout_s=timeout_s,
             loop_stall_warn_s=self.settings.loop_stall_warn_s,
+            default_queue=self.settings.queues[0],
         )
         self._broker = Broker(self.settings, connection=connection, ssl_context=ssl_context)
         self._publisher = JobPublisher(self._broker)
@@ -120,11 +117,6 @@ class AMQPWorker(BaseWorker[Received]):
             timeout_s=extra.pop("timeout_s", self.timeout_s),
             **extra,
         )
-
-    @property
-    def default_queue(self) -> str:
-        """The first of ``settings.queues``: where a typed handler's ``perform`` goes by default."""
-        return self.settings.queues[0]
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

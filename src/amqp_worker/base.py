@@ -94,6 +94,7 @@ class BaseWorker(abc.ABC, Generic[D]):
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
         loop_stall_warn_s: float = DEFAULT_LOOP_STALL_WARN_S,
+        default_queue: str = DEFAULT_QUEUE,
     ) -> None:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
@@ -112,6 +113,7 @@ class BaseWorker(abc.ABC, Generic[D]):
         self._on_loop: OnLoop = {}
         self._watchdog: LoopWatchdog | None = None
         self._schedules: dict[str, Schedule] = {}
+        self._default_queue = default_queue
 
     @property
     def max_concurrency(self) -> int:
@@ -209,8 +211,8 @@ class BaseWorker(abc.ABC, Generic[D]):
 
     @property
     def default_queue(self) -> str:
-        """The queue a typed handler's ``perform`` uses when neither it nor the call names one."""
-        return DEFAULT_QUEUE
+        """Where a typed handler's ``perform`` goes unless told: an AMQPWorker's first queue."""
+        return self._default_queue
 
     # -- periodic jobs ----------------------------------------------------------
 

@@ -14,20 +14,19 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
 import aiormq.exceptions as amqp_errors
 from starlette.applications import Starlette
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from amqp_worker.broker import Broker
 from amqp_worker.errors import BrokerError
@@ -36,8 +35,9 @@ from amqp_worker.failures import FailedJob, FailureReason
 from amqp_worker.probe import vhost_of
 from amqp_worker.settings import AMQPSettings
 
-from .auth import BasicAuth
+from .auth import BasicAuth, SecurityHeaders
 from .csrf import CsrfToken
+from .filters import ago, num, when
 from .history import History
 from .inspector import Inspector
 from .management import ManagementAPI, ManagementUnavailable
@@ -53,69 +53,12 @@ HERE = Path(__file__).parent
 #: A full read of the failed queues is reused for this long (paging through a search).
 SNAPSHOT_TTL_S = 5.0
 
-#: Sent with every response: no framing, no inline script, nothing from other origins.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
-
-
-class _SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
 
 def _amqp_credentials(settings: AMQPSettings) -> tuple[str, str] | None:
     parts = urlsplit(settings.urls[0])
     if parts.username is None:
         return None
     return unquote(parts.username), unquote(parts.password or "")
-
-
-def _num(value: object) -> str:
-    return "—" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def _when(value: datetime | None) -> str:
-    if value is None:
-        return "—"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _ago(value: datetime | None) -> str:
-    if value is None:
-        return "—"
-    seconds = (datetime.now(UTC) - value).total_seconds()
-    ahead = seconds < 0
-    seconds = abs(seconds)
-    # Each unit until 1.5 of the next: "75 min", then "2 h".
-    for unit, size, up_to in (("s", 1, 90), ("min", 60, 5400), ("h", 3600, 129600)):
-        if seconds < up_to:
-            text = f"{seconds / size:.0f} {unit}"
-            break
-    else:
-        text = f"{seconds / 86400:.0f} d"
-    return f"in {text}" if ahead else f"{text} ago"
 
 
 class Dashboard:
@@ -144,9 +87,7 @@ class Dashboard:
         self._snapshot: tuple[float, tuple[str, ...], list[FailedJob]] | None = None
         self._shown: tuple[float, dict[str, FailedJob]] = (0.0, {})
         self.templates = Jinja2Templates(directory=HERE / "templates")
-        self.templates.env.filters["num"] = _num
-        self.templates.env.filters["when"] = _when
-        self.templates.env.filters["ago"] = _ago
+        self.templates.env.filters.update(num=num, when=when, ago=ago)
         routes = [
             Route("/", self.overview_page, name="overview"),
             Route("/api/overview", self.overview_json, name="overview_json"),
@@ -166,7 +107,7 @@ class Dashboard:
             lifespan=self._lifespan,
             exception_handlers=unreachable,
         )
-        app: ASGIApp = _SecurityHeaders(self._starlette)
+        app: ASGIApp = SecurityHeaders(self._starlette)
         credentials = self.options.credentials
         if credentials is not None:
             app = BasicAuth(app, credentials)
