@@ -20,7 +20,7 @@ from amqp_worker import Job
 from amqp_worker.broker import Broker
 from amqp_worker.failures import AttemptRecord, FailureReason, failure_headers
 from amqp_worker.settings import AMQPSettings
-from amqp_worker.topology import DELAY_RADIX, Topology
+from amqp_worker.topology import Topology
 
 QUEUE = "emails"
 HANDLERS = ("send_email", "resize_image", "charge_card", "sync_crm", "render_pdf")
@@ -66,9 +66,7 @@ class Seed:
         t = self.topology
         queues = [t.work_queue(QUEUE), t.due_queue(QUEUE), t.failed_queue(QUEUE)]
         queues += [t.quarantine_queue(QUEUE)]
-        queues += [
-            t.delay_queue(lv, d) for lv in range(t.delay.levels) for d in range(1, DELAY_RADIX)
-        ]
+        queues += t.delay_queues()
         exchanges = [t.exchange, t.due_exchange]
         exchanges += [t.delay_exchange(level) for level in range(t.delay.levels)]
         return queues, exchanges

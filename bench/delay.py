@@ -38,7 +38,7 @@ from _shared import delete_all, describe, environment, on_each
 from aio_pika.abc import AbstractChannel
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.topology import DELAY_RADIX, DelayPlan, Topology
+from amqp_worker.topology import DelayPlan, Topology
 
 DEFAULT_URL = os.environ.get("AMQP_WORKER_BENCH_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WORKER_SCRIPT = Path(__file__).with_name("_delay_worker.py")
@@ -91,12 +91,7 @@ class Names:
         return Topology(name=self.name, delay=DelayPlan(self.window_ms))
 
     def delay_queues(self) -> list[str]:
-        t = self.topology
-        return [
-            t.delay_queue(level, digit)
-            for level in range(t.delay.levels)
-            for digit in range(1, DELAY_RADIX)
-        ]
+        return self.topology.delay_queues()
 
     def delay_exchanges(self) -> list[str]:
         t = self.topology

@@ -37,7 +37,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from pydantic import BaseModel
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.topology import DELAY_RADIX, QueueType, Topology, queue_arguments
+from amqp_worker.topology import QueueType, Topology, queue_arguments
 
 DEFAULT_URL = os.environ.get("AMQP_WORKER_BENCH_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_FLIGHT = 256
@@ -131,11 +131,7 @@ def topology_names(topology: Topology, queues: list[str]) -> tuple[list[str], li
             topology.quarantine_queue(queue),
         )
     ]
-    queue_names += [
-        topology.delay_queue(level, digit)
-        for level in range(topology.delay.levels)
-        for digit in range(1, DELAY_RADIX)
-    ]
+    queue_names += topology.delay_queues()
     exchanges = [topology.exchange, topology.due_exchange]
     exchanges += [topology.delay_exchange(level) for level in range(topology.delay.levels)]
     return queue_names, exchanges

@@ -11,7 +11,7 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage
 
-from amqp_worker.topology import DELAY_RADIX, Topology
+from amqp_worker.topology import Topology
 
 BROKER_URL = os.environ.get("AMQP_WORKER_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -44,11 +44,7 @@ async def delete_topology(topology: Topology, queues: Iterable[str] = ()) -> Non
             topology.quarantine_queue(queue),
         )
     ]
-    names += [
-        topology.delay_queue(level, digit)
-        for level in range(topology.delay.levels)
-        for digit in range(1, DELAY_RADIX)
-    ]
+    names += topology.delay_queues()
     names += [topology.schedule_queue, topology.schedule_status_queue]
     await delete_queues(names)
     await delete_exchanges(

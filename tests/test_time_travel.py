@@ -207,3 +207,19 @@ async def test_the_readme_example(time_travel_worker: TimeTravelWorker) -> None:
     failures = await time_travel_worker.advance(timedelta(hours=1))  # milliseconds
     assert len(calls) == 3
     assert [failure.attempt for failure in failures] == [0, 1]
+
+
+async def test_delayed_jobs_dropped_by_stop_are_gone_after_a_restart() -> None:
+    worker = TimeTravelWorker()
+    ran: list[int] = []
+
+    @worker.handler("later")
+    async def later(args: Ping) -> None:
+        ran.append(args.n)
+
+    async with worker:
+        await later.perform_in(Ping(n=1), timedelta(hours=1))
+    async with worker:  # the first job was dropped by stop(), as on SimpleWorker
+        await later.perform_in(Ping(n=2), timedelta(hours=1))
+        await worker.advance(timedelta(hours=2))
+    assert ran == [2]

@@ -114,6 +114,10 @@ def test_delay_queue_names_are_distinct() -> None:
     t = Topology()
     names = {t.delay_queue(lv, d) for lv in range(t.delay.levels) for d in range(1, DELAY_RADIX)}
     assert len(names) == t.delay.levels * (DELAY_RADIX - 1)
+    # delay_queues() lists each of them once, level by level.
+    assert len(t.delay_queues()) == len(names)
+    assert set(t.delay_queues()) == names
+    assert t.delay_queues()[0] == t.delay_queue(0, 1)
 
 
 def test_short_delays_skip_the_broker() -> None:

@@ -76,6 +76,31 @@ def _message(name: str, spec: HandlerSpec, args_schema: Any) -> dict[str, Any]:
     }
 
 
+def _channel(
+    address: str,
+    title: str,
+    description: str,
+    exchange: dict[str, Any],
+    message_refs: dict[str, Any],
+) -> dict[str, Any]:
+    """A channel routed by key on ``exchange``, carrying every handler's message."""
+    return {
+        "address": address,
+        "title": title,
+        "description": description,
+        # A copy per channel: a YAML dump would otherwise write anchors and aliases.
+        "messages": copy.deepcopy(message_refs),
+        "bindings": {
+            "amqp": {"is": "routingKey", "exchange": exchange, "bindingVersion": BINDING_VERSION}
+        },
+    }
+
+
+def _operation_messages(channel: str, messages: Mapping[str, Any]) -> list[dict[str, str]]:
+    """References to ``channel``'s message of each handler, as an operation lists them."""
+    return [{"$ref": f"#/channels/{_escape(channel)}/messages/{name}"} for name in messages]
+
+
 def _exchange(name: str, vhost: str) -> dict[str, Any]:
     return {"name": name, "type": "direct", "durable": True, "autoDelete": False, "vhost": vhost}
 
@@ -98,51 +123,34 @@ def asyncapi_document(
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     for queue in settings.queues:
-        now, later = f"{queue}", f"{queue}.delayed"
-        channels[now] = {
-            "address": queue,
-            "title": f"jobs for {queue}",
-            "description": (
-                f"Publish a job to exchange `{topology.exchange}` with routing key = `Job.queue` "
-                f"(`{queue}`); it lands in the durable queue `{topology.work_queue(queue)}`. "
-                "Persistent (delivery mode 2), with publisher confirms and `mandatory`."
-            ),
-            "messages": copy.deepcopy(message_refs),
-            "bindings": {
-                "amqp": {
-                    "is": "routingKey",
-                    "exchange": _exchange(topology.exchange, vhost),
-                    "bindingVersion": BINDING_VERSION,
-                }
-            },
-        }
-        channels[later] = {
-            "address": queue,
-            "title": f"delayed jobs for {queue}",
-            "description": (
-                f"Publish a delayed job to exchange `{topology.due_exchange}` with routing key "
-                f"`{queue}` and the header `{DUE_HEADER}` (its due time, ms since the Unix "
-                "epoch). A worker holds it until then, sending it through the per-TTL delay "
-                "queues while it is more than the hold window away "
-                f"({settings.delay_window_ms} ms); Python publishers use perform_in/perform_at, "
-                "which route through those delay queues directly."
-            ),
-            "messages": copy.deepcopy(message_refs),
-            "bindings": {
-                "amqp": {
-                    "is": "routingKey",
-                    "exchange": _exchange(topology.due_exchange, vhost),
-                    "bindingVersion": BINDING_VERSION,
-                }
-            },
-        }
+        now, later = queue, f"{queue}.delayed"
+        channels[now] = _channel(
+            queue,
+            f"jobs for {queue}",
+            f"Publish a job to exchange `{topology.exchange}` with routing key = `Job.queue` "
+            f"(`{queue}`); it lands in the durable queue `{topology.work_queue(queue)}`. "
+            "Persistent (delivery mode 2), with publisher confirms and `mandatory`.",
+            _exchange(topology.exchange, vhost),
+            message_refs,
+        )
+        channels[later] = _channel(
+            queue,
+            f"delayed jobs for {queue}",
+            f"Publish a delayed job to exchange `{topology.due_exchange}` with routing key "
+            f"`{queue}` and the header `{DUE_HEADER}` (its due time, ms since the Unix "
+            "epoch). A worker holds it until then, sending it through the per-TTL delay "
+            "queues while it is more than the hold window away "
+            f"({settings.delay_window_ms} ms); Python publishers use perform_in/perform_at, "
+            "which route through those delay queues directly.",
+            _exchange(topology.due_exchange, vhost),
+            message_refs,
+        )
         for channel in (now, later):
-            refs = [{"$ref": f"#/channels/{_escape(channel)}/messages/{m}"} for m in messages]
             operations[f"perform.{channel}"] = {
                 "action": "send",
                 "channel": {"$ref": f"#/channels/{_escape(channel)}"},
                 "summary": f"Enqueue a job on {channel}.",
-                "messages": refs,
+                "messages": _operation_messages(channel, messages),
                 "bindings": {
                     "amqp": {
                         "deliveryMode": 2,
@@ -158,7 +166,7 @@ def asyncapi_document(
                 f"Workers consume {topology.work_queue(queue)} and ack each job only after it "
                 f"ran, or was retried or parked in {topology.failed_queue(queue)}."
             ),
-            "messages": [{"$ref": f"#/channels/{_escape(now)}/messages/{m}"} for m in messages],
+            "messages": _operation_messages(now, messages),
             "bindings": {"amqp": {"ack": True, "bindingVersion": BINDING_VERSION}},
         }
     return {

@@ -92,7 +92,7 @@ class SimpleWorker(BaseWorker[_Entry]):
             on_tick=lambda event: self.hooks.ticked(event),
             clock=self._now,
         )
-        self._failed = MemoryFailedJobs(lambda job, headers: self._place(_Entry(job, headers), 0))
+        self._failed = MemoryFailedJobs(lambda job, headers: self._accept(_Entry(job, headers)))
 
     def _copy(self, overrides: dict[str, Any]) -> Self:
         options: dict[str, Any] = {
@@ -134,13 +134,15 @@ class SimpleWorker(BaseWorker[_Entry]):
                 check_size(job.id, len(job.to_json()), self.max_message_bytes)
         return await super().perform_many(batch)
 
-    def _place(self, entry: _Entry, delay_s: float) -> None:
-        if delay_s > 0:
-            token = next(self._tokens)
-            timer = asyncio.get_running_loop().call_later(delay_s, self._due, token)
-            self._timers[token] = (timer, entry)
-        else:
+    def _place(self, entry: _Entry, delay_s: float) -> int | None:
+        """Run ``entry`` now, or after ``delay_s`` on a loop timer; the timer's token, if any."""
+        if delay_s <= 0:
             self._accept(entry)
+            return None
+        token = next(self._tokens)
+        timer = asyncio.get_running_loop().call_later(delay_s, self._due, token)
+        self._timers[token] = (timer, entry)
+        return token
 
     def _due(self, token: int) -> None:
         _, entry = self._timers.pop(token)

@@ -286,6 +286,14 @@ class Topology:
         """The delay queue for ``digit`` at ``level``; its name carries its TTL."""
         return f"{self.name}.delay.u{self.delay.unit_ms}.{self.delay.ttl_ms(level, digit)}ms"
 
+    def delay_queues(self) -> list[str]:
+        """Every delay queue of the topology, level by level (shared by all job queues)."""
+        return [
+            self.delay_queue(level, digit)
+            for level in range(self.delay.levels)
+            for digit in range(1, DELAY_RADIX)
+        ]
+
     # -- arguments --------------------------------------------------------------
 
     def work_queue_arguments(self, queue: str) -> dict[str, Any]:

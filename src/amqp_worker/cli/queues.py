@@ -9,7 +9,6 @@ import click
 
 from amqp_worker.probe import Probe, QueueStat, unacked_counts
 from amqp_worker.settings import AMQPSettings
-from amqp_worker.topology import DELAY_RADIX
 
 from .common import ExitCode, Target, connection_options, queue_option, render_table
 
@@ -44,11 +43,10 @@ async def queues_report(probe: Probe, settings: AMQPSettings) -> str:
             )
         )
     delayed: int | None = None
-    for level in range(topology.delay.levels):
-        for digit in range(1, DELAY_RADIX):
-            stat = await probe.stat(topology.delay_queue(level, digit))
-            if stat is not None:
-                delayed = (delayed or 0) + stat.ready
+    for name in topology.delay_queues():
+        stat = await probe.stat(name)
+        if stat is not None:
+            delayed = (delayed or 0) + stat.ready
     footer = (
         f"delayed: {'-' if delayed is None else delayed} "
         f"(in the delay queues of {settings.name!r}, shared by all its queues)"

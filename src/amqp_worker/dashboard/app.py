@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -192,16 +192,18 @@ class Dashboard:
     async def _failed(self) -> RabbitFailedJobs:
         return RabbitFailedJobs(self._broker, await self.inspector.job_queues())
 
+    def _cached_failed(self, failed: RabbitFailedJobs) -> list[FailedJob] | None:
+        """The last full read of these queues, if younger than :data:`SNAPSHOT_TTL_S`."""
+        snap = self._snapshot
+        if snap and snap[1] == failed.queues and time.monotonic() - snap[0] < SNAPSHOT_TTL_S:
+            return snap[2]
+        return None
+
     async def _all_failed(self, failed: RabbitFailedJobs, fresh: bool = False) -> list[FailedJob]:
         """Every parked job of every queue; a read younger than :data:`SNAPSHOT_TTL_S` is reused."""
-        snap = self._snapshot
-        if (
-            not fresh
-            and snap
-            and snap[1] == failed.queues
-            and time.monotonic() - snap[0] < SNAPSHOT_TTL_S
-        ):
-            return snap[2]
+        cached = None if fresh else self._cached_failed(failed)
+        if cached is not None:
+            return cached
         records = await failed.list()
         # Timed from the end of the read: a long read is reused as long as a short one.
         self._snapshot = (time.monotonic(), failed.queues, records)
@@ -214,20 +216,15 @@ class Dashboard:
     async def _find(
         self, failed: RabbitFailedJobs, job_id: str, queue: str | None
     ) -> FailedJob | None:
-        def pick(records: list[FailedJob]) -> FailedJob | None:
+        def pick(records: Iterable[FailedJob]) -> FailedJob | None:
             return next((r for r in records if r.id == job_id and queue in (None, r.queue)), None)
 
         shown_at, shown = self._shown
-        if job_id in shown and time.monotonic() - shown_at < SNAPSHOT_TTL_S:
-            return shown[job_id]
-        snap = self._snapshot
-        cached = (
-            snap is not None
-            and snap[1] == failed.queues
-            and time.monotonic() - snap[0] < SNAPSHOT_TTL_S
-        )
-        found = pick(await self._all_failed(failed))
-        if found is None and cached:
+        if time.monotonic() - shown_at < SNAPSHOT_TTL_S and (found := pick(shown.values())):
+            return found
+        cached = self._cached_failed(failed)
+        found = pick(cached if cached is not None else await self._all_failed(failed))
+        if found is None and cached is not None:
             # The reused read may be older than the job: read once more before saying no.
             found = pick(await self._all_failed(failed, fresh=True))
         return found

@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
@@ -25,11 +25,12 @@ from amqp_worker.browse import browse
 from amqp_worker.job import Job
 from amqp_worker.messages import DUE_HEADER
 from amqp_worker.probe import Probe, QueueStat, unacked_counts
-from amqp_worker.topology import DELAY_RADIX
 
 from .management import ConsumerInfo, ManagementAPI, ManagementUnavailable, QueueInfo
 
 __all__ = ["DelayedJob", "Inspector", "Overview", "QueueRow"]
+
+T = TypeVar("T")
 
 #: rabbitmqctl costs about a second of CPU: ask it at most this often.
 RABBITMQCTL_EVERY_S = 10.0
@@ -115,19 +116,22 @@ class Inspector:
         if self.management is not None:
             await self.management.aclose()
 
-    async def _stat(self, name: str) -> QueueStat | None:
-        # One probe channel is shared: passive declares go one at a time.
+    async def _probed(self, read: Callable[[Probe], Awaitable[T]]) -> T:
+        """``read(probe)`` on the one shared probe, connected first; one read at a time."""
         async with self._probe_lock:
             if not self._connected:
                 await self._probe.connect()
                 self._connected = True
             try:
-                return await self._probe.stat(name)
+                return await read(self._probe)
             except Exception:
                 # A lost connection: dial again on the next read.
                 self._connected = False
                 await self._probe.close()
                 raise
+
+    async def _stat(self, name: str) -> QueueStat | None:
+        return await self._probed(lambda probe: probe.stat(name))
 
     # -- job queues -------------------------------------------------------------
 
@@ -219,18 +223,9 @@ class Inspector:
         stats = [await self._stat(self.topology.failed_queue(queue)) for queue in queues]
         return sum(stat.ready for stat in stats if stat is not None)
 
-    def delay_queues(self) -> list[str]:
-        """Every delay queue of the topology, shortest TTL first."""
-        names = [
-            (self.topology.delay.ttl_ms(level, digit), self.topology.delay_queue(level, digit))
-            for level in range(self.topology.delay.levels)
-            for digit in range(1, DELAY_RADIX)
-        ]
-        return [name for _, name in sorted(names)]
-
     async def _delayed_total(self, managed: dict[str, QueueInfo] | None) -> int | None:
         total: int | None = None
-        for name in self.delay_queues():
+        for name in self.topology.delay_queues():
             if managed is not None:
                 info = managed.get(name)
                 count = None if info is None else info.ready + info.unacked
@@ -251,7 +246,7 @@ class Inspector:
         """
         found: list[DelayedJob] = []
         queues = await self.job_queues()
-        for where in [self.topology.due_queue(q) for q in queues] + self.delay_queues():
+        for where in [self.topology.due_queue(q) for q in queues] + self.topology.delay_queues():
 
             async def visit(message: AbstractIncomingMessage, where: str = where) -> bool:
                 found.append(_delayed(message, where))
@@ -265,11 +260,7 @@ class Inspector:
 
     async def schedules(self) -> dict[str, Any] | None:
         """The schedule leader's latest status (see ``amqp-worker schedules``); None if none."""
-        async with self._probe_lock:
-            if not self._connected:
-                await self._probe.connect()
-                self._connected = True
-            body = await self._probe.peek(self.topology.schedule_status_queue)
+        body = await self._probed(lambda probe: probe.peek(self.topology.schedule_status_queue))
         if body is None:
             return None
         try:

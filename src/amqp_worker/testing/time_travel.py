@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,13 +35,6 @@ class JobsFailed(AmqpWorkerError):
         super().__init__(f"{len(failures)} job(s) failed for good: {names}")
 
 
-@dataclass(slots=True)
-class _Delayed:
-    timer: asyncio.TimerHandle
-    entry: _Entry
-    due: datetime
-
-
 class TimeTravelWorker(SimpleWorker):
     """A ``SimpleWorker`` on a clock the test controls; see :meth:`advance` and :meth:`drain`.
 
@@ -56,7 +48,8 @@ class TimeTravelWorker(SimpleWorker):
         self._offset = timedelta(0)
         self._pinned: datetime | None = None
         super().__init__(**options)
-        self._delayed: dict[int, _Delayed] = {}
+        # The due time of each entry in SimpleWorker's _timers, on this worker's clock.
+        self._due_at: dict[int, datetime] = {}
         self._failures: list[JobEvent] = []
         self.hooks.on_failure(self._failures.append)
         self.hooks.on_parked(self._failures.append)
@@ -87,36 +80,39 @@ class TimeTravelWorker(SimpleWorker):
 
     # -- delayed entries on the worker's clock ------------------------------------
 
-    def _place(self, entry: _Entry, delay_s: float) -> None:
-        if delay_s <= 0:
-            self._accept(entry)
-            return
-        token = next(self._tokens)
-        timer = asyncio.get_running_loop().call_later(delay_s, self._due, token)
-        self._delayed[token] = _Delayed(timer, entry, self._now() + timedelta(seconds=delay_s))
-        self._timers[token] = (timer, entry)  # SimpleWorker.stop counts and cancels these
+    def _place(self, entry: _Entry, delay_s: float) -> int | None:
+        due = self._now() + timedelta(seconds=delay_s)  # the time it was placed, plus the delay
+        token = super()._place(entry, delay_s)
+        if token is not None:
+            self._due_at[token] = due
+        return token
 
     def _due(self, token: int) -> None:
-        self._delayed.pop(token, None)
+        del self._due_at[token]
         super()._due(token)
 
     def _release_due(self) -> None:
         """Run every delayed entry due by now, soonest first."""
         now = self._now()
-        for token, delayed in sorted(self._delayed.items(), key=lambda item: item[1].due):
-            if delayed.due <= now:
-                delayed.timer.cancel()
+        for token, due in sorted(self._due_at.items(), key=lambda item: item[1]):
+            if due <= now:
+                self._timers[token][0].cancel()
                 self._due(token)
 
     def _rearm(self) -> None:
         """Set the wall-clock timers of entries still delayed to their time on the new clock."""
         loop = asyncio.get_running_loop()
         now = self._now()
-        for token, delayed in self._delayed.items():
-            delayed.timer.cancel()
-            wait_s = max(0.0, (delayed.due - now).total_seconds())
-            delayed.timer = loop.call_later(wait_s, self._due, token)
-            self._timers[token] = (delayed.timer, delayed.entry)
+        for token, due in self._due_at.items():
+            timer, entry = self._timers[token]
+            timer.cancel()
+            wait_s = max(0.0, (due - now).total_seconds())
+            self._timers[token] = (loop.call_later(wait_s, self._due, token), entry)
+
+    async def _end(self, was_running: bool, timeout_s: float | None) -> None:
+        await super()._end(was_running, timeout_s)
+        # stop() drops delayed entries with their timers: their due times go too.
+        self._due_at = {t: due for t, due in self._due_at.items() if t in self._timers}
 
     # -- what tests call ----------------------------------------------------------
 
@@ -163,7 +159,7 @@ class TimeTravelWorker(SimpleWorker):
         return self._report(raise_errors)
 
     def _next_due_including_ticks(self, ticking: bool) -> datetime | None:
-        soonest = min((d.due for d in self._delayed.values()), default=None)
+        soonest = min(self._due_at.values(), default=None)
         if ticking:
             tick = self._now() + timedelta(
                 seconds=self._ticker.wait_s(self._fired, self._led_since)
