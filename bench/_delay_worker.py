@@ -22,10 +22,10 @@ the bench cleans up.
 delivery from the due queue), ``accepted`` (when ``_schedule`` handed it to the
 task pool) and ``schedules`` (how often ``_schedule`` ran for it: a held job takes
 2, on arrival and when its timer fires; more means a timer fired before the wall
-clock reached the due time and was re-armed). It wraps private methods of
-AMQPWorker, as the throughput bench reads its private ``_pool``: there is no public
-hook at those points. If they are renamed, ``trace`` stays empty and the bench
-reports lateness only.
+clock reached the due time and was re-armed). It wraps private methods of the
+worker's ``Intake`` (amqp_worker/_rabbitmq/intake.py), as the throughput bench
+reads its private ``_pool``: there is no public hook at those points. A rename
+stops the bench at once.
 """
 
 from __future__ import annotations
@@ -43,13 +43,14 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.messages import DUE_HEADER
+from amqp_worker._rabbitmq.due import due_ms_of
+from amqp_worker._rabbitmq.intake import Intake
 
-#: The private steps of AMQPWorker this bench wraps; a rename must fail loudly, not skew figures.
-WRAPPED = ("_on_due", "_schedule", "_accept")
-_gone = [name for name in WRAPPED if not callable(getattr(AMQPWorker, name, None))]
+#: The private steps of the worker's Intake this bench wraps; a rename must fail loudly.
+WRAPPED = ("on_due", "_schedule", "_accept")
+_gone = [name for name in WRAPPED if not callable(getattr(Intake, name, None))]
 if _gone:
-    raise SystemExit(f"bench/_delay_worker.py: AMQPWorker no longer has {', '.join(_gone)}")
+    raise SystemExit(f"bench/_delay_worker.py: Intake no longer has {', '.join(_gone)}")
 
 
 class TracingWorker(AMQPWorker):
@@ -58,6 +59,14 @@ class TracingWorker(AMQPWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.trace: dict[str, dict[str, float]] = {}
+        # Instance attributes win over the methods, also for the Intake's own calls.
+        intake = self._intake
+        self._inner = (intake.on_due, intake._schedule, intake._accept)
+        intake.on_due, intake._schedule, intake._accept = (  # type: ignore[method-assign]
+            self._on_due,
+            self._schedule,
+            self._accept,
+        )
 
     def _stamps(self, message: AbstractIncomingMessage) -> dict[str, float]:
         return self.trace.setdefault(message.message_id or "", {})
@@ -66,12 +75,12 @@ class TracingWorker(AMQPWorker):
         now = time.time()
         stamps = self._stamps(message)
         stamps.setdefault("arrived", now)
-        header = (message.headers or {}).get(DUE_HEADER)
-        due = float(header) / 1000 if isinstance(header, int | float) else None
+        due_ms = due_ms_of(message.headers)
+        due = due_ms / 1000 if due_ms is not None else None
         first = due is not None and "due_hdr" not in stamps
         if due is not None and first:
             stamps["due_hdr"] = due
-        await super()._on_due(queue, message)
+        await self._inner[0](queue, message)
         if due is not None and first and due > now:
             # The control: a bare asyncio timer for the same instant, in the same loop,
             # armed after the worker's own so that it never delays the job.
@@ -83,11 +92,11 @@ class TracingWorker(AMQPWorker):
     def _schedule(self, queue: str, message: AbstractIncomingMessage) -> None:
         stamps = self._stamps(message)
         stamps["schedules"] = stamps.get("schedules", 0) + 1
-        super()._schedule(queue, message)
+        self._inner[1](queue, message)
 
     def _accept(self, queue: str, message: AbstractIncomingMessage) -> None:
         self._stamps(message)["accepted"] = time.time()
-        super()._accept(queue, message)
+        self._inner[2](queue, message)
 
     def take_trace(self, job_id: str) -> dict[str, float]:
         return self.trace.pop(job_id, {})

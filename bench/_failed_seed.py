@@ -1,7 +1,7 @@
 """A failed-jobs queue of N parked jobs for bench/dashboard.py, and a raw reader of it.
 
 The jobs look like the worker parks them: a Job JSON body, ``message_id`` the
-job id, and :func:`amqp_worker.failures.failure_headers` built from real
+job id, and :func:`amqp_worker._core.failures.failure_headers` built from real
 exceptions (raised and caught, so each has a traceback) with a history of one
 to three attempts. Every name starts with ``awbench-<hex>``.
 """
@@ -17,10 +17,10 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from amqp_worker import Job
-from amqp_worker.broker import Broker
-from amqp_worker.failures import AttemptRecord, FailureReason, failure_headers
-from amqp_worker.settings import AMQPSettings
-from amqp_worker.topology import Topology
+from amqp_worker._core.failures import AttemptRecord, FailureReason, failure_headers
+from amqp_worker._rabbitmq.broker import Broker
+from amqp_worker._rabbitmq.settings import AMQPSettings
+from amqp_worker._rabbitmq.topology import Topology
 
 QUEUE = "emails"
 HANDLERS = ("send_email", "resize_image", "charge_card", "sync_crm", "render_pdf")
@@ -118,10 +118,13 @@ async def seed_failed(seed: Seed, connection: AbstractConnection, n: int) -> flo
     """Declare the worker topology of QUEUE, park ``n`` jobs (confirmed); publish seconds."""
     broker = Broker(seed.settings)
     try:
-        for ensure in (broker.ensure_failed_queue, broker.ensure_quarantine_queue):
+        for ensure in (
+            broker.declarations.ensure_failed_queue,
+            broker.declarations.ensure_quarantine_queue,
+        ):
             await ensure(QUEUE)
-        await broker.ensure_due_queue(QUEUE)
-        await broker.ensure_work_queue(QUEUE)
+        await broker.declarations.ensure_due_queue(QUEUE)
+        await broker.declarations.ensure_work_queue(QUEUE)
     finally:
         await broker.close()
     count = min(RARE_COUNT, n)

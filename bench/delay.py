@@ -38,7 +38,7 @@ from _shared import delete_all, describe, environment, on_each
 from aio_pika.abc import AbstractChannel
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.topology import DelayPlan, Topology
+from amqp_worker._rabbitmq.topology import DelayPlan, Topology
 
 DEFAULT_URL = os.environ.get("AMQP_WORKER_BENCH_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WORKER_SCRIPT = Path(__file__).with_name("_delay_worker.py")

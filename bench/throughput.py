@@ -37,7 +37,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from pydantic import BaseModel
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.topology import QueueType, Topology, queue_arguments
+from amqp_worker._rabbitmq.topology import QueueType, Topology, queue_arguments
 
 DEFAULT_URL = os.environ.get("AMQP_WORKER_BENCH_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_FLIGHT = 256
@@ -307,7 +307,7 @@ def make_worker(url: str, names: Names) -> AMQPWorker:
 async def warm_up(worker: AMQPWorker, names: Names) -> None:
     """Connect and declare the work queue, as the first ``perform`` would, before timing."""
     await worker._broker.connect()
-    await worker._broker.ensure_work_queue(names.worker_queue)
+    await worker._broker.declarations.ensure_work_queue(names.worker_queue)
 
 
 def bench_job(names: Names, handler: str, i: int) -> Job:
@@ -368,7 +368,7 @@ def check_private_parts(url: str) -> None:
     missing: list[str] = []
     for part, members, user in (
         ("_pool", ("running", "waiting"), "in_flight"),
-        ("_broker", ("connect", "ensure_work_queue"), "warm_up"),
+        ("_broker", ("connect", "declarations"), "warm_up"),
         ("_settler", ("wait",), "until_idle"),
     ):
         if not hasattr(worker, part):

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from amqp_worker import AMQPWorker, Job, SimpleWorker, Worker
+from amqp_worker._rabbitmq.topology import Topology
 from amqp_worker.testing import TimeTravelWorker
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_topology, queue_state
+from tests.harness.brokertools import BROKER_URL, delete_topology, queue_state
 
 #: The AMQP run of each contract test needs RabbitMQ; ``-m "not broker"`` leaves it out.
 #: Every Worker the contract suite runs against. "time_travel" is amqp_worker.testing's
@@ -116,7 +116,7 @@ async def delete_topology_queues(*queues: str, prefix: str = "") -> None:
 
     The delay queues are shared by the whole session and go at its end.
     """
-    from tests.brokertools import delete_queues
+    from tests.harness.brokertools import delete_queues
 
     topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
     await delete_queues(

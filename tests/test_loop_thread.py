@@ -1,4 +1,4 @@
-"""``amqp_worker.loop_thread.LoopThread``: an event loop in a daemon thread, for blocking callers."""
+"""``amqp_worker._loop_thread.LoopThread``: an event loop in a daemon thread, for blocking callers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from amqp_worker.loop_thread import LoopThread, Unanswered
+from amqp_worker._loop_thread import LoopThread, Unanswered
 
 ROOT = Path(__file__).parent.parent
 
@@ -262,7 +262,7 @@ def test_on_stop_is_bounded_and_its_errors_are_logged(caplog: pytest.LogCaptureF
 #: Leaves a loop thread open, with a call in progress, and exits without close().
 FORGOTTEN_CLOSE = """
 import asyncio
-from amqp_worker.loop_thread import LoopThread, Unanswered
+from amqp_worker._loop_thread import LoopThread, Unanswered
 
 runner = LoopThread("forgotten")
 print(runner.run(asyncio.sleep(0, "ran"), timeout_s=10), flush=True)
@@ -289,7 +289,7 @@ def test_a_forgotten_close_does_not_keep_the_process_alive() -> None:
 #: Starts a loop thread, forks; the child must be refused, the parent go on.
 FORK = """
 import asyncio, os
-from amqp_worker.loop_thread import LoopThread
+from amqp_worker._loop_thread import LoopThread
 
 runner = LoopThread("forked", owner="Thing")
 runner.run(asyncio.sleep(0), timeout_s=10)

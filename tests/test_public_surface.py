@@ -36,7 +36,8 @@ def _public_attributes(worker: Any) -> dict[str, Any]:
         if isinstance(static, property):
             assert static.fget is not None
             hints = typing.get_type_hints(static.fget, vars(amqp_worker) | vars(typing))
-            assert static.__doc__, f"{type(worker).__name__}.{name} has no docstring"
+            # Written once, on the Worker protocol or the class itself: getdoc finds it in the MRO.
+            assert inspect.getdoc(static), f"{type(worker).__name__}.{name} has no docstring"
             found[name] = hints["return"]
         elif static is None:  # an instance attribute
             found[name] = type(getattr(worker, name))

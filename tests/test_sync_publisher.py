@@ -26,10 +26,10 @@ from amqp_worker import (
     Job,
     PublishError,
 )
+from amqp_worker._rabbitmq.topology import Topology
 from amqp_worker.sync import THREAD_NAME, Publisher
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, drain, queue_state
 from tests.conftest import SESSION_NAME, delete_topology_queues, example_env
+from tests.harness.brokertools import BROKER_URL, drain, queue_state
 
 pytestmark = pytest.mark.broker
 
@@ -290,7 +290,7 @@ def test_a_publisher_started_before_a_fork_refuses_to_work(
         parent_pid = os.getpid()
         with monkeypatch.context() as patched:
             # What a forked child sees: the thread belongs to another process.
-            patched.setattr("amqp_worker.loop_thread.os.getpid", lambda: parent_pid + 1)
+            patched.setattr("amqp_worker._loop_thread.os.getpid", lambda: parent_pid + 1)
             with pytest.raises(RuntimeError, match="another process"):
                 publisher.perform(Job(handler="h", queue="jobs"))
         assert asyncio.run(queue_state(work_queue(publisher))) == (1, 0)

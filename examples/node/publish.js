@@ -46,7 +46,7 @@ async function main() {
     // worker ever ran is kept. Identical declarations are no-ops; different ones
     // would fail with a 406 PRECONDITION_FAILED.
     // Quorum queues also carry a delivery limit and dead-letter into the failed-jobs
-    // queue (amqp_worker.topology); a queue that already exists is used as it is.
+    // queue (amqp_worker._rabbitmq.topology); a queue that already exists is used as it is.
     await channel.assertExchange(name, "direct", { durable: true });
     if (queueType === "quorum") {
       const failed = `${name}.failed.${prefix}${queue}`;

@@ -7,7 +7,18 @@ Start with :class:`SimpleWorker` (in process, no broker) and switch to
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
-from .amqp import AMQPWorker
+from ._core.failures import AttemptRecord, FailedJob, FailedJobsResult, FailureReason
+from ._core.handlers import Handler, HandlerSpec
+from ._core.hooks import Hooks, JobEvent
+from ._core.interfaces import FailedJobs, Worker
+from ._core.job import Job
+from ._core.retry import RetryPolicy
+from ._core.schedule import Schedule
+from ._core.typed import BoundJobRef, JobRef, TypedHandler
+from ._memory.worker import SimpleWorker
+from ._rabbitmq.settings import AMQPSettings, WorkerOptions
+from ._rabbitmq.topology import Topology
+from ._rabbitmq.worker import AMQPWorker
 from .errors import (
     AccessRefused,
     AmqpWorkerError,
@@ -30,17 +41,6 @@ from .errors import (
     Retry,
     TopologyConflict,
 )
-from .failures import AttemptRecord, FailedJob, FailedJobsResult, FailureReason
-from .handlers import Handler, HandlerSpec
-from .hooks import Hooks, JobEvent
-from .job import Job
-from .protocol import FailedJobs, Worker
-from .retry import RetryPolicy
-from .schedule import Schedule
-from .settings import AMQPSettings, WorkerOptions
-from .simple import SimpleWorker
-from .topology import Topology
-from .typed import BoundJobRef, JobRef, TypedHandler
 
 try:
     __version__ = _version("amqp-worker")

@@ -39,9 +39,9 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from .hooks import JobEvent
-from .protocol import Worker
-from .ticker import TickEvent
+from ._core.hooks import JobEvent
+from ._core.interfaces import Worker
+from ._core.ticker import TickEvent
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram

@@ -11,7 +11,7 @@
         job_id = publisher.perform(Job(queue="emails", handler="welcome", args={...}))
 
 It wraps a publish-only :class:`~amqp_worker.AMQPWorker` running on an event
-loop in one background thread of its own (a :class:`~amqp_worker.loop_thread.LoopThread`).
+loop in one background thread of its own (a :class:`~amqp_worker._loop_thread.LoopThread`).
 Every call blocks until the broker confirmed the job (or raises), and may come
 from any number of threads. See ``docs/sync.md``.
 """
@@ -24,13 +24,13 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
-from .amqp import AMQPWorker
-from .defaults import DEFAULT_STOP_TIMEOUT_S
+from ._core.defaults import DEFAULT_STOP_TIMEOUT_S
+from ._core.hooks import Hooks
+from ._core.job import Job
+from ._loop_thread import LoopThread, Unanswered
+from ._rabbitmq.settings import AMQPSettings, WorkerOptions
+from ._rabbitmq.worker import AMQPWorker
 from .errors import PublishError
-from .hooks import Hooks
-from .job import Job
-from .loop_thread import LoopThread, Unanswered
-from .settings import AMQPSettings, WorkerOptions
 
 __all__ = ["Publisher"]
 

@@ -31,9 +31,9 @@ from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
 from . import __version__
-from .hooks import JobEvent
-from .job import Job
-from .protocol import Worker
+from ._core.hooks import JobEvent
+from ._core.interfaces import Worker
+from ._core.job import Job
 
 try:
     from opentelemetry import context as otel_context

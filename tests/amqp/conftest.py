@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from amqp_worker import AMQPWorker
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_queues
+from amqp_worker._rabbitmq.topology import Topology
 from tests.conftest import SESSION_NAME
-from tests.leakwatch import LeakWatch, SecretUser
+from tests.harness.brokertools import BROKER_URL, delete_queues
+from tests.harness.leakwatch import LeakWatch, SecretUser
 
 NAME = SESSION_NAME
 
@@ -37,16 +37,7 @@ class Workers:
         for worker in self.made:
             await worker.stop(timeout_s=0)
         queues = {self.queue, *(q for w in self.made for q in w.settings.queues)}
-        names = [
-            name
-            for q in queues
-            for name in (
-                self.topology.work_queue(q),
-                self.topology.due_queue(q),
-                self.topology.failed_queue(q),
-                self.topology.quarantine_queue(q),
-            )
-        ]
+        names = [name for q in queues for name in self.topology.queues_of(q)]
         await delete_queues([*names, *self.extra_queues])
 
 

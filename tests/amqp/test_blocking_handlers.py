@@ -19,8 +19,8 @@ import pytest
 
 from amqp_worker import AMQPWorker, Job
 from tests.amqp.conftest import Workers
-from tests.brokertools import queue_state
-from tests.leakwatch import LeakWatch, SecretUser
+from tests.harness.brokertools import queue_state
+from tests.harness.leakwatch import LeakWatch, SecretUser
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 

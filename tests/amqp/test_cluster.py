@@ -1,6 +1,6 @@
 """A three-node RabbitMQ cluster loses a node under load: every confirmed job still runs.
 
-The cluster is private (tests/cluster.py: three nodes on other ports, one
+The cluster is private (tests/harness/cluster.py: three nodes on other ports, one
 scheduler each, dead_letter_worker_publisher_confirm_timeout=5000 ms); the
 shared broker is never touched. Workers are real processes
 (tests/amqp/cluster_worker.py) given the comma-separated URL list, on quorum
@@ -28,7 +28,7 @@ import pytest
 
 from amqp_worker import AMQPWorker, BrokerError, FailureReason, Job
 from tests.amqp.cluster_worker import PREFETCH
-from tests.cluster import Cluster, rabbitmq_available
+from tests.harness.cluster import Cluster, rabbitmq_available
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(420)]
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from amqp_worker import AMQPWorker, Job, RetryPolicy
 from tests.amqp.conftest import Workers
-from tests.brokertools import BROKER_URL, drain, publish_raw, queue_state
+from tests.harness.brokertools import BROKER_URL, drain, publish_raw, queue_state
 
 pytestmark = pytest.mark.broker
 

@@ -13,7 +13,7 @@ import pytest
 
 from amqp_worker import Job
 from tests.amqp.conftest import Workers
-from tests.brokertools import BROKER_URL
+from tests.harness.brokertools import BROKER_URL
 
 pytestmark = pytest.mark.broker
 

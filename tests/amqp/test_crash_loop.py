@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from amqp_worker import AMQPWorker, FailureReason, Job
-from amqp_worker.messages import DELIVERIES_HEADER
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_topology, drain
+from amqp_worker._rabbitmq.messages import DELIVERIES_HEADER
+from amqp_worker._rabbitmq.topology import Topology
+from tests.harness.brokertools import BROKER_URL, delete_topology, drain
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
 

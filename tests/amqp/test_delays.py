@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from amqp_worker import Job
-from amqp_worker.topology import ONE_YEAR_MS
+from amqp_worker._rabbitmq.topology import ONE_YEAR_MS
 from tests.amqp.conftest import Workers
-from tests.brokertools import accepts_declaration, drain, queue_state
+from tests.harness.brokertools import accepts_declaration, drain, queue_state
 
 pytestmark = pytest.mark.broker
 
@@ -144,8 +144,8 @@ async def test_perform_at_in_the_past_skips_the_delay_topology(workers: Workers)
 @pytest.mark.timeout(120)
 async def test_quorum_queues_end_to_end() -> None:
     from amqp_worker import AMQPWorker
-    from amqp_worker.topology import Topology
-    from tests.brokertools import BROKER_URL, delete_topology
+    from amqp_worker._rabbitmq.topology import Topology
+    from tests.harness.brokertools import BROKER_URL, delete_topology
 
     name = f"awtest-quorum-{uuid.uuid4().hex[:6]}"
     queue = "jobs"

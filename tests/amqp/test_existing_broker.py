@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from amqp_worker import AMQPWorker, Job
-from tests.brokertools import queue_state
+from tests.harness.brokertools import queue_state
 
 pytestmark = pytest.mark.broker
 

@@ -1,7 +1,7 @@
 """Several broker URLs: the worker dials the next node that answers, and fails over when its node dies.
 
 The two "nodes" here are a private RabbitMQ node this module starts and kills
-(tests/broker_node.py) and the shared test broker, which is never touched
+(tests/harness/broker_node.py) and the shared test broker, which is never touched
 beyond its own unique queues. They are not one cluster, which is enough to
 prove the connection side: a robust channel re-declares the worker's
 topology on the node it moves to. Cluster behaviour (quorum queues surviving
@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.topology import Topology
-from tests.broker_node import BrokerNode, rabbitmq_available
-from tests.brokertools import BROKER_URL, delete_topology
+from amqp_worker._rabbitmq.topology import Topology
+from tests.harness.broker_node import BrokerNode, rabbitmq_available
+from tests.harness.brokertools import BROKER_URL, delete_topology
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from amqp_worker import FailureReason, Job
 from tests.amqp.conftest import Workers
-from tests.brokertools import publish_raw, queue_state
+from tests.harness.brokertools import publish_raw, queue_state
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 

@@ -1,6 +1,6 @@
 """Hostile payloads published raw onto a work queue and a due queue: each runs once or is parked once, with its reason.
 
-**Generated.** Hypothesis builds the bodies (``tests/hostile.py``): random
+**Generated.** Hypothesis builds the bodies (``tests/harness/hostile.py``): random
 bytes, invalid UTF-8, lone surrogates as JSON escapes, JSON of every shape,
 nesting hundreds deep, numbers of thousands of digits, envelopes with wrong,
 missing and extra fields, valid jobs for no registered handler, args that
@@ -10,7 +10,7 @@ lying content types and encodings; one in five goes to the due queue with an
 and a good job sits among every 25. They are published in one batch over one
 confirmed channel, then one worker takes them all, and one more good job
 published after the batch. Every message is accounted for: each ran once or
-was parked once, with the reason :func:`tests.hostile.outcome` gives, and
+was parked once, with the reason :func:`tests.harness.hostile.outcome` gives, and
 was delivered exactly once; the worker's RSS grows by at most 5 MB between
 the end of the first thousand messages and the end of the last.
 
@@ -50,11 +50,11 @@ from aio_pika.abc import AbstractIncomingMessage
 from pamqp import encode
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.hooks import JobEvent
-from amqp_worker.topology import DELAY_RADIX, Topology
+from amqp_worker._core.hooks import JobEvent
+from amqp_worker._rabbitmq.topology import DELAY_RADIX, Topology
 from tests.amqp.conftest import Workers
-from tests.brokertools import delete_topology, drain, queue_state
-from tests.hostile import (
+from tests.harness.brokertools import delete_topology, drain, queue_state
+from tests.harness.hostile import (
     INDEX_HEADER,
     MAX_BYTES,
     RAN,
@@ -66,7 +66,7 @@ from tests.hostile import (
     hostile_count,
     outcome,
 )
-from tests.leakwatch import LeakWatch, SecretUser
+from tests.harness.leakwatch import LeakWatch, SecretUser
 
 COUNT = hostile_count()
 #: The RSS the worker may gain between the end of the first and of the last thousand messages.
@@ -129,7 +129,7 @@ def index_of(headers: Any) -> int | None:
 
 def count_deliveries(worker: AMQPWorker, deliveries: list[int]) -> None:
     """Count every delivery of a numbered message to ``worker``, on its work and due queues."""
-    on_message, on_due = worker._on_message, worker._on_due
+    on_message, on_due = worker._intake.on_message, worker._intake.on_due
 
     def counting(
         callback: Callable[[str, AbstractIncomingMessage], Any],
@@ -142,8 +142,8 @@ def count_deliveries(worker: AMQPWorker, deliveries: list[int]) -> None:
 
         return counted
 
-    worker._on_message = counting(on_message)  # type: ignore[method-assign]
-    worker._on_due = counting(on_due)  # type: ignore[method-assign]
+    worker._intake.on_message = counting(on_message)  # type: ignore[method-assign]
+    worker._intake.on_due = counting(on_due)  # type: ignore[method-assign]
 
 
 def message_of(index: int, case: Case) -> aio_pika.Message:

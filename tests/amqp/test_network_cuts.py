@@ -1,4 +1,4 @@
-"""Network cuts between a worker and RabbitMQ, through the fault proxy of tests/tcp_proxy.py.
+"""Network cuts between a worker and RabbitMQ, through the fault proxy of tests/harness/tcp_proxy.py.
 
 One AMQPWorker consumes and publishes (through the proxy) 3,000 jobs —
 immediate, delayed, and failing once then retried — while the proxy resets
@@ -22,11 +22,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from amqp_worker import Job, RetryPolicy, client_logs
+from amqp_worker import Job, RetryPolicy
+from amqp_worker._rabbitmq import client_logs
 from tests.amqp.conftest import Workers
-from tests.brokertools import BROKER_URL
-from tests.leakwatch import LeakWatch, SecretUser
-from tests.tcp_proxy import TcpProxy
+from tests.harness.brokertools import BROKER_URL
+from tests.harness.leakwatch import LeakWatch, SecretUser
+from tests.harness.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(150)]
 

@@ -17,7 +17,7 @@ import aiormq.exceptions
 import pytest
 
 from amqp_worker import AccessRefused, AMQPWorker, Job
-from tests.brokertools import rabbitmqctl
+from tests.harness.brokertools import rabbitmqctl
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 

@@ -20,9 +20,9 @@ from amqp_worker import (
     PublishReturned,
     TopologyConflict,
 )
-from amqp_worker.messages import job_message
+from amqp_worker._rabbitmq.messages import job_message
 from tests.amqp.conftest import Workers
-from tests.brokertools import BROKER_URL, delete_queues, drain, queue_state
+from tests.harness.brokertools import BROKER_URL, delete_queues, drain, queue_state
 
 pytestmark = pytest.mark.broker
 
@@ -71,7 +71,7 @@ async def test_perform_many_pipelines_confirms(workers: Workers) -> None:
 
 async def test_a_returned_message_raises(workers: Workers) -> None:
     publisher = workers()
-    await publisher._broker.ensure_work_queue(workers.queue)
+    await publisher._broker.declarations.ensure_work_queue(workers.queue)
     with pytest.raises(PublishReturned, match="unroutable"):
         await publisher._broker.publish(
             publisher.topology.exchange, "no-such-binding", job_message(Job(handler="h"))

@@ -10,8 +10,8 @@ import aio_pika
 import pytest
 
 from amqp_worker import AMQPWorker, FailureReason, Job
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_topology
+from amqp_worker._rabbitmq.topology import Topology
+from tests.harness.brokertools import BROKER_URL, delete_topology
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
 
@@ -29,7 +29,7 @@ async def test_a_job_past_the_delivery_limit_lands_in_the_failed_queue_with_the_
         job = Job(handler="h", queue=QUEUE, args={"n": 1})
         await worker.perform(job)
         # A publisher declares the work queue only; the dead-letter target must exist.
-        await worker._broker.ensure_failed_queue(QUEUE)
+        await worker._broker.declarations.ensure_failed_queue(QUEUE)
         async with await aio_pika.connect(BROKER_URL) as connection:
             channel = await connection.channel()
             queue = await channel.declare_queue(worker.topology.work_queue(QUEUE), passive=True)

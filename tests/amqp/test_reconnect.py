@@ -1,6 +1,6 @@
 """Broker restarts and outages, on a private RabbitMQ node this module starts and kills.
 
-Never the shared broker: see tests/broker_node.py.
+Never the shared broker: see tests/harness/broker_node.py.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from amqp_worker import AMQPWorker, BrokerUnavailable, Job
-from amqp_worker.topology import Topology
-from tests.broker_node import BrokerNode, rabbitmq_available
-from tests.brokertools import queue_state
+from amqp_worker._rabbitmq.topology import Topology
+from tests.harness.broker_node import BrokerNode, rabbitmq_available
+from tests.harness.brokertools import queue_state
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 

@@ -10,7 +10,7 @@ import pytest
 
 from amqp_worker import Job, RetryPolicy
 from tests.amqp.conftest import Workers
-from tests.brokertools import drain, queue_state
+from tests.harness.brokertools import drain, queue_state
 
 pytestmark = pytest.mark.broker
 

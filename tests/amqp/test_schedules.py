@@ -21,9 +21,9 @@ import aio_pika
 import pytest
 
 from amqp_worker import AMQPWorker, Job
-from amqp_worker.schedule import tick_id
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_queues, delete_topology
+from amqp_worker._core.schedule import tick_id
+from amqp_worker._rabbitmq.topology import Topology
+from tests.harness.brokertools import BROKER_URL, delete_queues, delete_topology
 
 pytestmark = pytest.mark.broker
 

@@ -37,9 +37,9 @@ import pytest
 from _pytest.logging import LogCaptureHandler
 
 from amqp_worker import AMQPWorker, Job, JobEvent, PermanentError, RetryPolicy
-from amqp_worker.topology import DELAY_RADIX, Topology
-from tests.brokertools import BROKER_URL, delete_topology
-from tests.leakwatch import LeakWatch, SecretUser, _Keep
+from amqp_worker._rabbitmq.topology import DELAY_RADIX, Topology
+from tests.harness.brokertools import BROKER_URL, delete_topology
+from tests.harness.leakwatch import LeakWatch, SecretUser, _Keep
 
 JOBS = int(os.environ.get("AMQP_WORKER_SOAK_JOBS", "10000"))
 

@@ -1,7 +1,7 @@
 """amqps:// on a private RabbitMQ node with a TLS listener and a throwaway CA.
 
 Certificates are made with the ``openssl`` command; the node is started by
-this module (tests/broker_node.py), never the shared broker.
+this module (tests/harness/broker_node.py), never the shared broker.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from amqp_worker import AMQPWorker, BrokerUnavailable, ConfigurationError, Job
-from tests.broker_node import BrokerNode, free_ports, rabbitmq_available
+from tests.harness.broker_node import BrokerNode, free_ports, rabbitmq_available
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_topology
+from amqp_worker._rabbitmq.topology import Topology
+from tests.harness.brokertools import BROKER_URL, delete_topology
 
 ROOT = Path(__file__).parent.parent.parent
 #: The installed console script runs the same code as ``python -m amqp_worker.cli``.

@@ -14,9 +14,9 @@ import pytest
 
 from amqp_worker import AMQPWorker, Job
 from amqp_worker.cli import ExitCode
-from tests.brokertools import BROKER_URL, queue_state
 from tests.cli.app import build
 from tests.cli.conftest import COMMAND, ROOT, Broker, one_line_error
+from tests.harness.brokertools import BROKER_URL, queue_state
 
 pytestmark = pytest.mark.broker
 

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from amqp_worker import __version__
 from amqp_worker.cli import ExitCode
-from tests.brokertools import queue_state
 from tests.cli.conftest import COMMAND, ROOT, UNREACHABLE_URL, Broker, base_env
+from tests.harness.brokertools import queue_state
 
 
 @pytest.mark.broker

@@ -1,6 +1,6 @@
 """The Worker contract, written once and run against every implementation.
 
-Each test checks one rule from ``amqp_worker.protocol.Worker``. Waits use
+Each test checks one rule from ``amqp_worker._core.interfaces.Worker``. Waits use
 generous ``wait_for`` guards against hangs; nothing asserts on elapsed time
 except "never before the due time", which is a correctness rule.
 """
@@ -32,7 +32,7 @@ from amqp_worker import (
     TypedHandler,
     Worker,
 )
-from amqp_worker.schedule import tick_id
+from amqp_worker._core.schedule import tick_id
 from tests.conftest import WorkerKit
 
 GUARD_S = 20.0

@@ -1,4 +1,4 @@
-"""Right and wrong typed enqueues, for mypy (tests/test_typed_enqueue.py runs it).
+"""Right and wrong typed enqueues, for mypy (tests/core/test_typed_enqueue.py runs it).
 
 Each line mypy must reject ends with ``# rejected``; no other line may be.
 This file is type-checked, never run.

@@ -2,7 +2,7 @@
 
 Browser tests are plain (sync) functions: selenium blocks while it waits, so
 everything asynchronous — the server, the workers, the seeding — runs on a
-:class:`~amqp_worker.loop_thread.LoopThread` of its own.
+:class:`~amqp_worker._loop_thread.LoopThread` of its own.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import aio_pika
 import uvicorn
 
 from amqp_worker import AMQPWorker, Job
+from amqp_worker._core.failures import AttemptRecord, FailureReason, failure_headers
+from amqp_worker._loop_thread import LoopThread
+from amqp_worker._rabbitmq.settings import AMQPSettings
+from amqp_worker._rabbitmq.topology import Topology
 from amqp_worker.dashboard import Dashboard, DashboardSettings
-from amqp_worker.failures import AttemptRecord, FailureReason, failure_headers
-from amqp_worker.loop_thread import LoopThread
-from amqp_worker.settings import AMQPSettings
-from amqp_worker.topology import Topology
-from tests.brokertools import BROKER_URL, delete_topology
+from tests.harness.brokertools import BROKER_URL, delete_topology
 
 T = TypeVar("T")
 

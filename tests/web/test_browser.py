@@ -17,7 +17,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from amqp_worker import Job, RetryPolicy
-from amqp_worker.probe import Probe
+from amqp_worker._rabbitmq.inspection import QueueInspector
 from tests.web.harness import Served, park, served
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
@@ -37,8 +37,8 @@ def cell(driver: WebDriver, queue: str, field: str) -> str:
 
 def failed_count(here: Served) -> int:
     async def count() -> int:
-        async with Probe(here.settings) as probe:
-            stat = await probe.stat(here.settings.topology.failed_queue(here.queue))
+        async with QueueInspector(here.settings) as inspector:
+            stat = await inspector.stat(here.settings.topology.failed_queue(here.queue))
             return 0 if stat is None else stat.ready
 
     return here.background.run(count())

@@ -8,7 +8,7 @@ import sys
 import httpx
 import pytest
 
-from tests.brokertools import BROKER_URL, delete_topology
+from tests.harness.brokertools import BROKER_URL, delete_topology
 from tests.web.harness import park, unique_name
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]

@@ -13,10 +13,10 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from amqp_worker import Job
+from amqp_worker._rabbitmq.settings import AMQPSettings
 from amqp_worker.dashboard import Dashboard, DashboardSettings
-from amqp_worker.settings import AMQPSettings
-from tests.brokertools import BROKER_URL, delete_topology, queue_state
-from tests.leakwatch import SecretUser
+from tests.harness.brokertools import BROKER_URL, delete_topology, queue_state
+from tests.harness.leakwatch import SecretUser
 from tests.web.harness import Served, park, served, unique_name
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]

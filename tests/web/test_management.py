@@ -23,10 +23,10 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import SecretStr
 
 from amqp_worker import AMQPWorker, Job
+from amqp_worker._rabbitmq.settings import AMQPSettings
 from amqp_worker.dashboard import Dashboard, DashboardSettings
 from amqp_worker.dashboard.management import ConsumerInfo, ManagementAPI, ManagementUnavailable
-from amqp_worker.settings import AMQPSettings
-from tests.broker_node import BrokerNode, free_ports, rabbitmq_available
+from tests.harness.broker_node import BrokerNode, free_ports, rabbitmq_available
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 

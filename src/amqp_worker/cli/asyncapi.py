@@ -6,8 +6,8 @@ import json
 
 import click
 
-from amqp_worker.amqp import AMQPWorker
-from amqp_worker.asyncapi import asyncapi_document
+from amqp_worker._rabbitmq.asyncapi import asyncapi_document
+from amqp_worker._rabbitmq.worker import AMQPWorker
 
 from .common import CLIError, ExitCode
 from .loading import load_worker

@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from amqp_worker.probe import Probe
+from amqp_worker._rabbitmq.inspection import QueueInspector
 
 from .common import ExitCode, Target, connection_options, queue_option
 
@@ -26,8 +26,8 @@ def check(queues: tuple[str, ...], target: Target) -> ExitCode:
     topology = settings.topology
 
     async def inspect() -> list[tuple[str, list[str]]]:
-        async with Probe(settings) as probe:
-            reached = f" (on {probe.node})" if len(settings.urls) > 1 else ""
+        async with QueueInspector(settings) as inspector:
+            reached = f" (on {inspector.node})" if len(settings.urls) > 1 else ""
             click.echo(f"{settings.broker}: reachable{reached}")
             results = []
             for queue in settings.queues:
@@ -39,7 +39,7 @@ def check(queues: tuple[str, ...], target: Target) -> ExitCode:
                 missing = [
                     f"{kind} {name!r}"
                     for kind, name in wanted.items()
-                    if await probe.stat(name) is None
+                    if await inspector.stat(name) is None
                 ]
                 results.append((queue, missing))
             return results

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import click
 
-from amqp_worker.amqp import AMQPWorker
-from amqp_worker.redact import redact, url_secrets
-from amqp_worker.settings import AMQPSettings
+from amqp_worker._rabbitmq.redact import redact, url_secrets
+from amqp_worker._rabbitmq.settings import AMQPSettings
+from amqp_worker._rabbitmq.worker import AMQPWorker
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

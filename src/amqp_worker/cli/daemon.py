@@ -21,8 +21,8 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from amqp_worker import __version__
-from amqp_worker.amqp import AMQPWorker
-from amqp_worker.defaults import DEFAULT_STOP_TIMEOUT_S
+from amqp_worker._core.defaults import DEFAULT_STOP_TIMEOUT_S
+from amqp_worker._rabbitmq.worker import AMQPWorker
 
 from . import logs
 from .common import CLIError, ExitCode, Target, daemon_connection_options, queue_option

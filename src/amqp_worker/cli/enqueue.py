@@ -13,8 +13,8 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from amqp_worker._core.job import Job
 from amqp_worker.errors import describe_validation_error
-from amqp_worker.job import Job
 
 from .common import CLIError, ExitCode, Target, connection_options
 

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
-from amqp_worker.amqp import AMQPWorker
-from amqp_worker.failures import FailedJob
+from amqp_worker._core.failures import FailedJob
+from amqp_worker._rabbitmq.worker import AMQPWorker
 
 from .common import (
     CLIError,

@@ -9,9 +9,9 @@ import sys
 import traceback
 from typing import Any
 
-from amqp_worker.amqp import AMQPWorker
+from amqp_worker._memory.worker import SimpleWorker
+from amqp_worker._rabbitmq.worker import AMQPWorker
 from amqp_worker.errors import ConfigurationError
-from amqp_worker.simple import SimpleWorker
 
 from .common import CLIError, ExitCode
 

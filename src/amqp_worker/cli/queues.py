@@ -7,8 +7,8 @@ from datetime import datetime
 
 import click
 
-from amqp_worker.probe import Probe, QueueStat, unacked_counts
-from amqp_worker.settings import AMQPSettings
+from amqp_worker._rabbitmq.inspection import QueueInspector, QueueStat, unacked_counts
+from amqp_worker._rabbitmq.settings import AMQPSettings
 
 from .common import ExitCode, Target, connection_options, queue_option, render_table
 
@@ -22,16 +22,16 @@ def _count(stat: QueueStat | None) -> str:
     return "-" if stat is None else str(stat.ready)
 
 
-async def queues_report(probe: Probe, settings: AMQPSettings) -> str:
+async def queues_report(inspector: QueueInspector, settings: AMQPSettings) -> str:
     """The table of ``settings.queues``, a footer with delayed jobs; '-' for missing queues."""
     topology = settings.topology
     unacked = await unacked_counts(settings)
     rows: list[tuple[str, ...]] = []
     for queue in settings.queues:
         name = topology.work_queue(queue)
-        work = await probe.stat(name)
-        due = await probe.stat(topology.due_queue(queue))
-        failed = await probe.stat(topology.failed_queue(queue))
+        work = await inspector.stat(name)
+        due = await inspector.stat(topology.due_queue(queue))
+        failed = await inspector.stat(topology.failed_queue(queue))
         rows.append(
             (
                 queue,
@@ -44,7 +44,7 @@ async def queues_report(probe: Probe, settings: AMQPSettings) -> str:
         )
     delayed: int | None = None
     for name in topology.delay_queues():
-        stat = await probe.stat(name)
+        stat = await inspector.stat(name)
         if stat is not None:
             delayed = (delayed or 0) + stat.ready
     footer = (
@@ -79,9 +79,9 @@ def queues(queues: tuple[str, ...], watch: bool, interval: float, target: Target
     settings = target.settings(queues)
 
     async def show() -> None:
-        async with Probe(settings) as probe:
+        async with QueueInspector(settings) as inspector:
             while True:
-                report = await queues_report(probe, settings)
+                report = await queues_report(inspector, settings)
                 if not watch:
                     click.echo(report)
                     return

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import click
 
-from amqp_worker.probe import Probe
+from amqp_worker._rabbitmq.inspection import QueueInspector
+from amqp_worker._rabbitmq.schedule_status import ScheduleStatus
 
 from .common import ExitCode, Target, connection_options, render_table
 
@@ -17,22 +17,20 @@ __all__ = ["schedules"]
 HEADERS = ("SCHEDULE", "WHEN", "ZONE", "MISSED", "LAST TICK FIRED", "NEXT TICK")
 
 
-def schedules_report(status: dict[str, Any]) -> str:
+def schedules_report(status: ScheduleStatus) -> str:
     """The table of a leader's status message."""
     rows = [
         (
-            row["name"],
-            row["schedule"],
-            row["tz"],
-            row["missed"],
-            row["last_tick"] or "-",
-            row["next_tick"],
+            row.name,
+            row.schedule,
+            row.tz,
+            row.missed,
+            row.last_tick.isoformat() if row.last_tick else "-",
+            row.next_tick.isoformat(),
         )
-        for row in status.get("schedules", [])
+        for row in status.schedules
     ]
-    head = (
-        f"leader: {status.get('leader', '?')} on {status.get('node', '?')} (as of {status['at']})"
-    )
+    head = f"leader: {status.leader} on {status.node or '?'} (as of {status.at.isoformat()})"
     return "\n".join([head, render_table(HEADERS, rows)])
 
 
@@ -50,8 +48,8 @@ def schedules(as_json: bool, target: Target) -> ExitCode:
     settings = target.settings()
 
     async def read() -> bytes | None:
-        async with Probe(settings) as probe:
-            return await probe.peek(settings.topology.schedule_status_queue)
+        async with QueueInspector(settings) as inspector:
+            return await inspector.peek(settings.topology.schedule_status_queue)
 
     body = asyncio.run(read())
     if body is None:
@@ -61,6 +59,10 @@ def schedules(as_json: bool, target: Target) -> ExitCode:
             err=True,
         )
         return ExitCode.FAILURE
-    status = json.loads(body)
-    click.echo(json.dumps(status, indent=2) if as_json else schedules_report(status))
+    try:
+        status = ScheduleStatus.decode(body)
+    except ValueError as exc:
+        click.echo(f"unreadable schedule status on {settings.broker}: {exc}", err=True)
+        return ExitCode.FAILURE
+    click.echo(json.dumps(status.as_json(), indent=2) if as_json else schedules_report(status))
     return ExitCode.OK

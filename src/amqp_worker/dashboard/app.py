@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from amqp_worker.broker import Broker
+from amqp_worker._core.failures import FailureReason
+from amqp_worker._rabbitmq.broker import Broker
+from amqp_worker._rabbitmq.failed_jobs import RabbitFailedJobs
+from amqp_worker._rabbitmq.inspection import vhost_of
+from amqp_worker._rabbitmq.settings import AMQPSettings
 from amqp_worker.errors import BrokerError
-from amqp_worker.failed_jobs.rabbitmq import RabbitFailedJobs
-from amqp_worker.failures import FailedJob, FailureReason
-from amqp_worker.probe import vhost_of
-from amqp_worker.settings import AMQPSettings
 
 from .auth import BasicAuth, SecurityHeaders
 from .csrf import CsrfToken
@@ -43,15 +43,13 @@ from .inspector import Inspector
 from .management import ManagementAPI, ManagementUnavailable
 from .search import FailedQuery, page_of
 from .settings import DashboardSettings
+from .snapshots import FailedReads
 
 __all__ = ["Dashboard"]
 
 logger = logging.getLogger("amqp_worker.dashboard")
 
 HERE = Path(__file__).parent
-
-#: A full read of the failed queues is reused for this long (paging through a search).
-SNAPSHOT_TTL_S = 5.0
 
 
 def _amqp_credentials(settings: AMQPSettings) -> tuple[str, str] | None:
@@ -84,8 +82,7 @@ class Dashboard:
                 fallback=_amqp_credentials(settings),
             )
         self.inspector = Inspector(self._broker, management)
-        self._snapshot: tuple[float, tuple[str, ...], list[FailedJob]] | None = None
-        self._shown: tuple[float, dict[str, FailedJob]] = (0.0, {})
+        self._reads = FailedReads()
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.filters.update(num=num, when=when, ago=ago)
         routes = [
@@ -192,43 +189,6 @@ class Dashboard:
     async def _failed(self) -> RabbitFailedJobs:
         return RabbitFailedJobs(self._broker, await self.inspector.job_queues())
 
-    def _cached_failed(self, failed: RabbitFailedJobs) -> list[FailedJob] | None:
-        """The last full read of these queues, if younger than :data:`SNAPSHOT_TTL_S`."""
-        snap = self._snapshot
-        if snap and snap[1] == failed.queues and time.monotonic() - snap[0] < SNAPSHOT_TTL_S:
-            return snap[2]
-        return None
-
-    async def _all_failed(self, failed: RabbitFailedJobs, fresh: bool = False) -> list[FailedJob]:
-        """Every parked job of every queue; a read younger than :data:`SNAPSHOT_TTL_S` is reused."""
-        cached = None if fresh else self._cached_failed(failed)
-        if cached is not None:
-            return cached
-        records = await failed.list()
-        # Timed from the end of the read: a long read is reused as long as a short one.
-        self._snapshot = (time.monotonic(), failed.queues, records)
-        return records
-
-    def _remember(self, records: list[FailedJob]) -> None:
-        """Keep the jobs a page showed, so opening one of them needs no read of the queue."""
-        self._shown = (time.monotonic(), {record.id: record for record in records})
-
-    async def _find(
-        self, failed: RabbitFailedJobs, job_id: str, queue: str | None
-    ) -> FailedJob | None:
-        def pick(records: Iterable[FailedJob]) -> FailedJob | None:
-            return next((r for r in records if r.id == job_id and queue in (None, r.queue)), None)
-
-        shown_at, shown = self._shown
-        if time.monotonic() - shown_at < SNAPSHOT_TTL_S and (found := pick(shown.values())):
-            return found
-        cached = self._cached_failed(failed)
-        found = pick(cached if cached is not None else await self._all_failed(failed))
-        if found is None and cached is not None:
-            # The reused read may be older than the job: read once more before saying no.
-            found = pick(await self._all_failed(failed, fresh=True))
-        return found
-
     async def failed_page(self, request: Request) -> Response:
         query = FailedQuery.from_params(request.query_params)
         try:
@@ -238,15 +198,15 @@ class Dashboard:
         size = self.options.page_size
         failed = await self._failed()
         if query:
-            matches = [r for r in await self._all_failed(failed) if query.matches(r)]
+            matches = [r for r in await self._reads.all(failed) if query.matches(r)]
             page = page_of(matches, number, size, len(matches))
-            self._remember(list(page.items))
+            self._reads.remember(list(page.items))
         else:
             # No search: read only as far as this page, never the whole queue.
             records = await failed.list(limit=number * size)
             total = await self.inspector.failed_total(failed.queues)
             page = page_of(records, number, size, total)
-            self._remember(list(page.items))
+            self._reads.remember(list(page.items))
         return self._render(
             request,
             "failed.html",
@@ -260,7 +220,7 @@ class Dashboard:
     async def failed_job_page(self, request: Request) -> Response:
         job_id = request.query_params.get("id", "")
         queue = request.query_params.get("queue") or None
-        record = await self._find(await self._failed(), job_id, queue)
+        record = await self._reads.find(await self._failed(), job_id, queue)
         if record is None:
             return self._render(
                 request, "missing.html", status=404, job_id=job_id, queue=queue or ""
@@ -285,7 +245,7 @@ class Dashboard:
         query = FailedQuery.from_params({k: str(v) for k, v in form.items() if isinstance(v, str)})
         failed = await self._failed()
         if scope == "matching":
-            ids = [r.id for r in await self._all_failed(failed, fresh=True) if query.matches(r)]
+            ids = [r.id for r in await self._reads.all(failed, fresh=True) if query.matches(r)]
         else:
             ids = [str(v) for v in form.getlist("ids") if isinstance(v, str) and v]
         if not ids:
@@ -304,8 +264,7 @@ class Dashboard:
                 changed=changed,
                 query=query,
             )
-        self._snapshot = None
-        self._shown = (0.0, {})
+        self._reads.forget()
         if action == "retry":
             result = await failed.retry(ids)
             verb = "Retried"

@@ -1,7 +1,7 @@
 """What the dashboard reads from the broker: queue counts, delayed jobs, schedules, consumers.
 
 Over AMQP alone (passive declares; reading queues without taking anything,
-see :mod:`amqp_worker.browse`); richer with the management API, which adds
+see :mod:`amqp_worker._rabbitmq.inspection`); richer with the management API, which adds
 in-progress counts, rates, the consumers themselves and job-queue discovery.
 Nothing here ever creates, removes or reorders anything on the broker.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,11 +19,11 @@ from typing import Any, TypeVar
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
-from amqp_worker.broker import Broker
-from amqp_worker.browse import browse
-from amqp_worker.job import Job
-from amqp_worker.messages import DUE_HEADER
-from amqp_worker.probe import Probe, QueueStat, unacked_counts
+from amqp_worker._core.job import Job
+from amqp_worker._rabbitmq.broker import Broker
+from amqp_worker._rabbitmq.due import due_at_of
+from amqp_worker._rabbitmq.inspection import QueueInspector, QueueStat, browse, unacked_counts
+from amqp_worker._rabbitmq.schedule_status import ScheduleStatus
 
 from .management import ConsumerInfo, ManagementAPI, ManagementUnavailable, QueueInfo
 
@@ -101,8 +100,8 @@ class Inspector:
         self.settings = broker.settings
         self.topology = broker.topology
         self.management = management
-        self._probe = Probe(self.settings)
-        self._probe_lock = asyncio.Lock()
+        self._inspector = QueueInspector(self.settings)
+        self._inspect_lock = asyncio.Lock()
         self._connected = False
         self._unacked = _Cached()
         self._unacked_task: asyncio.Future[None] | None = None
@@ -112,26 +111,26 @@ class Inspector:
             self._unacked_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._unacked_task
-        await self._probe.close()
+        await self._inspector.close()
         if self.management is not None:
             await self.management.aclose()
 
-    async def _probed(self, read: Callable[[Probe], Awaitable[T]]) -> T:
-        """``read(probe)`` on the one shared probe, connected first; one read at a time."""
-        async with self._probe_lock:
+    async def _inspected(self, read: Callable[[QueueInspector], Awaitable[T]]) -> T:
+        """``read(inspector)`` on the one shared inspector, connected first; one read at a time."""
+        async with self._inspect_lock:
             if not self._connected:
-                await self._probe.connect()
+                await self._inspector.connect()
                 self._connected = True
             try:
-                return await read(self._probe)
+                return await read(self._inspector)
             except Exception:
                 # A lost connection: dial again on the next read.
                 self._connected = False
-                await self._probe.close()
+                await self._inspector.close()
                 raise
 
     async def _stat(self, name: str) -> QueueStat | None:
-        return await self._probed(lambda probe: probe.stat(name))
+        return await self._inspected(lambda inspector: inspector.stat(name))
 
     # -- job queues -------------------------------------------------------------
 
@@ -258,16 +257,17 @@ class Inspector:
 
     # -- schedules and consumers ------------------------------------------------
 
-    async def schedules(self) -> dict[str, Any] | None:
+    async def schedules(self) -> ScheduleStatus | None:
         """The schedule leader's latest status (see ``amqp-worker schedules``); None if none."""
-        body = await self._probed(lambda probe: probe.peek(self.topology.schedule_status_queue))
+        body = await self._inspected(
+            lambda inspector: inspector.peek(self.topology.schedule_status_queue)
+        )
         if body is None:
             return None
         try:
-            status = json.loads(body)
+            return ScheduleStatus.decode(body)
         except ValueError:
             return None
-        return status if isinstance(status, dict) else None
 
     async def consumers(self) -> list[ConsumerInfo] | None:
         """The consumers of the job, due and quarantine queues; None without the management API."""
@@ -289,12 +289,7 @@ class Inspector:
 
 
 def _delayed(message: AbstractIncomingMessage, where: str) -> DelayedJob:
-    due_ms = (message.headers or {}).get(DUE_HEADER)
-    due_at = (
-        datetime.fromtimestamp(due_ms / 1000, UTC)
-        if isinstance(due_ms, int | float) and 0 < due_ms < 253402300799000
-        else None
-    )
+    due_at = due_at_of(message.headers)
     try:
         job = Job.from_json(message.body)
     except ValidationError:

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
-from amqp_worker.redact import describe_url
+from amqp_worker._rabbitmq.redact import describe_url
 
 __all__ = ["ConsumerInfo", "ManagementAPI", "ManagementUnavailable", "QueueInfo"]
 

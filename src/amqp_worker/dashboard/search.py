@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from urllib.parse import urlencode
 
-from amqp_worker.failures import FailedJob
+from amqp_worker._core.failures import FailedJob
 
 __all__ = ["FailedQuery", "Page", "page_of", "search_text"]
 

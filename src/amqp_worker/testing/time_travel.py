@@ -16,9 +16,9 @@ import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
+from amqp_worker._core.hooks import JobEvent
+from amqp_worker._memory.worker import SimpleWorker, _Entry
 from amqp_worker.errors import AmqpWorkerError
-from amqp_worker.hooks import JobEvent
-from amqp_worker.simple import SimpleWorker, _Entry
 
 __all__ = ["JobsFailed", "TimeTravelWorker"]
 

@@ -1,0 +1,350 @@
+"""What every worker shares: registration, enqueue checks, the lifecycle, running one job.
+
+:class:`BaseWorker` implements the :class:`~amqp_worker.Worker` protocol once,
+and inherits its docstrings: the semantics are written there, not again here.
+A worker adds a *transport*: where enqueued jobs wait (:meth:`~BaseWorker._enqueue`),
+how it begins and ends taking them (:meth:`~BaseWorker._begin`,
+:meth:`~BaseWorker._end`), and how one delivery is settled. Running a job is
+one template method, :meth:`BaseWorker._run`: attempt, decide, then retry
+later or park; a worker overrides only the transport steps
+(:meth:`~BaseWorker._succeeded`, :meth:`~BaseWorker._retry_later`,
+:meth:`~BaseWorker._park`).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from pydantic import BaseModel
+
+from amqp_worker.errors import ConfigurationError
+
+from .attempt import report_failure, run_attempt
+from .defaults import (
+    DEFAULT_LOOP_STALL_WARN_S,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_QUEUE,
+    DEFAULT_STOP_TIMEOUT_S,
+)
+from .delays import delay_until, seconds
+from .failures import AttemptRecord, FailureReason
+from .handlers import Handler, HandlerSpec, check_timeout
+from .hooks import Hooks
+from .interfaces import FailedJobs, Worker
+from .job import Job
+from .pool import DrainReport, TaskPool
+from .registry import Registry
+from .retry import RetryPolicy, decide
+from .schedule import MissedPolicy, Schedule
+from .typed import HandlerDecorator
+from .watchdog import LoopWatchdog, OnLoop, check_stall_threshold
+
+__all__ = ["BaseWorker"]
+
+logger = logging.getLogger("amqp_worker")
+
+#: What a worker's transport hands to :meth:`BaseWorker._run`: a message, an entry in memory.
+D = TypeVar("D")
+
+
+class BaseWorker(Worker, Generic[D]):
+    """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`.
+
+    ``D`` is the transport's delivery: what :meth:`_run` settles when an
+    attempt ends. While the worker runs, a :class:`~amqp_worker._core.watchdog.LoopWatchdog`
+    thread logs a WARNING when the event loop is blocked for ``loop_stall_warn_s``
+    (0: no watchdog), naming the async handler on it.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+        loop_stall_warn_s: float = DEFAULT_LOOP_STALL_WARN_S,
+        default_queue: str = DEFAULT_QUEUE,
+    ) -> None:
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        self._pool = TaskPool(max_concurrency)
+        self._registry = Registry()
+        self.retry = retry or RetryPolicy()
+        self.timeout_s = check_timeout(timeout_s)
+        self.hooks = Hooks()
+        self._running = False
+        self._starting = asyncio.Lock()
+        self._loop_stall_warn_s = check_stall_threshold(loop_stall_warn_s)
+        # The async handlers in progress, for the watchdog's warning; see watchdog.py.
+        self._on_loop: OnLoop = {}
+        self._watchdog: LoopWatchdog | None = None
+        self._default_queue = default_queue
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._pool.max_concurrency
+
+    @property
+    def handlers(self) -> tuple[str, ...]:
+        return tuple(sorted(self._registry.handlers))
+
+    @property
+    def handler_specs(self) -> dict[str, HandlerSpec]:
+        """What :meth:`register` learned about each handler (args model, ...), by name; a copy."""
+        return dict(self._registry.handlers)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def with_options(self, **overrides: Any) -> Self:
+        try:
+            fresh = self._copy(overrides)
+        except ConfigurationError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"with_options: {exc}") from None
+        fresh._registry.fill_from(self._registry)
+        fresh.hooks = self.hooks.copy()
+        return fresh
+
+    @abc.abstractmethod
+    def _copy(self, overrides: dict[str, Any]) -> Self:
+        """A new worker built from this one's constructor arguments and ``overrides``."""
+
+    # -- registration ---------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        self._registry.register(name, handler, retry, timeout_s)
+
+    def handler(
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+        queue: str | None = None,
+    ) -> HandlerDecorator:
+        def register(func: Callable[..., Any]) -> type[BaseModel] | None:
+            spec = self._registry.register(name, func, retry, timeout_s)
+            return spec.args_model
+
+        return HandlerDecorator(self, name, queue or self.default_queue, register)
+
+    @property
+    def default_queue(self) -> str:
+        return self._default_queue
+
+    # -- periodic jobs ----------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        job: Job,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str = "UTC",
+        missed: MissedPolicy = "once",
+    ) -> Schedule:
+        return self._registry.schedule(
+            name, job, cron=cron, every=every, tz=tz, missed=missed, running=self._running
+        )
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        return dict(self._registry.schedules)
+
+    # -- enqueueing -----------------------------------------------------------
+
+    async def perform(self, job: Job) -> str:
+        job = self._outgoing(job)
+        return await self._enqueue(job, 0.0, self.hooks.publishing(job))
+
+    async def perform_at(self, job: Job, when: datetime) -> str:
+        job = self._outgoing(job)
+        delay_s = delay_until(when, job.enqueued_at)
+        return await self._enqueue(job, delay_s, self.hooks.publishing(job))
+
+    async def perform_in(self, job: Job, delay: timedelta | float) -> str:
+        delay_s = seconds(delay)
+        job = self._outgoing(job)
+        return await self._enqueue(job, delay_s, self.hooks.publishing(job))
+
+    async def perform_many(self, jobs: Iterable[Job]) -> list[str]:
+        return [await self.perform(job) for job in jobs]
+
+    def _outgoing(self, job: Job) -> Job:
+        """The copy that is enqueued: stamped with the enqueue time; ``job`` itself is untouched."""
+        if not isinstance(job, Job):
+            raise TypeError(f"expected a Job, got {type(job).__name__}")
+        return job.model_copy(update={"enqueued_at": self._now()})
+
+    def _now(self) -> datetime:
+        """The current time as this worker sees it (a test worker may run on its own clock)."""
+        return datetime.now(UTC)
+
+    @property
+    @abc.abstractmethod
+    def failed(self) -> FailedJobs: ...
+
+    @abc.abstractmethod
+    async def _enqueue(self, job: Job, delay_s: float, headers: dict[str, Any]) -> str:
+        """Place ``job`` (with ``headers``) so it runs after ``delay_s`` seconds; return its id."""
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Two concurrent start() calls must not both begin (two consumers per queue).
+        async with self._starting:
+            if self._running:
+                return
+            await self._prepare()
+            self._pool.open()
+            self._running = True
+            if self._loop_stall_warn_s > 0:
+                self._watchdog = LoopWatchdog(self._loop_stall_warn_s, self._on_loop)
+                self._watchdog.start()
+            try:
+                await self._begin()
+            except BaseException:
+                await self.stop(timeout_s=0)
+                raise
+
+    async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:
+        was_running, self._running = self._running, False
+        try:
+            await self._end(was_running, timeout_s)
+        finally:
+            # After _end: handlers still draining can block the loop too.
+            watchdog, self._watchdog = self._watchdog, None
+            if watchdog is not None:
+                watchdog.stop()
+
+    async def _prepare(self) -> None:
+        """Anything :meth:`start` needs before the worker counts as running (a connection)."""
+
+    @abc.abstractmethod
+    async def _begin(self) -> None:
+        """Start delivering jobs to :meth:`_submit`; the worker is already running."""
+
+    @abc.abstractmethod
+    async def _end(self, was_running: bool, timeout_s: float | None) -> None:
+        """Stop delivering, :meth:`_drain` running handlers, release the transport.
+
+        ``was_running`` is False for a worker that was stopped already or
+        never started (a publish-only worker still closes its connection).
+        """
+
+    def _submit_run(self, run: Callable[[], Any], on_abandon: Callable[[], None]) -> None:
+        """Queue ``run()`` for a handler slot; ``on_abandon()`` if stop() drops it unstarted."""
+        self._pool.submit(run, on_abandon=on_abandon)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _drain(self, timeout_s: float | None) -> DrainReport:
+        """Wait for running handlers, cancel the late ones, and log what happened."""
+        report = await self._pool.drain(timeout_s)
+        if report.cancelled:
+            logger.warning(
+                "stop: cancelled %d handler(s) still running after %ss "
+                "(sync handler threads run on until they return)",
+                report.cancelled,
+                timeout_s,
+            )
+        return report
+
+    # -- running one job ------------------------------------------------------
+
+    def _spec(self, job: Job) -> HandlerSpec:
+        return self._registry.spec(job)
+
+    async def _run(
+        self,
+        delivery: D,
+        job: Job,
+        queue: str,
+        headers: Mapping[str, Any],
+        history: Sequence[AttemptRecord] = (),
+    ) -> None:
+        """Run one attempt of ``job`` and settle ``delivery``: the flow every worker shares.
+
+        Success settles it (:meth:`_succeeded`). A failure is logged and told
+        to the hooks once, added to the job's ``history``, and then, per the
+        handler's retry policy, either enqueued again with ``attempt + 1``
+        (:meth:`_retry_later`) or parked with the whole history
+        (:meth:`_park`). A timed-out sync handler keeps its slot until its
+        thread returns.
+        """
+        spec = self._registry.handlers.get(job.handler)
+        timeout_s = self._registry.timeout_for(spec, self.timeout_s) if spec is not None else None
+        outcome = await run_attempt(
+            spec,
+            job,
+            queue,
+            headers,
+            hooks=self.hooks,
+            threads=self._pool.threads,
+            timeout_s=timeout_s,
+            on_loop=self._on_loop if self._watchdog is not None else None,
+        )
+        if outcome.error is None:
+            await self._succeeded(delivery, job)
+            return
+        policy = spec.retry if spec is not None and spec.retry is not None else self.retry
+        decision = decide(policy, job.attempt, outcome.error)
+        await report_failure(self.hooks, job, queue, outcome, decision, headers)
+        history = [*history, AttemptRecord.of(job.attempt, outcome.error)]
+        if decision.retry:
+            retry = job.model_copy(update={"attempt": job.attempt + 1})
+            await self._retry_later(delivery, retry, queue, decision.delay_s, history)
+        else:
+            await self._park(delivery, job, queue, decision.reason, outcome.error, history)
+        await outcome.wait_linger()
+
+    async def _succeeded(self, delivery: D, job: Job) -> None:
+        """Settle the delivery of a job whose handler succeeded (ack it)."""
+
+    @abc.abstractmethod
+    async def _retry_later(
+        self, delivery: D, retry: Job, queue: str, delay_s: float, history: list[AttemptRecord]
+    ) -> None:
+        """Enqueue ``retry`` (the next attempt) after ``delay_s``, then settle ``delivery``."""
+
+    @abc.abstractmethod
+    async def _park(
+        self,
+        delivery: D,
+        job: Job,
+        queue: str,
+        reason: FailureReason,
+        error: BaseException,
+        history: list[AttemptRecord],
+    ) -> None:
+        """Keep ``job`` as a failed job with ``reason`` and ``history``, then settle ``delivery``.
+
+        Tell the ``on_parked`` hooks (:func:`~amqp_worker._core.attempt.tell_parked`) once it is kept.
+        """

@@ -1,0 +1,44 @@
+"""Every default a user can change, each written once, here.
+
+The workers, the settings, the CLI and typed enqueue all take their defaults
+from this module, so a default never differs between two places.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_DELIVERY_LIMIT",
+    "DEFAULT_LOOP_STALL_WARN_S",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_NAME",
+    "DEFAULT_QUEUE",
+    "DEFAULT_STOP_TIMEOUT_S",
+]
+
+#: The worker name: the namespace of the exchanges and internal queues.
+DEFAULT_NAME = "amqp_worker"
+
+#: ``Job.queue`` when neither the job, the typed reference nor the call names one.
+DEFAULT_QUEUE = "default"
+
+#: How many handlers run at once unless told otherwise.
+DEFAULT_MAX_CONCURRENCY = 25
+
+#: How long ``stop()`` waits for running handlers unless told otherwise, in seconds.
+DEFAULT_STOP_TIMEOUT_S = 30.0
+
+#: The largest JSON body of a job, in bytes (``max_message_bytes``).
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+
+#: Default of ``loop_stall_warn_s``, in seconds. Healthy async code gives the loop
+#: back within milliseconds, so a full second is always a blocking call, while GC
+#: pauses and a busy machine stay well below it; and it is far below any
+#: heartbeat_s, so the warning comes before the broker drops the connection.
+DEFAULT_LOOP_STALL_WARN_S = 1.0
+
+#: The broker-side delivery limit of quorum queues that hold jobs. RabbitMQ 4.0+
+#: would otherwise apply 20 and *drop* what passes it. amqp-worker's own
+#: crash-loop handling (quarantine.py) parks a job long before; this is the
+#: safety net, far above what hand-backs and failed-job reads can add up to.
+DEFAULT_DELIVERY_LIMIT = 1000

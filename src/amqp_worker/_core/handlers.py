@@ -1,0 +1,206 @@
+"""Handlers: inspecting them at ``register`` time and calling them per job.
+
+A handler is ``def handler(args)`` or ``async def handler(args)``.
+
+- If its first parameter is annotated with a pydantic ``BaseModel`` subclass,
+  each job's args are validated into that model before the call; a failure is
+  :class:`~amqp_worker.errors.InvalidArgs`, a permanent failure of that job.
+  Otherwise the handler gets a fresh ``dict`` of the args.
+- If it declares a ``job`` parameter, it also receives the :class:`Job`
+  envelope (id, attempt, ...) as that keyword argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from amqp_worker.errors import InvalidArgs, InvalidHandler, JobTimeout
+
+from .handler_threads import HandlerThreads
+from .job import Job, validate_name
+from .retry import RetryPolicy
+
+__all__ = ["Handler", "HandlerSpec", "check_timeout"]
+
+#: What ``register`` accepts: a callable taking the args (a dict or a model).
+Handler = Callable[..., Any]
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    # Covers plain coroutine functions, functools.partial of them, and objects
+    # whose __call__ is a coroutine function.
+    target: Any = func
+    while isinstance(target, functools.partial):
+        target = target.func
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - we want the method, not callable()
+    )
+
+
+def _args_model(first: inspect.Parameter) -> type[BaseModel] | None:
+    annotation = first.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """A registered handler and what ``register`` learned about its signature."""
+
+    name: str
+    func: Callable[..., Any]
+    is_async: bool
+    args_model: type[BaseModel] | None
+    wants_job: bool
+    retry: RetryPolicy | None = None
+    """This handler's retry policy; None uses the worker's."""
+    timeout_s: float | None = None
+    """This handler's timeout; None uses the worker's, ``math.inf`` means none."""
+
+    @classmethod
+    def inspect(
+        cls,
+        name: str,
+        func: object,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> HandlerSpec:
+        """Check ``name`` and ``func``; raise :class:`InvalidHandler` if either is unusable."""
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidHandler(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        try:
+            check_timeout(timeout_s)
+        except (TypeError, ValueError) as exc:
+            raise InvalidHandler(f"handler {name!r}: {exc}") from None
+        if not isinstance(name, str):
+            raise InvalidHandler(f"handler name must be a str, got {type(name).__name__}")
+        try:
+            validate_name(name)
+        except ValueError as exc:
+            raise InvalidHandler(f"handler name {name!r} {exc}") from None
+        if not callable(func):
+            raise InvalidHandler(f"handler {name!r} must be callable, got {type(func).__name__}")
+        try:
+            # eval_str resolves `from __future__ import annotations` strings, so a
+            # typed-args model is found however the handler's module is written.
+            signature = inspect.signature(func, eval_str=True)
+        except (TypeError, ValueError) as exc:
+            raise InvalidHandler(f"cannot read the signature of handler {name!r}: {exc}") from exc
+        except Exception as exc:
+            raise InvalidHandler(
+                f"cannot resolve the annotations of handler {name!r} ({exc}); "
+                "define the args model at module level"
+            ) from exc
+        params = list(signature.parameters.values())
+        positional = [
+            p
+            for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        if not positional:
+            raise InvalidHandler(
+                f"handler {name!r} must accept the job's args as its first parameter"
+            )
+        first = positional[0]
+        required = [
+            p
+            for p in params
+            if p is not first
+            and p.name != "job"
+            and p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if required:
+            names = ", ".join(p.name for p in required)
+            raise InvalidHandler(
+                f"handler {name!r} has required parameters the worker cannot fill: {names}"
+            )
+        wants_job = "job" in signature.parameters and first.name != "job"
+        return cls(
+            name=name,
+            func=func,
+            is_async=_is_async(func),
+            args_model=_args_model(first),
+            wants_job=wants_job,
+            retry=retry,
+            timeout_s=timeout_s,
+        )
+
+    def parse_args(self, job: Job) -> Any:
+        """Return what the handler receives: its model, or a fresh dict of the args."""
+        if self.args_model is None:
+            return dict(job.args)
+        try:
+            return self.args_model.model_validate(job.args)
+        except ValidationError as exc:
+            raise InvalidArgs(
+                f"args of job {job.id} do not fit {self.args_model.__name__} "
+                f"of handler {self.name!r}: {exc}"
+            ) from exc
+
+    async def run(
+        self, job: Job, args: Any, threads: HandlerThreads | None, timeout_s: float | None
+    ) -> asyncio.Future[Any] | None:
+        """Run the handler once, within ``timeout_s`` (None: no limit).
+
+        Raises what the handler raised, or :class:`JobTimeout`. Sync handlers
+        run on ``threads`` (the loop's default executor if None), never on the loop. A thread cannot be interrupted:
+        when a sync handler times out, this returns its still-running future,
+        and the caller keeps the job's slot until that future is done.
+        """
+        kwargs: dict[str, Any] = {"job": job} if self.wants_job else {}
+        if self.is_async:
+            if timeout_s is None:
+                await self.func(args, **kwargs)
+                return None
+            try:
+                async with asyncio.timeout(timeout_s) as window:
+                    await self.func(args, **kwargs)
+            except TimeoutError:
+                if window.expired():
+                    raise self._timed_out(timeout_s) from None
+                raise
+            return None
+        # Copy the context so contextvars (tracing, logging) reach the thread.
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, self.func, args, **kwargs)
+        if threads is not None:
+            future = threads.run(call)
+        else:
+            future = asyncio.get_running_loop().run_in_executor(None, call)
+        if timeout_s is None:
+            await future
+            return None
+        done, _ = await asyncio.wait({future}, timeout=timeout_s)
+        if not done:
+            return future  # still running: the caller reports the timeout and waits
+        future.result()  # re-raise the handler's exception, if any
+        return None
+
+    def _timed_out(self, timeout_s: float | None) -> JobTimeout:
+        return JobTimeout(f"handler {self.name!r} did not finish within {timeout_s}s")
+
+    def timeout_error(self, timeout_s: float | None) -> JobTimeout:
+        """The error that reports a sync handler still running after ``timeout_s``."""
+        return self._timed_out(timeout_s)
+
+
+def check_timeout(timeout_s: float | None) -> float | None:
+    """Validate a ``timeout_s`` option: None, a positive number, or ``math.inf``."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
+        raise TypeError(f"timeout_s must be a number of seconds, got {timeout_s!r}")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    return float(timeout_s)

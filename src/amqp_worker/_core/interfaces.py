@@ -1,0 +1,278 @@
+"""The :class:`Worker` protocol: Buffalo's background-job interface, in Python.
+
+=====================  ===========================================
+Buffalo (Go)           amqp-worker
+=====================  ===========================================
+``Start(ctx)``         ``await worker.start()``
+``Stop()``             ``await worker.stop(timeout_s=...)``
+``Perform(job)``       ``await worker.perform(job)``
+``PerformAt(job, t)``  ``await worker.perform_at(job, when)``
+``PerformIn(job, d)``  ``await worker.perform_in(job, delay)``
+``Register(name, h)``  ``worker.register(name, h)`` / ``@worker.handler(name)``
+=====================  ===========================================
+
+Every implementation (:class:`~amqp_worker.SimpleWorker`,
+:class:`~amqp_worker.AMQPWorker`) follows the semantics written here, and one
+contract test suite checks them all. Integrations (metrics, tracing, the CLI)
+rely on nothing else. Parked jobs are reached through ``worker.failed``, a
+:class:`FailedJobs`.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
+
+from .defaults import DEFAULT_STOP_TIMEOUT_S
+from .failures import FailedJob, FailedJobsResult
+from .handlers import Handler
+from .hooks import Hooks
+from .job import Job
+from .retry import RetryPolicy
+from .schedule import MissedPolicy, Schedule
+from .typed import HandlerDecorator
+
+__all__ = ["FailedJobs", "Worker"]
+
+
+@runtime_checkable
+class Worker(Protocol):
+    """Runs registered handlers for enqueued jobs.
+
+    Semantics shared by every implementation:
+
+    - ``perform*`` only enqueue: they never run the handler inline, and the
+      caller never sees a handler's exception.
+    - A failed attempt is logged once (job id, handler, queue, attempt and
+      traceback) and the worker keeps running. It is retried with backoff per
+      the handler's :class:`~amqp_worker.RetryPolicy`, then parked with its
+      history; invalid args, unknown handlers and
+      :class:`~amqp_worker.PermanentError` are parked at once.
+    - At most ``max_concurrency`` handlers run at once (default 25); sync
+      handlers run in worker threads, never on the event loop.
+    - ``async with worker:`` calls :meth:`start` and, on exit, :meth:`stop`.
+    """
+
+    hooks: Hooks
+    """Callbacks around every job (:mod:`amqp_worker._core.hooks`); metrics and tracing use them."""
+
+    retry: RetryPolicy
+    """The retry policy of handlers registered without one."""
+
+    timeout_s: float | None
+    """The timeout of handlers registered without one; None means no limit."""
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`: the worker is taking jobs."""
+        ...
+
+    @property
+    def max_concurrency(self) -> int:
+        """The most handlers that run at once."""
+        ...
+
+    @property
+    def handlers(self) -> tuple[str, ...]:
+        """Names of the registered handlers, sorted."""
+        ...
+
+    @property
+    def failed(self) -> FailedJobs:
+        """The parked jobs of this worker's queues: list, show, retry, purge."""
+        ...
+
+    def with_options(self, **overrides: Any) -> Self:
+        """A new, stopped worker like this one, with ``overrides`` applied.
+
+        Settings are immutable, so this is how a daemon or a test changes them.
+        The copy has this worker's handlers and hooks (as registered so far),
+        default retry policy and timeout; registering a handler or a hook on
+        one afterwards does not affect the other. ``overrides`` are the
+        constructor's keyword options (for an AMQPWorker also ``url``; its
+        connection and TLS context are kept). Raises
+        :class:`~amqp_worker.errors.ConfigurationError` for unknown or invalid
+        ones.
+        """
+        ...
+
+    async def start(self) -> None:
+        """Begin running jobs. Jobs enqueued earlier wait and run now.
+
+        Calling it on a running worker does nothing; after :meth:`stop` it
+        starts the worker again.
+        """
+        ...
+
+    async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """Stop taking jobs and wait for running handlers, at most ``timeout_s`` seconds.
+
+        Handlers still running after ``timeout_s`` (``None`` waits forever) are
+        cancelled, and the log says how many. Idempotent: stopping a stopped
+        worker does nothing. No lock is held while waiting, so a handler may
+        still enqueue jobs during ``stop`` without deadlock.
+        """
+        ...
+
+    async def perform(self, job: Job) -> str:
+        """Enqueue ``job`` to run as soon as possible; return its id.
+
+        ``job`` is not mutated.
+        """
+        ...
+
+    async def perform_at(self, job: Job, when: datetime) -> str:
+        """Enqueue ``job`` to run at ``when``, a timezone-aware datetime; return its id.
+
+        A time in the past runs as soon as possible. A naive datetime is
+        ambiguous and raises ``ValueError``. ``job`` is not mutated.
+        """
+        ...
+
+    async def perform_in(self, job: Job, delay: timedelta | float) -> str:
+        """Enqueue ``job`` to run ``delay`` after now (seconds if a number); return its id.
+
+        The delay counts from this call. A negative or non-finite delay raises
+        ``ValueError``. ``job`` is not mutated.
+        """
+        ...
+
+    async def perform_many(self, jobs: Iterable[Job]) -> builtins.list[str]:
+        """Enqueue several jobs to run as soon as possible; return their ids in order.
+
+        If some are not enqueued, raises :class:`~amqp_worker.errors.PublishError`
+        whose ``job_ids`` lists them; the others are enqueued.
+        """
+        ...
+
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Register ``handler`` for jobs whose ``handler`` field is ``name``.
+
+        ``retry`` and ``timeout_s`` override the worker's defaults for this
+        handler (``math.inf``: no timeout). Raises
+        :class:`~amqp_worker.errors.InvalidHandler` for an empty or illegal
+        name, a non-callable or bad options, and
+        :class:`~amqp_worker.errors.HandlerAlreadyRegistered` for a name
+        already taken. Allowed before or after :meth:`start`.
+        """
+        ...
+
+    def handler(
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_s: float | None = None,
+        queue: str | None = None,
+    ) -> HandlerDecorator:
+        """Decorator form of :meth:`register`.
+
+        A function whose first parameter is a pydantic model comes back as a
+        :class:`~amqp_worker.TypedHandler`: callable as before, plus
+        ``perform(args)``/``perform_in``/``perform_at`` on this worker, typed by
+        that model, onto ``queue`` (default: :attr:`default_queue`). Any other
+        function comes back unchanged.
+        """
+        ...
+
+    @property
+    def default_queue(self) -> str:
+        """The queue a typed handler's ``perform`` uses when neither it nor the call names one.
+
+        ``"default"`` unless the worker is told otherwise; an AMQPWorker's first queue.
+        """
+        ...
+
+    def schedule(
+        self,
+        name: str,
+        job: Job,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str = "UTC",
+        missed: MissedPolicy = "once",
+    ) -> Schedule:
+        """Enqueue ``job`` on every tick of ``cron`` (in ``tz``) or ``every`` interval.
+
+        ``cron`` has five fields (``0 2 * * *``, names such as ``mon-fri``);
+        ``every`` is a ``timedelta`` or seconds, at least 1 s, its ticks aligned
+        to the Unix epoch. ``tz`` is an IANA zone name. ``missed`` says what to
+        do with ticks that fell due while no worker ran: ``skip`` them, enqueue
+        the latest ``once``, or ``all`` of them. Each tick's job is a copy of
+        ``job`` with the id ``<name>@<tick in UTC>`` and ``scheduled_at`` set to
+        the tick, so a duplicate has the same id.
+
+        On RabbitMQ every replica declares the same schedules and each tick is
+        enqueued once across them (see ``docs/periodic.md``). Declare schedules
+        before :meth:`start`. Raises
+        :class:`~amqp_worker.errors.InvalidSchedule` for a bad definition, a
+        name already taken, or a worker already running.
+        """
+        ...
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The schedules declared on this worker, by name (a copy)."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class FailedJobs(Protocol):
+    """The parked jobs of a worker's queues (``worker.failed``).
+
+    A job is parked, with the reason and every attempt's error, when it ran
+    out of retries, failed with :class:`~amqp_worker.PermanentError`, or
+    could not run at all (invalid args, unknown handler, a body that is not a
+    job). ``queue`` narrows any operation to one job queue; by default it
+    covers all of the worker's queues. Reading never removes or reorders.
+    Bulk operations take one pass over each failed-jobs queue, whatever the
+    number of ids.
+    """
+
+    async def list(
+        self, queue: str | None = None, limit: int | None = None
+    ) -> builtins.list[FailedJob]:
+        """Parked jobs, oldest first (at most ``limit``), without removing any."""
+        ...
+
+    async def show(self, job_id: str, queue: str | None = None) -> FailedJob:
+        """One parked job; :class:`~amqp_worker.errors.FailedJobNotFound` if there is none."""
+        ...
+
+    async def retry(
+        self, ids: Iterable[str] | None = None, queue: str | None = None
+    ) -> FailedJobsResult:
+        """Enqueue parked jobs again with ``attempt`` reset to 0 (``ids=None``: all of them).
+
+        A job is confirmed on its work queue before its failed copy is
+        removed, so a crash in between duplicates it, never loses it. Running
+        the same retry twice finds the ids gone (``not_found``). Parked bodies
+        that are not valid jobs stay where they are (``skipped``).
+        """
+        ...
+
+    async def purge(
+        self, ids: Iterable[str] | None = None, queue: str | None = None
+    ) -> FailedJobsResult:
+        """Delete parked jobs for good (``ids=None``: all of them)."""
+        ...

@@ -1,0 +1,47 @@
+"""Deleting what a worker name declared on RabbitMQ: for test suites, never for production.
+
+Everything goes, messages included: each job queue's work, due, failed-jobs
+and quarantine queues, the delay queues, the schedule queues and the
+exchanges. A queue or exchange that does not exist is skipped. Shared parts
+(the delay topology, the exchanges) are deleted too, so run it only when no
+other worker of the same ``name`` uses the vhost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .connect import dial
+from .settings import AMQPSettings
+from .topology import Topology
+
+__all__ = ["delete_topology"]
+
+
+async def delete_topology(
+    settings: AMQPSettings,
+    queues: Iterable[str] | None = None,
+    *,
+    topology: Topology | None = None,
+) -> None:
+    """Delete the queues and exchanges of ``topology`` (default: the settings') for ``queues``.
+
+    ``queues`` are job queue names (default: ``settings.queues``). Connects
+    with ``settings`` (URL, TLS, the ``publish_timeout_s`` retry) on a
+    connection of its own, closed before it returns.
+    """
+    topology = topology or settings.topology
+    wanted = settings.queues if queues is None else tuple(queues)
+    names = [name for queue in wanted for name in topology.queues_of(queue)]
+    names += topology.delay_queues()
+    names += [topology.schedule_queue, topology.schedule_status_queue]
+    connection = await dial(settings, settings.publish_timeout_s, robust=False)
+    try:
+        channel = await connection.channel()
+        # queue.delete and exchange.delete of a missing name succeed: nothing to check.
+        for name in names:
+            await channel.queue_delete(name)
+        for name in topology.exchanges():
+            await channel.exchange_delete(name)
+    finally:
+        await connection.close()

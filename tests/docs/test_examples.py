@@ -1,0 +1,102 @@
+"""The examples in examples/ run as documented."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import delete_topology_queues, example_env
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.mark.timeout(60)
+def test_quickstart_runs_with_the_in_process_worker() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AMQP_WORKER_URL"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    ).stdout
+    assert "in-process SimpleWorker" in out
+    assert "all 4 jobs ran" in out
+
+
+@pytest.mark.timeout(60)
+def test_schedules_example_runs_its_heartbeat_in_process() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AMQP_WORKER_URL"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "schedules.py"), "--ticks", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    ).stdout
+    assert out.count("heartbeat heartbeat@") == 2
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(90)
+async def test_schedules_example_and_the_schedules_command_against_rabbitmq() -> None:
+    prefix = f"awtest-ex-{uuid.uuid4().hex[:8]}."
+    env = example_env(prefix)
+    try:
+        out = await run_example(env, "schedules.py", "--ticks", "2")
+        assert out.count("heartbeat heartbeat@") == 2
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "amqp_worker.cli",
+            "schedules",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        table, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, table.decode()
+        text = table.decode()
+        assert "leader:" in text
+        assert "heartbeat" in text
+        assert "every 2s" in text
+        assert "cron 0 2 * * * Europe/Berlin" in text
+    finally:
+        await delete_topology_queues("periodic", prefix=prefix)
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(90)
+async def test_publisher_then_consumer_against_rabbitmq() -> None:
+    prefix = f"awtest-ex-{uuid.uuid4().hex[:8]}."
+    env = example_env(prefix)
+    try:
+        await run_example(env, "publisher.py")
+        out = await run_example(env, "consumer.py", "--until", "13")
+        assert "sent email to user 123" in out
+        assert "welcomed Ada (user 7" in out
+        assert out.count("sent email") == 12
+    finally:
+        await delete_topology_queues("emails", prefix=prefix)
+
+
+async def run_example(env: dict[str, str], script: str, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "examples" / script),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
