@@ -125,18 +125,18 @@ class BoundJobRef(Generic[ArgsT]):
         )
 
     async def perform(self, args: ArgsT, *, queue: str | None = None) -> str:
-        """Enqueue the handler with ``args``; return the job id."""
-        return await self.worker.perform(self.ref.job(args, queue=queue))
+        """:meth:`JobRef.perform` through the bound worker."""
+        return await self.ref.perform(args, worker=self.worker, queue=queue)
 
     async def perform_in(
         self, args: ArgsT, delay: timedelta | float, *, queue: str | None = None
     ) -> str:
-        """Enqueue it to run ``delay`` after now (seconds if a number); return the job id."""
-        return await self.worker.perform_in(self.ref.job(args, queue=queue), delay)
+        """:meth:`JobRef.perform_in` through the bound worker."""
+        return await self.ref.perform_in(args, delay, worker=self.worker, queue=queue)
 
     async def perform_at(self, args: ArgsT, when: datetime, *, queue: str | None = None) -> str:
-        """Enqueue it to run at ``when`` (timezone-aware); return the job id."""
-        return await self.worker.perform_at(self.ref.job(args, queue=queue), when)
+        """:meth:`JobRef.perform_at` through the bound worker."""
+        return await self.ref.perform_at(args, when, worker=self.worker, queue=queue)
 
 
 class TypedHandler(BoundJobRef[ArgsT], Generic[ArgsT, P, R]):
