@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
+import aio_pika
 import pytest
 
 from amqp_worker.cli import ExitCode
 from tests.cli.conftest import COMMAND, ROOT, Broker
+from tests.harness.brokertools import BROKER_URL
 
 pytestmark = pytest.mark.broker
 
@@ -129,3 +132,27 @@ def test_every_command_takes_a_list_of_cluster_nodes(broker: Broker) -> None:
     shown = broker("queues", "-q", broker.queue, AMQP_WORKER_URL=nodes)
     assert shown.returncode == 0, shown.stderr
     assert "guest:guest" not in checked.stdout + checked.stderr + shown.stdout + shown.stderr
+
+
+def test_schedules_reports_a_status_message_it_cannot_read_without_a_traceback(
+    broker: Broker,
+) -> None:
+    topology = broker.topology
+    name = topology.schedule_status_queue
+
+    async def put_garbage() -> None:
+        async with await aio_pika.connect(BROKER_URL) as connection:
+            channel = await connection.channel()
+            await channel.declare_queue(
+                name, durable=True, arguments=topology.schedule_status_queue_arguments()
+            )
+            await channel.default_exchange.publish(
+                aio_pika.Message(b'{"leader": 1, "schedules": "none"}'), name
+            )
+
+    asyncio.run(put_garbage())
+    result = broker("schedules")
+    assert result.returncode == ExitCode.FAILURE
+    assert "unreadable schedule status" in result.stderr
+    assert "not a schedule status message" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
