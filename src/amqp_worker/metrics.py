@@ -116,7 +116,15 @@ class PrometheusMetrics:
             buckets=DURATION_BUCKETS_S,
             **common,
         )
-        self.in_progress = Gauge("jobs_in_progress", "Job attempts running now.", _LABELS, **common)
+        # livesum: under `run --processes` (prometheus_client's multiprocess mode) the
+        # supervisor sums the children that are alive; a dead child's count is dropped.
+        self.in_progress = Gauge(
+            "jobs_in_progress",
+            "Job attempts running now.",
+            _LABELS,
+            multiprocess_mode="livesum",
+            **common,
+        )
         self.ticks = Counter(
             "schedule_ticks", "Schedule ticks this worker fired.", ("schedule",), **common
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -86,6 +87,20 @@ async def test_publisher_then_consumer_against_rabbitmq() -> None:
         assert out.count("sent email") == 12
     finally:
         await delete_topology_queues("emails", prefix=prefix)
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(120)
+async def test_processes_example_renders_reports_in_two_processes() -> None:
+    prefix = f"awtest-ex-{uuid.uuid4().hex[:8]}."
+    env = example_env(prefix)
+    try:
+        out = await run_example(env, "processes.py", "--jobs", "12")
+        # Which processes render them is a race (the first child up may take all 12);
+        # tests/cli/test_processes.py shows the work shared once both children run.
+        assert re.search(r"12 reports rendered by [12] processes; daemon exit 0", out), out
+    finally:
+        await delete_topology_queues("reports", prefix=prefix)
 
 
 async def run_example(env: dict[str, str], script: str, *args: str) -> str:

@@ -6,8 +6,9 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from amqp_worker._rabbitmq.settings import AMQPSettings, WorkerOptions
-from amqp_worker.cli import daemon
+from amqp_worker.cli import loading
 from amqp_worker.cli.common import Target
+from amqp_worker.cli.run import run as run_command
 from amqp_worker.errors import describe_validation_error
 
 
@@ -112,11 +113,11 @@ def test_worker_options_are_the_settings_but_url() -> None:
 
 def test_run_overrides_only_settings_with_its_own_options() -> None:
     """The AMQP-only options of ``run`` name settings, and options ``run`` has."""
-    assert set(daemon._OPTION_NAMES) <= set(AMQPSettings.model_fields)
-    flags = {flag for param in daemon.run.params for flag in param.opts}
-    assert set(daemon._OPTION_NAMES.values()) <= flags
+    assert set(loading._OPTION_NAMES) <= set(AMQPSettings.model_fields)
+    flags = {flag for param in run_command.params for flag in param.opts}
+    assert set(loading._OPTION_NAMES.values()) <= flags
     # run passes its Target's options (no --timeout there) as overrides too.
-    assert set(Target("amqp://h/", "n", "p").options()) <= set(daemon._OPTION_NAMES)
+    assert set(Target("amqp://h/", "n", "p").options()) <= set(loading._OPTION_NAMES)
 
 
 CLUSTER = [

@@ -78,6 +78,18 @@ class Intake:
         # not cancel a running handler (its job is redelivered either way).
         self._accept(queue, message)
 
+    async def on_quarantined(self, queue: str, message: Delivery) -> None:
+        """A delivery from the quarantine queue: runs only once every ack before it is written.
+
+        The job was moved here by this or another worker: copied, confirmed, and
+        its original acked. If that ack were still queued (acks are batched) when
+        this copy's handler kills the process, the original would come back as
+        well as the copy: two copies of one poison job, each parked in the end.
+        """
+        self._settler.delivered(message)
+        await self._settler.acks_written()
+        self._accept(queue, message)
+
     async def on_due(self, queue: str, message: Delivery) -> None:
         self._settler.delivered(message)
         self._schedule(queue, message)

@@ -70,6 +70,10 @@ class Settler:
         """True if ``message``'s ack is queued (it counts as settled) and not yet written."""
         return self._acks.queued(message)
 
+    async def acks_written(self) -> None:
+        """Write every queued ack now, and wait until they are written."""
+        await self._acks.wait()
+
     def track(self, work: Awaitable[None]) -> None:
         """Run ``work`` in the background; :meth:`wait` waits for it."""
         task: asyncio.Task[None] = asyncio.ensure_future(work)

@@ -193,7 +193,7 @@ class AMQPWorker(BaseWorker[Received]):
             for consumed, channel, callback in zip(
                 queues,
                 (work, due, quarantine),
-                (self._intake.on_message, self._intake.on_due, self._intake.on_message),
+                (self._intake.on_message, self._intake.on_due, self._intake.on_quarantined),
                 strict=True,
             ):
                 consumer = QueueConsumer(channel, consumed.name, functools.partial(callback, queue))

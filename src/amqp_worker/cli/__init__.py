@@ -27,12 +27,13 @@ from amqp_worker.errors import (
 from . import logs
 from .asyncapi import asyncapi
 from .check import check
+from .child import child
 from .common import CLIError, ExitCode, Secrets
-from .daemon import run
 from .dashboard import dashboard
 from .enqueue import enqueue
 from .failed import failed
 from .queues import queues
+from .run import run
 from .schedules import schedules
 
 __all__ = ["ExitCode", "cli", "main", "run_cli"]
@@ -63,6 +64,7 @@ cli.add_command(failed)
 cli.add_command(schedules)
 cli.add_command(dashboard)
 cli.add_command(asyncapi)
+cli.add_command(child)
 
 
 def _report(message: str, secrets: Secrets, prefix: str = PROG) -> None:

@@ -1,9 +1,10 @@
-"""``amqp-worker run module:attr``: the worker daemon, stopped gracefully by SIGTERM or SIGINT.
+"""One worker in this process until a signal: what ``amqp-worker run`` serves.
 
 The first signal stops taking jobs and gives running handlers the shutdown
 timeout; a second one stops at once (running handlers are cancelled and their
 jobs go back to RabbitMQ, which redelivers them) and exits with
-:attr:`ExitCode.FAILURE`.
+:attr:`ExitCode.FAILURE`. Under ``--processes`` each child process runs one
+:class:`Daemon` (``cli/child.py``), which its supervisor signals.
 """
 
 from __future__ import annotations
@@ -15,36 +16,22 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeVar
-
-import click
+from collections.abc import Iterator
+from typing import NoReturn
 
 from amqp_worker import __version__
-from amqp_worker._core.defaults import DEFAULT_STOP_TIMEOUT_S
 from amqp_worker._rabbitmq.worker import AMQPWorker
 
-from . import logs
-from .common import CLIError, ExitCode, Target, daemon_connection_options, queue_option
+from .common import CLIError, ExitCode
 from .health import start_health_server
-from .loading import AnyWorker, load_worker, rebuilt
+from .loading import AnyWorker
 
-__all__ = ["Daemon", "banner", "run"]
+__all__ = ["FORCED_STOP_S", "Daemon", "banner", "serve_metrics"]
 
 logger = logging.getLogger("amqp_worker.cli")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 #: How long a forced stop waits for the broker connection to close.
 FORCED_STOP_S = 5.0
-
-_OPTION_NAMES = {
-    "url": "--url",
-    "name": "--name",
-    "queue_prefix": "--queue-prefix",
-    "queues": "--queue",
-    "prefetch": "--prefetch",
-}
 
 
 def banner(worker: AnyWorker) -> str:
@@ -76,6 +63,9 @@ class Daemon:
         self.shutdown_timeout_s = shutdown_timeout_s
         self.health = health
         self.running = False
+        #: Set once the worker has started (and stays set).
+        self.started = asyncio.Event()
+        self._signalled = False
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
 
@@ -87,9 +77,17 @@ class Daemon:
             return True
         return self.worker.connected
 
+    def stop_soon(self) -> None:
+        """Stop as the first signal would, without counting as one (a child's recycling).
+
+        A signal after this is still a first signal, not the second that forces.
+        """
+        self._stop.set()
+
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
-        if not self._stop.is_set():
+        if not self._signalled:
+            self._signalled = True
             logger.info(
                 "%s received: stopping; running jobs get up to %gs (send it again to stop now)",
                 name,
@@ -119,6 +117,7 @@ class Daemon:
             if not await self._start():
                 return ExitCode.OK
             self.running = True
+            self.started.set()
             await self._stop.wait()
             self.running = False
             return await self._shutdown()
@@ -182,127 +181,6 @@ def _exit_now(code: ExitCode) -> NoReturn:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(int(code))
-
-
-def _endpoint_options(kind: str, help_text: str) -> Callable[[F], F]:
-    """``--KIND-port`` and ``--KIND-host`` options, also read from ``AMQP_WORKER_KIND_*``."""
-    env = f"AMQP_WORKER_{kind.upper()}"
-    port = click.option(
-        f"--{kind}-port",
-        envvar=f"{env}_PORT",
-        show_envvar=True,
-        type=click.IntRange(0, 65535),
-        metavar="PORT",
-        help=f"{help_text} Off unless given.",
-    )
-    host = click.option(
-        f"--{kind}-host",
-        envvar=f"{env}_HOST",
-        show_envvar=True,
-        default="0.0.0.0",
-        show_default=True,
-        metavar="HOST",
-        help=f"Address the --{kind}-port endpoint listens on.",
-    )
-    return lambda func: port(host(func))
-
-
-@click.command()
-@click.argument("target_spec", metavar="MODULE:ATTR")
-@queue_option("Consume this queue instead of the worker's queues.", default="the worker's queues")
-@click.option(
-    "-c",
-    "--concurrency",
-    type=click.IntRange(min=1),
-    help="Handlers running at once. [default: the worker's max_concurrency]",
-)
-@daemon_connection_options
-@click.option(
-    "--prefetch",
-    type=click.IntRange(min=1),
-    help="Unacked deliveries per consumer. [default: 2 x concurrency]",
-)
-@click.option(
-    "--shutdown-timeout",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
-    help="How long running jobs may finish after SIGTERM. [default: AMQP_WORKER_SHUTDOWN_TIMEOUT_S, or 30]",
-)
-@click.option(
-    "--log-level",
-    envvar="AMQP_WORKER_LOG_LEVEL",
-    show_envvar=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
-    default="INFO",
-    show_default=True,
-)
-@click.option(
-    "--log-format",
-    envvar="AMQP_WORKER_LOG_FORMAT",
-    show_envvar=True,
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: one plain line per record; json: one JSON object per line.",
-)
-@_endpoint_options("health", "Serve GET /healthz: 200 while running and connected, else 503.")
-@_endpoint_options(
-    "metrics", "Serve Prometheus metrics on /metrics (needs amqp-worker[prometheus])."
-)
-def run(
-    target_spec: str,
-    queues: tuple[str, ...],
-    concurrency: int | None,
-    target: Target,
-    prefetch: int | None,
-    shutdown_timeout: float | None,
-    log_level: str,
-    log_format: logs.LogFormat,
-    health_port: int | None,
-    health_host: str,
-    metrics_port: int | None,
-    metrics_host: str,
-) -> ExitCode:
-    """Run the worker MODULE:ATTR until SIGTERM or SIGINT.
-
-    ATTR is an AMQPWorker or SimpleWorker, or a zero-argument function that
-    returns one, e.g. `amqp-worker run myapp.jobs:worker`. The current
-    directory is importable, as with `python -m`. Options given here override
-    the worker's settings; its handlers, hooks, retry policy and timeout are kept.
-    """
-    logs.configure(log_level, log_format)
-    worker = load_worker(target_spec)
-    if isinstance(worker, AMQPWorker):  # its URL came from its module, not from us
-        target.secrets.add(worker.settings.url.get_secret_value())
-    overrides: dict[str, Any] = {
-        "url": target.url,
-        **target.options(),
-        "queues": list(queues) or None,
-        "prefetch": prefetch,
-    }
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    if not isinstance(worker, AMQPWorker) and overrides:
-        given = ", ".join(_OPTION_NAMES[key] for key in overrides)
-        raise CLIError(
-            f"{given} only apply to an AMQPWorker; {target_spec} is a SimpleWorker",
-            ExitCode.CONFIG,
-        )
-    if concurrency is not None:
-        overrides["max_concurrency"] = concurrency
-    worker = rebuilt(worker, **overrides)
-    if isinstance(worker, AMQPWorker):
-        target.secrets.add(worker.settings.url.get_secret_value())
-        timeout_s = worker.settings.shutdown_timeout_s
-    else:
-        timeout_s = DEFAULT_STOP_TIMEOUT_S
-    if shutdown_timeout is not None:
-        timeout_s = shutdown_timeout
-    logs.emit(banner(worker))
-    health = (health_host, health_port) if health_port is not None else None
-    with contextlib.ExitStack() as stack:
-        if metrics_port is not None:
-            stack.enter_context(serve_metrics(worker, metrics_host, metrics_port))
-        return asyncio.run(Daemon(worker, timeout_s, health).serve())
 
 
 @contextlib.contextmanager

@@ -1,4 +1,7 @@
-"""Find the worker ``amqp-worker run module:attr`` runs, and apply the command line to it."""
+"""Find the worker ``amqp-worker run module:attr`` runs, and apply the command line to it.
+
+``run`` and each of its child processes (``--processes``) load it the same way: :func:`prepare`.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +16,20 @@ from amqp_worker._memory.worker import SimpleWorker
 from amqp_worker._rabbitmq.worker import AMQPWorker
 from amqp_worker.errors import ConfigurationError
 
-from .common import CLIError, ExitCode
+from .common import CLIError, ExitCode, Target
 
-__all__ = ["AnyWorker", "load_worker", "rebuilt"]
+__all__ = ["AnyWorker", "load_worker", "prepare", "rebuilt"]
 
 AnyWorker = AMQPWorker | SimpleWorker
+
+#: run's options that set an AMQPWorker setting, by setting name.
+_OPTION_NAMES = {
+    "url": "--url",
+    "name": "--name",
+    "queue_prefix": "--queue-prefix",
+    "queues": "--queue",
+    "prefetch": "--prefetch",
+}
 
 
 def _where(exc: BaseException) -> str:
@@ -114,3 +126,29 @@ def rebuilt(worker: AnyWorker, **overrides: Any) -> AnyWorker:
     does not take or values it rejects; see :meth:`AMQPWorker.with_options`.
     """
     return worker.with_options(**overrides) if overrides else worker
+
+
+def prepare(
+    target_spec: str, target: Target, overrides: dict[str, Any]
+) -> tuple[AnyWorker, dict[str, Any]]:
+    """The worker ``target_spec`` names with ``overrides`` applied, and the overrides used.
+
+    None values are "not given" and dropped. Raises :class:`CLIError` for
+    AMQP-only options on a SimpleWorker, :class:`~amqp_worker.ConfigurationError`
+    for values the worker rejects.
+    """
+    worker = load_worker(target_spec)
+    if isinstance(worker, AMQPWorker):  # its URL came from its module, not from us
+        target.secrets.add(worker.settings.url.get_secret_value())
+    given = {key: value for key, value in overrides.items() if value is not None}
+    amqp_only = [key for key in given if key in _OPTION_NAMES]
+    if not isinstance(worker, AMQPWorker) and amqp_only:
+        names = ", ".join(_OPTION_NAMES[key] for key in amqp_only)
+        raise CLIError(
+            f"{names} only apply to an AMQPWorker; {target_spec} is a SimpleWorker",
+            ExitCode.CONFIG,
+        )
+    worker = rebuilt(worker, **given)
+    if isinstance(worker, AMQPWorker):
+        target.secrets.add(worker.settings.url.get_secret_value())
+    return worker, given

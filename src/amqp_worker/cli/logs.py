@@ -70,11 +70,33 @@ def quiet_dial_errors() -> None:
         dial_logger.addFilter(_not_a_dial_error)
 
 
-def configure(level: str, fmt: LogFormat) -> None:
-    """Send every log record at ``level`` or above to stderr, in ``fmt``."""
+class _ChildTag(logging.Filter):
+    """Adds ``child`` (the supervisor's slot number) to every record of a child process."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.child = self.index
+        record.pid = record.process
+        return True
+
+
+def configure(level: str, fmt: LogFormat, *, child: int | None = None) -> None:
+    """Send every log record at ``level`` or above to stderr, in ``fmt``.
+
+    In a child process of ``run --processes`` (``child`` is its slot), every
+    line says which child and pid wrote it: ``[child 1 pid 4242]`` in text,
+    ``child`` (and the JSON line's own fields) in JSON.
+    """
     global _format
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    text = TEXT_FORMAT
+    if child is not None:
+        handler.addFilter(_ChildTag(child))
+        text = TEXT_FORMAT.replace("%(name)s", "[child %(child)s pid %(process)d] %(name)s")
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
