@@ -79,15 +79,15 @@ class Intake:
         self._accept(queue, message)
 
     async def on_quarantined(self, queue: str, message: Delivery) -> None:
-        """A delivery from the quarantine queue: runs only once every ack before it is written.
+        """A delivery from the quarantine queue: it waits for this worker's moves to settle.
 
-        The job was moved here by this or another worker: copied, confirmed, and
-        its original acked. If that ack were still queued (acks are batched) when
-        this copy's handler kills the process, the original would come back as
-        well as the copy: two copies of one poison job, each parked in the end.
+        The job was moved here (copied, confirmed, its original acked) by this
+        or another worker. If this worker moved it and the original's ack were
+        not yet written when this copy's handler kills the process, the
+        original would come back as well as the copy (see Settler.quarantine).
         """
         self._settler.delivered(message)
-        await self._settler.acks_written()
+        await self._settler.moves_settled()
         self._accept(queue, message)
 
     async def on_due(self, queue: str, message: Delivery) -> None:

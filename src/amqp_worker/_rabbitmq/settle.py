@@ -61,6 +61,9 @@ class Settler:
         self._publisher = publisher
         self._tasks: set[asyncio.Task[None]] = set()
         self._acks = AckBatcher()
+        self._moving = 0
+        self._no_moves = asyncio.Event()
+        self._no_moves.set()
 
     def delivered(self, message: Delivery) -> None:
         """Record a delivery as it arrives, before anything else is done with it."""
@@ -70,9 +73,13 @@ class Settler:
         """True if ``message``'s ack is queued (it counts as settled) and not yet written."""
         return self._acks.queued(message)
 
-    async def acks_written(self) -> None:
-        """Write every queued ack now, and wait until they are written."""
-        await self._acks.wait()
+    async def moves_settled(self) -> None:
+        """Return once no quarantine move of this worker is between its publish and its ack.
+
+        A quarantined job that kills its process must not take the ack of the
+        message it was copied from down with it (see :meth:`quarantine`).
+        """
+        await self._no_moves.wait()
 
     def track(self, work: Awaitable[None]) -> None:
         """Run ``work`` in the background; :meth:`wait` waits for it."""
@@ -170,7 +177,24 @@ class Settler:
         return True
 
     async def quarantine(self, queue: str, message: Delivery, job: Job, deliveries: int) -> bool:
-        """Move a job that came back unfinished to ``queue``'s quarantine queue, then ack it."""
+        """Move a job that came back unfinished to ``queue``'s quarantine queue, then ack it.
+
+        The ack is not batched: it is written to the socket before this returns,
+        and a quarantined job waits for :meth:`moves_settled` before it runs. If
+        the copy's handler kills the process while the original's ack was still
+        queued, the original would come back beside the copy: two copies of one
+        poison job, each parked in the end.
+        """
+        self._moving += 1
+        self._no_moves.clear()
+        try:
+            return await self._quarantine(queue, message, job, deliveries)
+        finally:
+            self._moving -= 1
+            if not self._moving:
+                self._no_moves.set()
+
+    async def _quarantine(self, queue: str, message: Delivery, job: Job, deliveries: int) -> bool:
         target = self._broker.topology.quarantine_queue(queue)
         moved = Message(
             message.body,
@@ -182,7 +206,7 @@ class Settler:
             timestamp=message.timestamp,
         )
         ensure = self._broker.declarations.ensure_quarantine_queue(queue)
-        if not await self._move(message, target, moved, f"job {job.id}", ensure):
+        if not await self._move(message, target, moved, f"job {job.id}", ensure, written=True):
             return False
         logger.warning(
             "job %s came back unfinished (its worker stopped or died, %d time(s)); "
@@ -201,10 +225,14 @@ class Settler:
         outgoing: Message,
         what: str,
         ensure: Awaitable[None],
+        *,
+        written: bool = False,
     ) -> bool:
         """Declare (``ensure``) and publish ``outgoing`` to the queue ``target``, then ack ``message``.
 
-        On failure, ``message`` is handed back after a pause and the result is False.
+        With ``written``, the ack is written to the socket before this returns,
+        not batched. On failure, ``message`` is handed back after a pause and
+        the result is False.
         """
         try:
             await ensure
@@ -219,7 +247,14 @@ class Settler:
             logger.error("could not move %s to %s (%s); handing it back", what, target, exc)
             await self._pause_and_hand_back(message, True)
             return False
-        await self.ack(message, f"moved {what}")
+        if written:
+            try:
+                await self.settle(message.ack(), f"ack moved {what}")
+            finally:
+                # Only once this single ack is written may a multiple ack cover its tag.
+                self._acks.settled(message)
+        else:
+            await self.ack(message, f"moved {what}")
         return True
 
     async def _pause_and_hand_back(self, message: Delivery, pause: bool) -> None:

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from typing import NoReturn
 
 from amqp_worker import __version__
@@ -26,7 +25,7 @@ from .common import CLIError, ExitCode
 from .health import start_health_server
 from .loading import AnyWorker
 
-__all__ = ["FORCED_STOP_S", "Daemon", "banner", "serve_metrics"]
+__all__ = ["FORCED_STOP_S", "Daemon", "banner"]
 
 logger = logging.getLogger("amqp_worker.cli")
 
@@ -181,43 +180,3 @@ def _exit_now(code: ExitCode) -> NoReturn:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(int(code))
-
-
-@contextlib.contextmanager
-def serve_metrics(worker: AnyWorker, host: str, port: int) -> Iterator[None]:
-    """Instrument ``worker`` and serve prometheus_client's default registry on ``host:port``.
-
-    The default registry also carries the process and Python collectors.
-    prometheus_client serves it from a thread of its own, shut down on exit.
-    """
-    try:
-        from prometheus_client import start_http_server
-
-        from amqp_worker.metrics import PrometheusMetrics
-    except ImportError:
-        raise CLIError(
-            "--metrics-port needs the prometheus extra: pip install 'amqp-worker[prometheus]'",
-            ExitCode.CONFIG,
-        ) from None
-    try:
-        PrometheusMetrics().instrument(worker)
-    except ValueError as exc:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
-        raise CLIError(
-            f"--metrics-port: the amqp_worker metrics are already registered ({exc}); "
-            "the worker's module instruments itself, so serve its metrics there and "
-            "drop --metrics-port",
-            ExitCode.CONFIG,
-        ) from None
-    try:
-        server, thread = start_http_server(port, host)
-    except OSError as exc:
-        raise CLIError(
-            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}", ExitCode.CONFIG
-        ) from None
-    logger.info("serving Prometheus metrics on http://%s:%d/metrics", host, server.server_port)
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -22,8 +22,9 @@ from amqp_worker._rabbitmq.worker import AMQPWorker
 
 from . import logs
 from .common import CLIError, ExitCode, Target, daemon_connection_options, queue_option
-from .daemon import Daemon, banner, serve_metrics
+from .daemon import Daemon, banner
 from .loading import prepare
+from .metrics_endpoint import serve_metrics
 from .supervision import MemorySize, ProcessCount
 from .supervisor import Supervisor, SupervisorOptions
 

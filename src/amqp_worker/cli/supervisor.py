@@ -32,11 +32,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ from typing import Any
 from .common import CLIError, ExitCode
 from .daemon import FORCED_STOP_S
 from .health import start_health_server
+from .metrics_endpoint import FleetMetrics, serve_fleet_metrics
 from .supervision import (
     CHILD_SPEC_ENV,
     MAX_STATUS_BYTES,
@@ -61,6 +60,9 @@ logger = logging.getLogger("amqp_worker.cli")
 
 #: A child whose last beat is older than this counts as unhealthy (it beats every second).
 BEAT_STALE_S = 5.0
+#: A child started to replace one at its limit counts as healthy while it starts, this long:
+#: a planned replacement is not an outage.
+REPLACEMENT_GRACE_S = 30.0
 #: Exit codes with which a child that never started ends the daemon, if no child ever started.
 _FATAL_AT_START = frozenset({ExitCode.CONFIG, ExitCode.IMPORT, ExitCode.CONNECTION})
 
@@ -84,8 +86,11 @@ class SupervisorOptions:
 class Child:
     """The supervisor's view of one child process."""
 
-    def __init__(self, index: int, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self, index: int, process: asyncio.subprocess.Process, *, replacement: bool = False
+    ) -> None:
         self.index = index
+        self.replacement = replacement
         self.process = process
         self.pid = process.pid
         self.started_at = time.monotonic()
@@ -98,7 +103,10 @@ class Child:
         return f"child {self.index} (pid {self.pid})"
 
     def beating(self, now: float) -> bool:
-        return self.ready and self.healthy and now - self.last_beat < BEAT_STALE_S
+        """Started, connected and heard from lately; or a planned replacement still starting."""
+        if not self.ready:
+            return self.replacement and now - self.started_at < REPLACEMENT_GRACE_S
+        return self.healthy and now - self.last_beat < BEAT_STALE_S
 
     def signal(self, signum: int) -> None:
         if self.process.returncode is None:
@@ -122,8 +130,7 @@ class Supervisor:
         self._stopping = False
         self._ever_ready = False
         self._fatal: ExitCode | None = None
-        self._metrics_dir: str | None = None
-        self._restarts: Any = None  # a prometheus Counter when metrics are served
+        self._fleet: FleetMetrics | None = None
 
     # -- health ---------------------------------------------------------------
 
@@ -191,46 +198,9 @@ class Supervisor:
         if self.options.metrics is None:
             yield
             return
-        try:
-            from prometheus_client import CollectorRegistry, Counter, start_http_server
-            from prometheus_client.multiprocess import MultiProcessCollector
-        except ImportError:
-            raise CLIError(
-                "--metrics-port needs the prometheus extra: pip install 'amqp-worker[prometheus]'",
-                ExitCode.CONFIG,
-            ) from None
-        directory = tempfile.mkdtemp(prefix="amqp-worker-metrics-")
-        try:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-            self._restarts = Counter(
-                "amqp_worker_child_restarts",
-                "Child processes started again: after dying, or replaced at a limit.",
-                ("reason",),
-                registry=registry,
-            )
-            host, port = self.options.metrics
-            try:
-                server, thread = start_http_server(port, host, registry=registry)
-            except OSError as exc:
-                raise CLIError(
-                    f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
-                    ExitCode.CONFIG,
-                ) from None
-            logger.info(
-                "serving Prometheus metrics of every child on http://%s:%d/metrics",
-                host,
-                server.server_port,
-            )
-            self._metrics_dir = directory
-            try:
-                yield
-            finally:
-                server.shutdown()
-                server.server_close()
-                thread.join()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        with serve_fleet_metrics(*self.options.metrics) as metrics:
+            self._fleet = metrics
+            yield
 
     # -- children --------------------------------------------------------------
 
@@ -244,17 +214,17 @@ class Supervisor:
             log_level=options.log_level,
             log_format=options.log_format,
             overrides=options.overrides,
-            metrics=self._metrics_dir is not None,
+            metrics=self._fleet is not None,
             max_jobs=options.max_jobs,
             max_memory_bytes=options.max_memory_bytes,
         )
 
-    async def _start(self, index: int) -> None:
+    async def _start(self, index: int, *, replacement: bool = False) -> None:
         """Start the child of slot ``index`` and follow its status and its exit."""
         ours, theirs = socket.socketpair()
         env = {**os.environ, CHILD_SPEC_ENV: self._spec(index, theirs.fileno()).to_env()}
-        if self._metrics_dir is not None:
-            env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
+        if self._fleet is not None:
+            env["PROMETHEUS_MULTIPROC_DIR"] = self._fleet.directory
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -272,7 +242,7 @@ class Supervisor:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_connection(sock=ours, limit=MAX_STATUS_BYTES)
-        child = Child(index, process)
+        child = Child(index, process, replacement=replacement)
         self._slots[index] = child
         self._alive.add(child)
         logger.debug("%s starting", child)
@@ -311,16 +281,14 @@ class Supervisor:
             reason = str(status.get("reason", "limit"))
             child.replacing = reason
             logger.info("%s is being replaced: %s", child, status.get("detail", reason))
-            if self._restarts is not None:
-                self._restarts.labels(reason).inc()
+            if self._fleet is not None:
+                self._fleet.restarted(reason)
             if self._slots[child.index] is child and not self._stopping:
-                self._later(child.index, 0.0)
+                self._later(child.index, 0.0, replacement=True)
 
     def _exited(self, child: Child, returncode: int) -> None:
-        if self._metrics_dir is not None:
-            from prometheus_client.multiprocess import mark_process_dead
-
-            mark_process_dead(child.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
+        if self._fleet is not None:
+            self._fleet.exited(child.pid)
         how = describe_exit(returncode)
         if self._stopping or child.replacing is not None:
             logger.info("%s stopped (%s)", child, how)
@@ -340,17 +308,26 @@ class Supervisor:
         logger.warning(
             "%s died (%s) after %.1fs; starting another in %.1fs", child, how, lived_s, delay_s
         )
-        if self._restarts is not None:
-            self._restarts.labels("died").inc()
+        if self._fleet is not None:
+            self._fleet.restarted("died")
         self._later(index, delay_s)
 
-    def _later(self, index: int, delay_s: float) -> None:
+    def _later(self, index: int, delay_s: float, *, replacement: bool = False) -> None:
         """Start slot ``index``'s next child after ``delay_s``, unless the daemon stops first."""
 
         async def start() -> None:
             await asyncio.sleep(delay_s)
-            if not self._stopping:
-                await self._start(index)
+            if self._stopping:
+                return
+            try:
+                await self._start(index, replacement=replacement)
+            except OSError as exc:  # out of processes or descriptors: try again, slower
+                self._deaths[index] += 1
+                retry_s = restart_delay_s(self._deaths[index])
+                logger.error(
+                    "cannot start child %d (%s); trying again in %.1fs", index, exc, retry_s
+                )
+                self._later(index, retry_s, replacement=replacement)
 
         task = asyncio.create_task(start())
         self._pending.add(task)
