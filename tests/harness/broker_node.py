@@ -4,7 +4,8 @@ Tests that check "nothing is lost when the broker dies" must be able to SIGKILL 
 broker and bring it back. They must never do that to the shared broker on
 127.0.0.1:5672 (node ``rabbit@localhost``) that the rest of the suite uses, so
 :class:`BrokerNode` starts a second, private node of the installed RabbitMQ
-(Debian's 3.10 packaging) with everything of its own:
+(Debian's 3.10 packaging; or the RabbitMQ 4.x of the Debian 13 root that
+:data:`ROOT` names, for ``scripts/test-rabbitmq4``) with everything of its own:
 
 * a unique node name ``awtest-<hex>@localhost``;
 * free loopback ports for AMQP (``RABBITMQ_NODE_PORT``) and Erlang distribution
@@ -118,6 +119,13 @@ and ``rabbitmqctl`` call share), in a mount namespace of its own where the root'
 ``/proc`` is mounted (RabbitMQ reads its memory use there). Its files live in the
 root's ``/tmp``; the node sees them by their path inside the root (:func:`node_path`).
 It registers with the host's epmd, like a node of the host's RabbitMQ.
+"""
+
+KHEPRI = ROOT is not None and os.environ.get("AMQP_WORKER_TEST_RABBITMQ_KHEPRI", "1") != "0"
+"""Whether private nodes of :data:`ROOT` keep their metadata in Khepri, like 4.3 and later.
+
+RabbitMQ 4.0 has Khepri behind the experimental ``khepri_db`` feature flag, enabled
+on each node's first boot; ``AMQP_WORKER_TEST_RABBITMQ_KHEPRI=0`` leaves Mnesia.
 """
 
 NODE_BASE_DIR = ROOT / "tmp" if ROOT is not None else Path(tempfile.gettempdir())
@@ -310,6 +318,7 @@ class BrokerNode:
         self._extra_config = extra_config
         self._advanced_config = advanced_config
         self._extra_env = dict(extra_env or {})
+        self._khepri = False
         self.last_start_seconds: float | None = None
         """Wall-clock seconds the latest start() or restart() took to become usable."""
 
@@ -416,6 +425,15 @@ class BrokerNode:
             self._fail_start(f"rabbitmq-server -detached exited with {result.returncode}")
 
         self._await_startup(deadline)
+        if KHEPRI and not self._khepri:
+            # Once, on the first boot: the data directory keeps it for restarts.
+            self._ctl(
+                "enable_feature_flag",
+                "--experimental",
+                "khepri_db",
+                timeout=max(deadline - time.monotonic(), 1.0),
+            )
+            self._khepri = True
         while not _port_open(self._port):
             if time.monotonic() > deadline:
                 self._fail_start(f"port {self._port} accepts no connections")
@@ -476,6 +494,8 @@ class BrokerNode:
         at the next boot, so the freshly declared queue vanishes with the messages the
         broker had confirmed into it. ``disk_log:sync(latest_log)`` empties that cache
         and fsyncs. Best effort: a node that does not answer in 15 s is left as is.
+        A node in Khepri (:data:`KHEPRI`) has no such window (its Raft log is
+        fsynced before declare-ok); the call then does nothing.
         """
         self._ctl("eval", "disk_log:sync(latest_log).", timeout=15, check=False)
 
