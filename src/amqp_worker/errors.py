@@ -17,7 +17,7 @@ The tree::
     ├── PermanentError                           a handler says: do not retry, park this job
     ├── JobTimeout                (TimeoutError) a handler ran past its timeout_s
     ├── JobCrashed                               a job kept killing the worker running it
-    ├── JobTooLarge               (ValueError)   a job's JSON is over max_message_bytes
+    ├── JobTooLarge               (ValueError)   a job's JSON is over max_message_bytes (or the broker's max)
     ├── FailedJobNotFound         (LookupError)  no failed job has this id
     ├── ConfigurationError        (ValueError)   a setting or URL is unusable
     ├── InvalidSchedule           (ValueError)   schedule() got a bad name, cron, interval or zone
@@ -130,7 +130,8 @@ class JobCrashed(AmqpWorkerError):
 
 
 class JobTooLarge(AmqpWorkerError, ValueError):
-    """A job's JSON body is larger than ``max_message_bytes``; nothing was enqueued."""
+    """A job's JSON body is larger than ``max_message_bytes``, or than the broker's
+    ``max_message_size`` (16 MiB by default on RabbitMQ 4.x); nothing was enqueued."""
 
 
 class FailedJobNotFound(AmqpWorkerError, LookupError):

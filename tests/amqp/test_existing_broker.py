@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from amqp_worker import AMQPWorker, Job
-from tests.harness.brokertools import queue_state
+from tests.harness.brokertools import broker_url, queue_state
 
 pytestmark = pytest.mark.broker
 
@@ -38,7 +38,7 @@ def vhost() -> Iterator[str]:
 @pytest.mark.timeout(90)
 async def test_a_vhost_from_the_url(vhost: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    url = broker_url(vhost)
     worker = AMQPWorker(url, queues=["jobs.emails"])
     assert f"vhost={vhost}" in worker.settings.broker
     done = asyncio.Event()
@@ -67,7 +67,7 @@ async def test_a_forbidden_or_missing_vhost_is_a_clear_error_at_once(
 
     rabbitmqctl("clear_permissions", "-p", vhost, "guest")
     name = f"{vhost}-nope" if missing else vhost
-    worker = AMQPWorker(f"amqp://guest:guest@127.0.0.1:5672/{name}", publish_timeout_s=60)
+    worker = AMQPWorker(broker_url(name), publish_timeout_s=60)
     with pytest.raises(BrokerUnavailable, match="refused the vhost") as info:
         await worker.perform(Job(handler="h"))
     assert "guest:guest" not in str(info.value)
@@ -78,7 +78,7 @@ async def test_a_forbidden_or_missing_vhost_is_a_clear_error_at_once(
 async def test_a_wrong_password_is_refused_at_once_without_echoing_it() -> None:
     from amqp_worker import BrokerUnavailable
 
-    worker = AMQPWorker("amqp://guest:not-the-pw@127.0.0.1:5672/", publish_timeout_s=60)
+    worker = AMQPWorker(broker_url(password="not-the-pw"), publish_timeout_s=60)
     with pytest.raises(BrokerUnavailable, match="refused the login") as info:
         await worker.perform(Job(handler="h"))
     assert "not-the-pw" not in str(info.value)

@@ -17,7 +17,7 @@ import aiormq.exceptions
 import pytest
 
 from amqp_worker import AccessRefused, AMQPWorker, Job
-from tests.harness.brokertools import rabbitmqctl
+from tests.harness.brokertools import broker_url, rabbitmqctl
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 
@@ -44,9 +44,7 @@ def vhost() -> Iterator[dict[str, str]]:
         for role, permissions in roles:
             rabbitmqctl("add_user", users[role], f"pw-{token}")
             rabbitmqctl("set_permissions", "-p", vhost, users[role], *permissions)
-        yield {
-            role: f"amqp://{user}:pw-{token}@127.0.0.1:5672/{vhost}" for role, user in users.items()
-        }
+        yield {role: broker_url(vhost, user, f"pw-{token}") for role, user in users.items()}
     finally:
         rabbitmqctl("delete_vhost", vhost)  # and everything in it
         for user in users.values():

@@ -16,12 +16,14 @@ from amqp_worker import (
     BrokerUnavailable,
     ConfigurationError,
     Job,
+    JobTooLarge,
     PublishNacked,
     PublishReturned,
     TopologyConflict,
 )
 from amqp_worker._rabbitmq.messages import job_message
 from tests.amqp.conftest import Workers
+from tests.harness.broker_node import BrokerNode, rabbitmq_available
 from tests.harness.brokertools import BROKER_URL, delete_queues, drain, queue_state
 
 pytestmark = pytest.mark.broker
@@ -163,3 +165,23 @@ def test_repr_never_shows_credentials() -> None:
     assert "s3cret-pw" not in repr(worker)
     assert "s3cret-pw" not in repr(worker.settings)
     assert "rabbit.internal:5672 vhost=prod" in repr(worker)
+
+
+@pytest.mark.timeout(90)
+async def test_a_job_over_the_brokers_max_message_size_is_job_too_large() -> None:
+    # RabbitMQ 4.x refuses bodies over 16 MiB by default (3.x: 128 MiB) by closing
+    # the channel: perform raises JobTooLarge, not aiormq's error, and goes on working.
+    if not rabbitmq_available():
+        pytest.skip("needs rabbitmq-server and root to start a private node")
+    node = BrokerNode(extra_config="max_message_size = 65536\n")
+    await asyncio.to_thread(node.start)
+    try:
+        worker = AMQPWorker(node.url, name="awtest-size", queues=["q"], publish_timeout_s=10)
+        with pytest.raises(JobTooLarge, match="over the broker's max_message_size") as info:
+            await worker.perform(Job(handler="h", queue="q", args={"blob": "x" * 100_000}))
+        assert "guest" not in str(info.value)
+        assert await worker.perform(Job(handler="h", queue="q")) is not None
+        assert await queue_state(worker.topology.work_queue("q"), url=node.url) == (1, 0)
+        await worker.stop()
+    finally:
+        await asyncio.to_thread(node.close)

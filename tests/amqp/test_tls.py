@@ -21,7 +21,13 @@ from urllib.parse import quote
 import pytest
 
 from amqp_worker import AMQPWorker, BrokerUnavailable, ConfigurationError, Job
-from tests.harness.broker_node import BrokerNode, free_ports, rabbitmq_available
+from tests.harness.broker_node import (
+    NODE_BASE_DIR,
+    BrokerNode,
+    free_ports,
+    node_path,
+    rabbitmq_available,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -66,16 +72,16 @@ class TLSNode:
 def tls() -> Iterator[TLSNode]:
     if not rabbitmq_available() or shutil.which("openssl") is None:
         pytest.skip("needs rabbitmq-server, openssl and root to start a private TLS node")
-    with tempfile.TemporaryDirectory(prefix="awtest-tls-") as name:
+    with tempfile.TemporaryDirectory(prefix="awtest-tls-", dir=NODE_BASE_DIR) as name:
         certs = Path(name)
         certs.chmod(0o755)
         make_certificates(certs)
         (port,) = free_ports(1)
         config = (
             f"listeners.ssl.default = 127.0.0.1:{port}\n"
-            f"ssl_options.cacertfile = {certs / 'ca.pem'}\n"
-            f"ssl_options.certfile = {certs / 'server.pem'}\n"
-            f"ssl_options.keyfile = {certs / 'server.key'}\n"
+            f"ssl_options.cacertfile = {node_path(certs / 'ca.pem')}\n"
+            f"ssl_options.certfile = {node_path(certs / 'server.pem')}\n"
+            f"ssl_options.keyfile = {node_path(certs / 'server.key')}\n"
             "ssl_options.verify = verify_none\n"
             "ssl_options.fail_if_no_peer_cert = false\n"
         )

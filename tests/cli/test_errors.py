@@ -6,6 +6,7 @@ import pytest
 
 from amqp_worker.cli import ExitCode
 from tests.cli.conftest import UNREACHABLE_URL, base_env, cli, one_line_error
+from tests.harness.brokertools import broker_url
 
 
 def test_help_lists_every_command() -> None:
@@ -228,7 +229,7 @@ def test_a_health_port_in_use_is_a_config_error() -> None:
 @pytest.mark.broker
 @pytest.mark.timeout(30)
 def test_a_wrong_password_is_a_one_line_connection_error() -> None:
-    env = base_env(AMQP_WORKER_URL="amqp://guest:s3cret-pw@127.0.0.1:5672/")
+    env = base_env(AMQP_WORKER_URL=broker_url(password="s3cret-pw"))
     result = cli("check", env=env)
     assert result.returncode == ExitCode.CONNECTION, result.stderr
     line = one_line_error(result)

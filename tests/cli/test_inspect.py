@@ -14,7 +14,7 @@ import pytest
 
 from amqp_worker.cli import ExitCode
 from tests.cli.conftest import COMMAND, ROOT, Broker
-from tests.harness.brokertools import BROKER_URL
+from tests.harness.brokertools import BROKER_ADDRESS, BROKER_URL
 
 pytestmark = pytest.mark.broker
 
@@ -36,7 +36,7 @@ def test_enqueue_then_queues_shows_the_counts(broker: Broker) -> None:
     broker.enqueue("touch", {}, "--in", "200ms")  # short: straight to the due queue
     assert len(set(now_ids)) == 3
     out = broker.ok("queues", "-q", broker.queue, "-q", unused)
-    assert out.splitlines()[0] == f"amqp://127.0.0.1:5672 vhost=/ name={broker.name}"
+    assert out.splitlines()[0] == f"amqp://{BROKER_ADDRESS} vhost=/ name={broker.name}"
     unacked = "0" if shutil.which("rabbitmqctl") else "-"
     # ready, unacked, due, failed (never declared by a publisher), consumers
     assert _rows(out) == {
@@ -96,7 +96,7 @@ def test_check_passes_only_once_a_worker_declared_the_queues(broker: Broker) -> 
     fresh = broker("check", "-q", broker.queue)
     assert fresh.returncode == ExitCode.FAILURE
     assert fresh.stdout.splitlines() == [
-        "amqp://127.0.0.1:5672 vhost=/: reachable",
+        f"amqp://{BROKER_ADDRESS} vhost=/: reachable",
         f"{broker.queue}: missing work queue {work!r}, due queue {due!r}, failed queue {failed!r}",
     ]
 
@@ -128,7 +128,7 @@ def test_every_command_takes_a_list_of_cluster_nodes(broker: Broker) -> None:
     job_id = broker("enqueue", "-q", broker.queue, "-H", "touch", AMQP_WORKER_URL=nodes)
     assert job_id.returncode == 0, job_id.stderr
     checked = broker("check", "-q", broker.queue, AMQP_WORKER_URL=nodes)
-    assert "reachable (on amqp://127.0.0.1:5672 vhost=/)" in checked.stdout
+    assert f"reachable (on amqp://{BROKER_ADDRESS} vhost=/)" in checked.stdout
     shown = broker("queues", "-q", broker.queue, AMQP_WORKER_URL=nodes)
     assert shown.returncode == 0, shown.stderr
     assert "guest:guest" not in checked.stdout + checked.stderr + shown.stdout + shown.stderr

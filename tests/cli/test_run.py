@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from amqp_worker import __version__
 from amqp_worker.cli import ExitCode
 from tests.cli.conftest import COMMAND, ROOT, UNREACHABLE_URL, Broker, base_env
-from tests.harness.brokertools import queue_state
+from tests.harness.brokertools import BROKER_ADDRESS, queue_state
 
 
 @pytest.mark.broker
@@ -27,7 +27,7 @@ def test_run_processes_jobs_and_finishes_the_running_one_on_sigterm(broker: Brok
     log = broker.wait_for_log(proc, "worker started")
     banner = log.splitlines()[0]
     assert banner == (
-        f"amqp-worker {__version__}: amqp://127.0.0.1:5672 vhost=/ name={broker.name} "
+        f"amqp-worker {__version__}: amqp://{BROKER_ADDRESS} vhost=/ name={broker.name} "
         f"queues={broker.queue} handlers=block,boom,flaky,touch concurrency=2 prefetch=4"
     )
     assert "guest" not in log

@@ -4,7 +4,8 @@ Tests that check "nothing is lost when the broker dies" must be able to SIGKILL 
 broker and bring it back. They must never do that to the shared broker on
 127.0.0.1:5672 (node ``rabbit@localhost``) that the rest of the suite uses, so
 :class:`BrokerNode` starts a second, private node of the installed RabbitMQ
-(Debian's 3.10 packaging) with everything of its own:
+(Debian's 3.10 packaging; or the RabbitMQ 4.x of the Debian 13 root that
+:data:`ROOT` names, for ``scripts/test-rabbitmq4``) with everything of its own:
 
 * a unique node name ``awtest-<hex>@localhost``;
 * free loopback ports for AMQP (``RABBITMQ_NODE_PORT``) and Erlang distribution
@@ -64,7 +65,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn, Self
 
-__all__ = ["BrokerNode", "free_ports", "rabbitmq_available"]
+__all__ = [
+    "NODE_BASE_DIR",
+    "ROOT",
+    "BrokerNode",
+    "free_ports",
+    "node_path",
+    "rabbitmq_available",
+]
 
 HOST = "127.0.0.1"
 RABBITMQ_USER = "rabbitmq"
@@ -97,6 +105,84 @@ management.sample_retention_policies.detailed.minute = 1
 """
 
 
+ROOT: Path | None = (
+    Path(os.environ["AMQP_WORKER_TEST_RABBITMQ_ROOT"])
+    if os.environ.get("AMQP_WORKER_TEST_RABBITMQ_ROOT")
+    else None
+)
+"""Another system's root holding the RabbitMQ that private nodes run, or None: the host's.
+
+``scripts/test-rabbitmq4`` sets it (``AMQP_WORKER_TEST_RABBITMQ_ROOT``) to the Debian 13
+root that ``scripts/ensure-rabbitmq4`` builds. A node then runs that root's RabbitMQ 4.x
+chrooted in it, as the root's ``rabbitmq`` user (whose Erlang cookie every such node
+and ``rabbitmqctl`` call share), in a mount namespace of its own where the root's
+``/proc`` is mounted (RabbitMQ reads its memory use there). Its files live in the
+root's ``/tmp``; the node sees them by their path inside the root (:func:`node_path`).
+It registers with the host's epmd, like a node of the host's RabbitMQ.
+"""
+
+KHEPRI = ROOT is not None and os.environ.get("AMQP_WORKER_TEST_RABBITMQ_KHEPRI", "1") != "0"
+"""Whether private nodes of :data:`ROOT` keep their metadata in Khepri, like 4.3 and later.
+
+RabbitMQ 4.0 has Khepri behind the experimental ``khepri_db`` feature flag, enabled
+on each node's first boot; ``AMQP_WORKER_TEST_RABBITMQ_KHEPRI=0`` leaves Mnesia.
+"""
+
+NODE_BASE_DIR = ROOT / "tmp" if ROOT is not None else Path(tempfile.gettempdir())
+"""Where private nodes' directories go by default; files a node must read go here too."""
+
+#: Inside a root, the RabbitMQ scripts are run directly as its rabbitmq user (the
+#: Debian wrappers in /usr/sbin would ``su``, which needs PAM in the root).
+_ROOT_BIN = "/usr/lib/rabbitmq/bin"
+
+
+def node_path(path: str | os.PathLike[str]) -> str:
+    """``path`` (on this machine) as a private node sees it: the same, or inside :data:`ROOT`."""
+    if ROOT is None:
+        return str(path)
+    return "/" + str(Path(path).resolve().relative_to(ROOT.resolve()))
+
+
+def _rabbitmq_ids() -> tuple[int, int]:
+    """uid and gid of the ``rabbitmq`` user that runs the nodes (the root's own, if any)."""
+    if ROOT is None:
+        user = pwd.getpwnam(RABBITMQ_USER)
+        return user.pw_uid, user.pw_gid
+    for line in (ROOT / "etc" / "passwd").read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) > 3 and fields[0] == RABBITMQ_USER:
+            return int(fields[2]), int(fields[3])
+    raise KeyError(f"no {RABBITMQ_USER} user in {ROOT}/etc/passwd")
+
+
+def _command(name: str, env: Mapping[str, str]) -> list[str]:
+    """The argv that runs RabbitMQ's ``name`` (rabbitmq-server, rabbitmqctl), or RuntimeError."""
+    if ROOT is None:
+        found = _find(name)
+        if found is None:
+            raise RuntimeError(f"{name} is not installed")
+        return [found]
+    uid, gid = _rabbitmq_ids()
+    chroot = [_find("chroot") or "chroot", f"--userspec={uid}:{gid}", str(ROOT)]
+    if name != "rabbitmq-server":
+        return [*chroot, f"{_ROOT_BIN}/{name}"]
+    # A mount namespace of the node's own, where the root's /proc is mounted; it
+    # lives as long as the (detached) VM does and is invisible on the host.
+    return [
+        _find("unshare") or "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -t proc proc "$1/proc" || exit 97; shift; exec "$@"',
+        "sh",
+        str(ROOT),
+        *chroot,
+        f"{_ROOT_BIN}/{name}",
+    ]
+
+
 def _find(command: str) -> str | None:
     return shutil.which(command, path=_SEARCH_PATH)
 
@@ -109,11 +195,17 @@ def rabbitmq_available() -> bool:
     switch to the ``rabbitmq`` user, which owns the shared Erlang cookie, when started
     by root). It does not start anything and does not look at the shared broker.
     """
-    if _find("rabbitmq-server") is None or _find("rabbitmqctl") is None:
+    if ROOT is not None:
+        tools = ("chroot", "unshare", "mount")
+        if not (ROOT / _ROOT_BIN[1:] / "rabbitmq-server").exists() or any(
+            _find(tool) is None for tool in tools
+        ):
+            return False
+    elif _find("rabbitmq-server") is None or _find("rabbitmqctl") is None:
         return False
     try:
-        pwd.getpwnam(RABBITMQ_USER)
-    except KeyError:
+        _rabbitmq_ids()
+    except (KeyError, OSError):
         return False
     return os.geteuid() == 0
 
@@ -219,13 +311,14 @@ class BrokerNode:
             self._port, self._dist_port, self._management_port = free_ports(3)
         else:
             self._port, self._dist_port = free_ports(2)
-        self._base_dir = Path(base_dir) if base_dir is not None else Path(tempfile.gettempdir())
+        self._base_dir = Path(base_dir) if base_dir is not None else NODE_BASE_DIR
         self._dir: Path | None = None
         self._env: dict[str, str] = {}
         self._closed = False
         self._extra_config = extra_config
         self._advanced_config = advanced_config
         self._extra_env = dict(extra_env or {})
+        self._khepri = False
         self.last_start_seconds: float | None = None
         """Wall-clock seconds the latest start() or restart() took to become usable."""
 
@@ -315,14 +408,12 @@ class BrokerNode:
 
         started = time.monotonic()
         deadline = started + self.startup_timeout
-        server = _find("rabbitmq-server")
-        if server is None:
-            raise RuntimeError("rabbitmq-server is not installed")
+        server = _command("rabbitmq-server", self._env)
         # -detached forks the VM off and returns at once. Its output goes to a file,
         # not a pipe: a detached child holding our pipe open would block reading it.
         with (self._dir / "server-start.out").open("ab") as out:
             result = subprocess.run(
-                [server, "-detached"],
+                [*server, "-detached"],
                 env=self._env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -334,6 +425,15 @@ class BrokerNode:
             self._fail_start(f"rabbitmq-server -detached exited with {result.returncode}")
 
         self._await_startup(deadline)
+        if KHEPRI and not self._khepri:
+            # Once, on the first boot: the data directory keeps it for restarts.
+            self._ctl(
+                "enable_feature_flag",
+                "--experimental",
+                "khepri_db",
+                timeout=max(deadline - time.monotonic(), 1.0),
+            )
+            self._khepri = True
         while not _port_open(self._port):
             if time.monotonic() > deadline:
                 self._fail_start(f"port {self._port} accepts no connections")
@@ -394,6 +494,8 @@ class BrokerNode:
         at the next boot, so the freshly declared queue vanishes with the messages the
         broker had confirmed into it. ``disk_log:sync(latest_log)`` empties that cache
         and fsyncs. Best effort: a node that does not answer in 15 s is left as is.
+        A node in Khepri (:data:`KHEPRI`) has no such window (its Raft log is
+        fsynced before declare-ok); the call then does nothing.
         """
         self._ctl("eval", "disk_log:sync(latest_log).", timeout=15, check=False)
 
@@ -475,8 +577,8 @@ class BrokerNode:
 
     def _prepare_dir(self) -> None:
         """Create the node's directory and files, owned by ``rabbitmq``, and its environment."""
-        user = pwd.getpwnam(RABBITMQ_USER)
-        self._check_reachable(self._base_dir, user.pw_uid)
+        uid, gid = _rabbitmq_ids()
+        self._check_reachable(self._base_dir, uid)
         root = Path(tempfile.mkdtemp(prefix="awtest-rabbitmq-", dir=self._base_dir))
         self._dir = root
         (root / "mnesia").mkdir()
@@ -505,7 +607,7 @@ class BrokerNode:
             "# Private test node: everything is set through RABBITMQ_* variables.\n"
         )
         for path in [root, *root.rglob("*")]:
-            os.chown(path, user.pw_uid, user.pw_gid)
+            os.chown(path, uid, gid)
         root.chmod(0o755)
 
         # Inherited RABBITMQ_* variables (a developer's RABBITMQ_NODENAME, say) would
@@ -517,24 +619,27 @@ class BrokerNode:
             RABBITMQ_NODE_PORT=str(self._port),
             # Without it the distribution port would be NODE_PORT + 20000.
             RABBITMQ_DIST_PORT=str(self._dist_port),
-            RABBITMQ_MNESIA_BASE=str(root / "mnesia"),
-            RABBITMQ_LOG_BASE=str(root / "log"),
-            RABBITMQ_ENABLED_PLUGINS_FILE=str(root / "enabled_plugins"),
+            RABBITMQ_MNESIA_BASE=node_path(root / "mnesia"),
+            RABBITMQ_LOG_BASE=node_path(root / "log"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=node_path(root / "enabled_plugins"),
             # Each default below points into /etc/rabbitmq, i.e. at the shared node's
             # settings; its rabbitmq.conf in particular has a listener on 5672.
-            RABBITMQ_CONFIG_FILE=str(root / "rabbitmq.conf"),
-            RABBITMQ_CONFIG_FILES=str(root / "conf.d"),
-            RABBITMQ_ADVANCED_CONFIG_FILE=str(root / "advanced.config"),
-            RABBITMQ_CONF_ENV_FILE=str(root / "rabbitmq-env.conf"),
-            RABBITMQ_PID_FILE=str(root / "node.pid"),
+            RABBITMQ_CONFIG_FILE=node_path(root / "rabbitmq.conf"),
+            RABBITMQ_CONFIG_FILES=node_path(root / "conf.d"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=node_path(root / "advanced.config"),
+            RABBITMQ_CONF_ENV_FILE=node_path(root / "rabbitmq-env.conf"),
+            RABBITMQ_PID_FILE=node_path(root / "node.pid"),
             RABBITMQ_SERVER_START_ARGS=_DIST_ERL_ARGS,
             # If epmd is not running the VM starts one; keep it on loopback like the
             # shared node's. A running epmd is simply shared.
             ERL_EPMD_ADDRESS=HOST,
             # The wrapper runs the VM in /var/lib/rabbitmq, where a crash dump would
             # land next to the shared node's data.
-            ERL_CRASH_DUMP=str(root / "erl_crash.dump"),
+            ERL_CRASH_DUMP=node_path(root / "erl_crash.dump"),
         )
+        if ROOT is not None:
+            # Where the root's rabbitmq user keeps the Erlang cookie every node shares.
+            env["HOME"] = "/var/lib/rabbitmq"
         env.update(self._extra_env)
         self._env = env
 
@@ -556,12 +661,10 @@ class BrokerNode:
 
         Always with ``-n``: without it rabbitmqctl would address rabbit@localhost.
         """
-        ctl = _find("rabbitmqctl")
-        if ctl is None:
-            raise RuntimeError("rabbitmqctl is not installed")
+        ctl = _command("rabbitmqctl", self._env)
         try:
             result = subprocess.run(
-                [ctl, "-n", self.node_name, *args],
+                [*ctl, "-n", self.node_name, *args],
                 env=self._env,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,

@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aio_pika
 import aiormq.exceptions
@@ -16,6 +17,16 @@ from amqp_worker._rabbitmq.settings import AMQPSettings
 from amqp_worker._rabbitmq.topology import Topology
 
 BROKER_URL = os.environ.get("AMQP_WORKER_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+_BROKER = urlsplit(BROKER_URL)
+#: ``host:port`` of the test broker, as amqp-worker names it (``amqp://HOST:PORT vhost=/``):
+#: 127.0.0.1:5672 for the shared broker, another port for scripts/test-rabbitmq4's node.
+BROKER_ADDRESS = f"{_BROKER.hostname}:{_BROKER.port or 5672}"
+
+
+def broker_url(vhost: str = "", user: str = "guest", password: str = "guest") -> str:
+    """The test broker's URL with other credentials or another vhost (``""``: the default one)."""
+    return f"{_BROKER.scheme}://{user}:{password}@{BROKER_ADDRESS}/{quote(vhost, safe='')}"
 
 
 async def delete_queues(names: Iterable[str], url: str = BROKER_URL) -> None:

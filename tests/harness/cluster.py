@@ -73,7 +73,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -81,7 +80,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
-from tests.harness.broker_node import BrokerNode, rabbitmq_available
+from tests.harness.broker_node import NODE_BASE_DIR, BrokerNode, rabbitmq_available
 
 __all__ = [
     "DEFAULT_ADVANCED_CONFIG",
@@ -152,7 +151,7 @@ class Cluster:
             raise ValueError("a cluster needs at least one node")
         self.cluster_id = uuid.uuid4().hex[:8]
         self.startup_timeout = startup_timeout
-        base = Path(base_dir) if base_dir is not None else Path(tempfile.gettempdir())
+        base = Path(base_dir) if base_dir is not None else NODE_BASE_DIR
         self._root = base / f"awcluster-{self.cluster_id}"
         env = {"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": erl_args} if erl_args else {}
         self.nodes: list[BrokerNode] = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -24,11 +25,20 @@ import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
 
-from amqp_worker.errors import AccessRefused, BrokerUnavailable, PublishNacked, PublishReturned
+from amqp_worker.errors import (
+    AccessRefused,
+    BrokerUnavailable,
+    JobTooLarge,
+    PublishNacked,
+    PublishReturned,
+)
 
 from .connect import connection_lost
 
 __all__ = ["ConfirmedPublisher", "Publishable"]
+
+#: RabbitMQ's reply to a body over its max_message_size (406 PRECONDITION_FAILED).
+_TOO_LARGE = re.compile(r"message size \d+ is larger than configured max size")
 
 logger = logging.getLogger("amqp_worker")
 
@@ -140,6 +150,16 @@ class ConfirmedPublisher:
                 ) from None
             except amqp_errors.ChannelAccessRefused as exc:
                 raise AccessRefused.from_reply(f"publish to exchange {exchange!r}", exc) from None
+            except amqp_errors.ChannelPreconditionFailed as exc:
+                # RabbitMQ 4.x refuses bodies over max_message_size (16 MiB by default;
+                # 128 MiB on 3.x) by closing the channel; the next publish opens another.
+                if not _TOO_LARGE.search(str(exc)):
+                    raise
+                raise JobTooLarge(
+                    f"{self._broker} refused job {message.message_id}: its {len(message.body)} "
+                    "bytes are over the broker's max_message_size (16 MiB by default on "
+                    "RabbitMQ 4.x); lower max_message_bytes or raise max_message_size"
+                ) from None
             except BrokerUnavailable:
                 raise
             except TimeoutError:
