@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -525,124 +526,102 @@ async def purge(connection: AbstractConnection, queue: str) -> None:
 # -- one round -----------------------------------------------------------------------
 
 
-#: The publish rows, which ``--publish-only`` runs alone (alternating before/after runs is quicker).
-PUBLISH_ROWS = (
-    RAW_PUBLISH,
-    RAW_PUBLISH_SEQ,
-    WORKER_PERFORM,
-    WORKER_PERFORM_MANY,
-    WORKER_PERFORM_CONCURRENT,
-)
-
-
-async def run_publish_round(url: str, n: int, queue_type: QueueType) -> dict[str, float]:
-    """The publish rows alone, raw and worker interleaved; per case wall and CPU seconds."""
-    names = Names(queue_type)
-    seconds: dict[str, float] = {}
-    publisher: AMQPWorker | None = None
-    connection = await aio_pika.connect(url)
-    work_queue = Topology(name=names.worker_name, queue_type=queue_type).work_queue(
-        names.worker_queue
-    )
+async def end_round(
+    url: str, names: Names, connection: AbstractConnection, publisher: AMQPWorker | None
+) -> None:
+    """Stop the round's publisher, close its connection, delete everything it declared."""
     try:
-        await declare_raw(connection, names)
-        publisher = make_worker(url, names)
-        await warm_up(publisher, names)
-        cases: list[tuple[str, Any, str]] = [
-            (
-                RAW_PUBLISH_SEQ,
-                lambda: raw_publish_sequential(connection, names, n),
-                names.raw_queue,
-            ),
-            (WORKER_PERFORM, lambda: worker_perform(publisher, names, n), work_queue),
-            (RAW_PUBLISH, lambda: raw_publish(connection, names, n), names.raw_queue),
-            (
-                WORKER_PERFORM_MANY,
-                lambda: worker_perform_many(publisher, names, n, "noop_async"),
-                work_queue,
-            ),
-            (
-                WORKER_PERFORM_CONCURRENT,
-                lambda: worker_perform_concurrent(publisher, names, n),
-                work_queue,
-            ),
-        ]
-        for case, run, queue in cases:
-            span = await run()
-            seconds[case], seconds[case + " cpu_s"] = span.wall_s, span.cpu_s
-            await purge(connection, queue)
+        if publisher is not None:
+            await publisher.stop()
+        await connection.close()
     finally:
-        try:
-            if publisher is not None:
-                await publisher.stop()
-            await connection.close()
-        finally:
-            await cleanup(url, names)
-    return seconds
+        await cleanup(url, names)
 
 
-async def profile_publishing(url: str, n: int, limit: int) -> list[dict[str, Any]]:
-    """One cProfiled run of each publish row: calls per job and the top self-time functions."""
-    names = Names()
-    connection = await aio_pika.connect(url)
+async def each_publish_row(
+    url: str, n: int, queue_type: QueueType, measure: Callable[[str, Any], Awaitable[None]]
+) -> None:
+    """Run the publish rows once each, raw and worker alternating: ``await measure(case, run)``.
+
+    ``run()`` publishes ``n`` jobs and returns its :class:`Span`; the queue is
+    purged after each row, and everything is deleted at the end.
+    """
+    names = Names(queue_type)
     publisher: AMQPWorker | None = None
-    reports: list[dict[str, Any]] = []
+    connection = await aio_pika.connect(url)
     try:
         await declare_raw(connection, names)
         publisher = make_worker(url, names)
         await warm_up(publisher, names)
         work_queue = publisher.topology.work_queue(names.worker_queue)
+        worker = publisher
         cases: list[tuple[str, Any, str]] = [
             (
                 RAW_PUBLISH_SEQ,
                 lambda: raw_publish_sequential(connection, names, n),
                 names.raw_queue,
             ),
-            (WORKER_PERFORM, lambda: worker_perform(publisher, names, n), work_queue),
+            (WORKER_PERFORM, lambda: worker_perform(worker, names, n), work_queue),
             (RAW_PUBLISH, lambda: raw_publish(connection, names, n), names.raw_queue),
             (
                 WORKER_PERFORM_MANY,
-                lambda: worker_perform_many(publisher, names, n, "noop_async"),
+                lambda: worker_perform_many(worker, names, n, "noop_async"),
                 work_queue,
             ),
             (
                 WORKER_PERFORM_CONCURRENT,
-                lambda: worker_perform_concurrent(publisher, names, n),
+                lambda: worker_perform_concurrent(worker, names, n),
                 work_queue,
             ),
         ]
         for case, run, queue in cases:
-            profile = cProfile.Profile()
-            profile.enable()
-            await run()
-            profile.disable()
-            stats = pstats.Stats(profile)
-            entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-            calls = sum(row[1] for row in entries.values())
-            top = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)
-            reports.append(
-                {
-                    "case": case,
-                    "calls_per_job": round(calls / n, 1),
-                    "top_self_time": [
-                        {
-                            "function": short_name(key),
-                            "calls_per_job": round(row[1] / n, 2),
-                            "self_us_per_job": round(row[2] / n * 1e6, 1),
-                        }
-                        for key, row in top
-                        if key[0] != "~" or "poll" not in key[2]  # waiting, not work
-                    ][:limit],
-                }
-            )
+            await measure(case, run)
             await purge(connection, queue)
     finally:
-        try:
-            if publisher is not None:
-                await publisher.stop()
-            await connection.close()
-        finally:
-            await cleanup(url, names)
+        await end_round(url, names, connection, publisher)
+
+
+async def run_publish_round(url: str, n: int, queue_type: QueueType) -> dict[str, float]:
+    """The publish rows alone (``--publish-only``); per case wall and CPU seconds."""
+    seconds: dict[str, float] = {}
+
+    async def measure(case: str, run: Any) -> None:
+        span = await run()
+        seconds[case], seconds[case + " cpu_s"] = span.wall_s, span.cpu_s
+
+    await each_publish_row(url, n, queue_type, measure)
+    return seconds
+
+
+async def profile_publishing(url: str, n: int, limit: int) -> list[dict[str, Any]]:
+    """One cProfiled run of each publish row: calls per job and the top self-time functions."""
+    reports: list[dict[str, Any]] = []
+
+    async def measure(case: str, run: Any) -> None:
+        profile = cProfile.Profile()
+        profile.enable()
+        await run()
+        profile.disable()
+        entries: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+        calls = sum(row[1] for row in entries.values())
+        top = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)
+        reports.append(
+            {
+                "case": case,
+                "calls_per_job": round(calls / n, 1),
+                "top_self_time": [
+                    {
+                        "function": short_name(key),
+                        "calls_per_job": round(row[1] / n, 2),
+                        "self_us_per_job": round(row[2] / n * 1e6, 1),
+                    }
+                    for key, row in top
+                    if key[0] != "~" or "poll" not in key[2]  # waiting for the socket, not work
+                ][:limit],
+            }
+        )
+
+    await each_publish_row(url, n, "classic", measure)
     return reports
 
 
@@ -698,12 +677,7 @@ async def run_round(url: str, n: int, queue_type: QueueType) -> dict[str, float]
         record(WORKER_MIXED, await worker_mixed(url, names, n))
         await check_drained(connection, names)
     finally:
-        try:
-            if publisher is not None:
-                await publisher.stop()
-            await connection.close()
-        finally:
-            await cleanup(url, names)
+        await end_round(url, names, connection, publisher)
     return seconds
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -27,18 +26,6 @@ from tests.harness.tcp_proxy import TcpProxy
 pytestmark = pytest.mark.broker
 
 
-async def full_after_three(workers: Workers) -> str:
-    """A queue that takes three messages and nacks every publish after them."""
-    name = f"full.{uuid.uuid4().hex[:8]}"
-    workers.extra_queues.append(name)
-    async with await aio_pika.connect(BROKER_URL) as connection:
-        channel = await connection.channel()
-        await channel.declare_queue(
-            name, durable=True, arguments={"x-max-length": 3, "x-overflow": "reject-publish"}
-        )
-    return name
-
-
 def jobs(n: int, queue: str = "default") -> list[Job]:
     return [Job(handler="h", queue=queue, args={"n": i}) for i in range(n)]
 
@@ -46,7 +33,7 @@ def jobs(n: int, queue: str = "default") -> list[Job]:
 async def test_a_nack_in_the_middle_of_a_batch_fails_exactly_those_publishes(
     workers: Workers,
 ) -> None:
-    full = await full_after_three(workers)
+    full = await workers.full_queue(3)
     publisher = workers()
     batch = jobs(6)
     results = await publisher._broker.publish_all(
@@ -65,7 +52,7 @@ async def test_a_nack_in_the_middle_of_a_batch_fails_exactly_those_publishes(
 async def test_concurrent_publishes_share_a_batch_and_a_nack_fails_only_its_own(
     workers: Workers,
 ) -> None:
-    full = await full_after_three(workers)
+    full = await workers.full_queue(3)
     publisher = workers()
     await publisher._broker.connect()
     batch = jobs(6)
@@ -107,7 +94,7 @@ async def test_a_return_in_the_middle_of_a_batch_fails_only_that_publish(
 async def test_perform_many_names_the_refused_jobs_and_enqueues_the_rest(
     workers: Workers,
 ) -> None:
-    full = await full_after_three(workers)
+    full = await workers.full_queue(3)
     publisher = workers()
     workers.extra_queues += workers.topology.queues_of("to-full")
     # Jobs for queue "to-full" reach its work queue and, by a binding, the full queue,

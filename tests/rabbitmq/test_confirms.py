@@ -237,6 +237,17 @@ async def test_a_batch_past_its_deadline_fails_with_timeout() -> None:
     await patient.wait()
 
 
+async def test_a_shorter_deadline_after_a_longer_one_still_ends_its_wait() -> None:
+    channel, window = await make()
+    loop = asyncio.get_running_loop()
+    patient = publish(window, "m0", deadline=loop.time() + 3600)[0]
+    await one_pass()
+    hurried = publish(window, "m1", deadline=loop.time() + 0.01)[0]  # a retry, late already
+    with pytest.raises(TimeoutError):
+        await hurried.wait()
+    assert not patient.future.done()
+
+
 async def test_one_cancelled_waiter_leaves_the_others_waiting() -> None:
     channel, window = await make()
     batch, _ = publish(window, "m0")
@@ -250,6 +261,18 @@ async def test_one_cancelled_waiter_leaves_the_others_waiting() -> None:
     assert not patient.done()
     await channel.confirm(Basic.Ack(delivery_tag=2, multiple=True))
     await patient
+
+
+async def test_a_confirm_between_a_cancellation_and_the_next_wait_is_not_missed() -> None:
+    channel, window = await make()
+    batch, _ = publish(window, "m0")
+    cancelled = asyncio.ensure_future(batch.wait())
+    patient = asyncio.ensure_future(batch.wait())
+    await one_pass()
+    cancelled.cancel()  # cancels the shared future at once
+    await channel.confirm(Basic.Ack(delivery_tag=1))  # before the other waiter runs again
+    await patient
+    assert cancelled.cancelled()
 
 
 async def test_a_full_writer_queue_keeps_the_order() -> None:

@@ -52,7 +52,18 @@ Failure = Basic.Nack | Basic.Reject | Basic.Return
 class Batch:
     """The publishes of one loop pass on one channel: delivery tags ``first`` to ``last``."""
 
-    __slots__ = ("_channel", "confirmed", "deadline", "failed", "first", "future", "ids", "last")
+    __slots__ = (
+        "_channel",
+        "confirmed",
+        "deadline",
+        "expired",
+        "failed",
+        "first",
+        "future",
+        "ids",
+        "last",
+        "settled",
+    )
 
     def __init__(self, channel: UnderlyingChannel, first: int, deadline: float) -> None:
         self._channel = channel
@@ -64,6 +75,10 @@ class Batch:
         self.ids: list[str] = []
         """The message id of each tag, from ``first`` on."""
         self.deadline = deadline
+        self.settled = False
+        """Every tag confirmed: each publish's outcome is known."""
+        self.expired = False
+        """The deadline passed first."""
         self.future: asyncio.Future[None] = channel.create_future()
 
     def outcome(self, tag: int) -> Failure | None:
@@ -71,13 +86,18 @@ class Batch:
         return self.failed.get(tag) if self.failed else None
 
     async def wait(self) -> None:
-        """Wait until every tag of the batch is confirmed; raise what closed the channel, if it closed.
+        """Wait until every tag is confirmed; raise ``TimeoutError`` past the deadline, or what closed the channel.
 
         Several publishers share the future. One of them being cancelled
         cancels the future too; the others, not cancelled themselves, then
-        wait on a fresh one instead.
+        wait on a fresh one. The batch's own state, not the future, says
+        whether it is over, so a confirm that came meanwhile is never missed.
         """
         while True:
+            if self.settled:
+                return
+            if self.expired:
+                raise TimeoutError
             future = self.future
             try:
                 await future
@@ -90,8 +110,14 @@ class Batch:
                     self.future = self._channel.create_future()
 
     def _settle(self) -> None:
+        self.settled = True
         if not self.future.done():
             self.future.set_result(None)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if not self.future.done():
+            self.future.set_exception(TimeoutError())
 
 
 class ConfirmWindow:
@@ -150,10 +176,14 @@ class ConfirmWindow:
             batch = self._open = Batch(channel, tag, deadline)
             self._unconfirmed.append(batch)
             self._loop.call_soon(self._flush)
-            if self._timer is None:
-                self._timer = self._loop.call_at(deadline, self._expire)
         elif deadline < batch.deadline:
             batch.deadline = deadline
+        timer = self._timer
+        if timer is None or deadline < timer.when():
+            # A publish that waited out an outage has less time left than the others.
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._expire)
         batch.last = tag
         batch.ids.append(message_id)
         self._pending += frames
@@ -264,8 +294,7 @@ class ConfirmWindow:
         late = [batch for batch in self._unconfirmed if batch.deadline <= now]
         for batch in late:
             self._unconfirmed.remove(batch)
-            if not batch.future.done():
-                batch.future.set_exception(TimeoutError())
+            batch._expire()
         if self._unconfirmed:
             deadline = min(batch.deadline for batch in self._unconfirmed)
             self._timer = self._loop.call_at(deadline, self._expire)
