@@ -83,15 +83,26 @@ class FakeChannel:
             Basic.Return(reply_code=312, reply_text="NO_ROUTE", exchange="e", routing_key="k")
         )
 
+    def busy(self) -> None:
+        """Something else waits for the writer (a consumer's ack, say)."""
+        self.write_queue.put_nowait(ChannelFrame(payload=BUSY, should_close=False))
+
     def written(self) -> list[bytes]:
         out = []
         while not self.write_queue.empty():
-            out.append(self.write_queue.get_nowait().payload)
+            payload = self.write_queue.get_nowait().payload
+            if payload != BUSY:
+                out.append(payload)
         return out
 
 
+BUSY = b"busy"
+
+
 async def make() -> tuple[FakeChannel, ConfirmWindow]:
+    """A window on a busy connection: every publish of a pass joins that pass's batch."""
     channel = FakeChannel()
+    channel.busy()
     return channel, ConfirmWindow(cast(Channel, channel))
 
 
@@ -116,9 +127,28 @@ async def test_one_loop_pass_is_one_write_in_tag_order() -> None:
     assert channel.written() == [expected]
     assert channel.delivery_tag == 5
     # The next pass is the next batch.
+    channel.busy()
     batch, tag = publish(window, "m5")
     assert tag == 6
     assert batch is not published[0][0]
+
+
+async def test_on_a_quiet_connection_the_first_publish_goes_at_once() -> None:
+    channel = FakeChannel()
+    window = ConfirmWindow(cast(Channel, channel))
+    first = publish(window, "m0")
+    rest = [publish(window, f"m{n}") for n in range(1, 4)]
+    frames = PublishFrames(5, 1000)
+    one = b"".join(frames.encode("e", "k", b"{}", PROPERTIES))
+    assert channel.written() == [one]  # before the end of the pass
+    await one_pass()
+    assert channel.written() == [one * 3]
+    assert [tag for _, tag in [first, *rest]] == [1, 2, 3, 4]
+    assert first[0] is not rest[0][0]
+    assert len({id(batch) for batch, _ in rest}) == 1
+    await channel.confirm(Basic.Ack(delivery_tag=4, multiple=True))
+    await first[0].wait()
+    await rest[0][0].wait()
 
 
 async def test_a_multiple_ack_confirms_the_batch() -> None:
@@ -167,6 +197,7 @@ async def test_acks_across_batches_settle_each_batch_once() -> None:
     channel, window = await make()
     first = [publish(window, f"a{n}") for n in range(3)]
     await one_pass()
+    channel.busy()
     second = [publish(window, f"b{n}") for n in range(3)]
     await one_pass()
     assert len(channel.written()) == 2
@@ -211,6 +242,7 @@ async def test_a_closed_channel_fails_every_waiter_with_the_reason() -> None:
     early = publish(window, "m0")[0]
     await one_pass()
     assert len(channel.written()) == 1
+    channel.busy()
     late = publish(window, "m1")[0]  # not written yet when the channel closes
     waiters = [asyncio.ensure_future(b.wait()) for b in (early, late)]
     channel.close(ConnectionResetError("cut"))
@@ -229,6 +261,7 @@ async def test_a_batch_past_its_deadline_fails_with_timeout() -> None:
     loop = asyncio.get_running_loop()
     slow = publish(window, "m0", deadline=loop.time() + 0.01)[0]
     await one_pass()
+    channel.busy()
     patient = publish(window, "m1", deadline=loop.time() + 3600)[0]
     with pytest.raises(TimeoutError):
         await slow.wait()
@@ -242,6 +275,7 @@ async def test_a_shorter_deadline_after_a_longer_one_still_ends_its_wait() -> No
     loop = asyncio.get_running_loop()
     patient = publish(window, "m0", deadline=loop.time() + 3600)[0]
     await one_pass()
+    channel.busy()
     hurried = publish(window, "m1", deadline=loop.time() + 0.01)[0]  # a retry, late already
     with pytest.raises(TimeoutError):
         await hurried.wait()
@@ -278,6 +312,7 @@ async def test_a_confirm_between_a_cancellation_and_the_next_wait_is_not_missed(
 async def test_a_full_writer_queue_keeps_the_order() -> None:
     channel = FakeChannel(queue_size=1)
     window = ConfirmWindow(cast(Channel, channel))
+    channel.busy()  # the writer is behind: the queue is full
     for n in range(3):
         publish(window, f"m{n}")
         await one_pass()
@@ -287,7 +322,7 @@ async def test_a_full_writer_queue_keeps_the_order() -> None:
     for _ in range(20):
         written += b"".join(channel.written())
         await asyncio.sleep(0)
-    assert written == one * 3
+    assert written == one * 3  # in order, behind what was there first
 
 
 async def test_seal_writes_the_batch_so_far() -> None:
