@@ -9,6 +9,7 @@ closed channel fails every publisher waiting on it; a deadline ends a wait.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any, cast
 
 import pytest
@@ -335,3 +336,12 @@ async def test_seal_writes_the_batch_so_far() -> None:
     assert tag == 2
     await one_pass()
     assert len(channel.written()) == 1
+
+
+def test_the_aiormq_channel_still_has_what_a_window_takes_over() -> None:
+    # The window replaces two frame handlers and reads returns with aiormq's readers.
+    for name in ("_on_confirm_frame", "_on_return_frame", "_get_frame", "_read_content"):
+        assert inspect.iscoroutinefunction(getattr(Channel, name)), name
+    init = inspect.getsource(Channel.__init__)
+    for attribute in ("self.delivery_tag", "self.write_queue", "self.max_content_size"):
+        assert attribute in init, attribute

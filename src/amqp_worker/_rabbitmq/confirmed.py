@@ -19,6 +19,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiormq
@@ -275,26 +276,20 @@ class ConfirmedPublisher:
         )
 
 
+@dataclass
 class _Round:
     """One pass of :meth:`ConfirmedPublisher.publish_all` over one window."""
 
-    def __init__(
-        self,
-        owner: ConfirmedPublisher,
-        window: ConfirmWindow,
-        publishes: Sequence[Publish],
-        wire: list[tuple[bytes, str]],
-        results: list[BaseException | None],
-        deadline: float,
-    ) -> None:
-        self._owner = owner
-        self._window = window
-        self._publishes = publishes
-        self._wire = wire
-        self._results = results
-        self._deadline = deadline
-        self._flight: deque[tuple[Batch, list[tuple[int, int]]]] = deque()
-        self._retry: list[int] = []
+    owner: ConfirmedPublisher
+    window: ConfirmWindow
+    publishes: Sequence[Publish]
+    wire: list[tuple[bytes, str]]
+    """Each publish's encoded properties and message id."""
+    results: list[BaseException | None]
+    deadline: float
+    flight: deque[tuple[Batch, list[tuple[int, int]]]] = field(default_factory=deque)
+    """Batches written and not yet confirmed, oldest first, with their (index, tag)s."""
+    retry: list[int] = field(default_factory=list)
 
     async def publish(self, todo: list[int], in_flight: int) -> list[int]:
         """Publish ``todo`` (indices); return those to publish again after a lost channel."""
@@ -302,36 +297,36 @@ class _Round:
         # the last ones are written, as with one publish per task.
         per_batch = max(1, in_flight // 4)
         unconfirmed = 0
-        window = self._window
+        window = self.window
         for position, index in enumerate(todo):
             while unconfirmed >= in_flight:
                 unconfirmed -= await self._settle_oldest()
-            if self._retry or not window.usable:
-                self._retry += todo[position:]
+            if self.retry or not window.usable:
+                self.retry += todo[position:]
                 break
-            exchange, routing_key, message = self._publishes[index]
-            properties, message_id = self._wire[index]
+            exchange, routing_key, message = self.publishes[index]
+            properties, message_id = self.wire[index]
             try:
                 batch, tag = window.publish(
-                    exchange, routing_key, message.body, properties, message_id, self._deadline
+                    exchange, routing_key, message.body, properties, message_id, self.deadline
                 )
             except Exception as exc:
                 self._fail([index], exc)
                 continue
-            if not self._flight or self._flight[-1][0] is not batch:
-                self._flight.append((batch, []))
-            entries = self._flight[-1][1]
+            if not self.flight or self.flight[-1][0] is not batch:
+                self.flight.append((batch, []))
+            entries = self.flight[-1][1]
             entries.append((index, tag))
             unconfirmed += 1
             if len(entries) >= per_batch:
                 window.seal()
-        while self._flight:
+        while self.flight:
             await self._settle_oldest()
-        return self._retry
+        return self.retry
 
     async def _settle_oldest(self) -> int:
         """Wait for the oldest batch and record its publishes' outcomes; return how many."""
-        batch, entries = self._flight.popleft()
+        batch, entries = self.flight.popleft()
         try:
             await batch.wait()
         except BaseException as exc:
@@ -340,20 +335,20 @@ class _Round:
         for index, tag in entries:
             failure = batch.outcome(tag)
             if failure is not None:
-                exchange, routing_key, _ = self._publishes[index]
-                self._results[index] = self._owner._failed(
-                    failure, self._window, exchange, routing_key, self._wire[index][1]
+                exchange, routing_key, _ = self.publishes[index]
+                self.results[index] = self.owner._failed(
+                    failure, self.window, exchange, routing_key, self.wire[index][1]
                 )
         return len(entries)
 
     def _fail(self, indices: list[int], exc: BaseException) -> None:
         try:
-            self._owner._check(exc, "publish")
+            self.owner._check(exc, "publish")
         except _Lost:
-            self._retry += indices
+            self.retry += indices
         except TimeoutError:
             for index in indices:
-                self._results[index] = self._owner._unconfirmed(self._wire[index][1])
+                self.results[index] = self.owner._unconfirmed(self.wire[index][1])
         except Exception as error:
             for index in indices:
-                self._results[index] = error
+                self.results[index] = error

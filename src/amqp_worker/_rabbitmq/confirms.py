@@ -1,11 +1,11 @@
 """Publishing on one channel: one write per loop pass, one confirm waiter per batch.
 
-aiormq's ``basic_publish`` takes the channel lock, marshals three frames,
-queues them for the connection's writer, waits for the socket to drain, and
-waits for a future of its own that the confirm resolves: per publish, two
-futures, a timer and a socket write. A :class:`ConfirmWindow` does the same
-work once per *batch*, all the publishes made during one pass of the event
-loop:
+aiormq's ``basic_publish`` takes the channel lock, marshals three frames
+through pamqp, queues them for the connection's writer, waits for the socket
+to drain, and waits for a future of its own that the confirm resolves: per
+publish, two futures, the lock and a socket write. A :class:`ConfirmWindow`
+does the waiting and the writing once per *batch*, all the publishes made
+during one pass of the event loop:
 
 - each publish takes the channel's next delivery tag at once and appends its
   frames (:mod:`amqp_worker._rabbitmq.frames`) to the batch;
@@ -18,8 +18,10 @@ loop:
   a ``basic.nack`` or a ``basic.return`` fails exactly the tags it names.
 
 The window reads the channel's ``basic.ack`` / ``basic.nack`` / ``basic.return``
-frames itself (it takes over aiormq's two handlers on that channel, which
-must be used for nothing else). A return names no delivery tag, only the
+frames itself: it takes over aiormq's two handlers on that channel, which
+must then be used for nothing else, and reads a return's content with
+aiormq's own readers (``tests/rabbitmq/test_confirms.py`` checks that an
+aiormq upgrade still has them). A return names no delivery tag, only the
 message: it fails every unconfirmed publish of this window with that message
 id, so a job performed twice at once whose one copy was returned fails both
 (at worst a duplicate on retry, never a success reported for a returned job).
