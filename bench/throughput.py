@@ -6,6 +6,8 @@ Usage::
     python3 bench/throughput.py --queue-types classic quorum   # the same rows on quorum queues
     python3 bench/throughput.py --jobs 1000 --rounds 1 --json  # the smoke CI can run
     python3 bench/throughput.py --profile consume.prof   # plus one cProfiled consume
+    python3 bench/throughput.py --publish-only --rounds 5  # the publish rows alone
+    python3 bench/throughput.py --publish-only --profile-publishing 12  # and their profiles
 
 Every worker consume checks that each job ran exactly once (the handler counts
 each job's ``i``), and that nothing is left in the work or failed queue.
@@ -28,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -523,6 +526,118 @@ async def purge(connection: AbstractConnection, queue: str) -> None:
 # -- one round -----------------------------------------------------------------------
 
 
+async def end_round(
+    url: str, names: Names, connection: AbstractConnection, publisher: AMQPWorker | None
+) -> None:
+    """Stop the round's publisher, close its connection, delete everything it declared."""
+    try:
+        if publisher is not None:
+            await publisher.stop()
+        await connection.close()
+    finally:
+        await cleanup(url, names)
+
+
+async def each_publish_row(
+    url: str, n: int, queue_type: QueueType, measure: Callable[[str, Any], Awaitable[None]]
+) -> None:
+    """Run the publish rows once each, raw and worker alternating: ``await measure(case, run)``.
+
+    ``run()`` publishes ``n`` jobs and returns its :class:`Span`; the queue is
+    purged after each row, and everything is deleted at the end.
+    """
+    names = Names(queue_type)
+    publisher: AMQPWorker | None = None
+    connection = await aio_pika.connect(url)
+    try:
+        await declare_raw(connection, names)
+        publisher = make_worker(url, names)
+        await warm_up(publisher, names)
+        work_queue = publisher.topology.work_queue(names.worker_queue)
+        worker = publisher
+        cases: list[tuple[str, Any, str]] = [
+            (
+                RAW_PUBLISH_SEQ,
+                lambda: raw_publish_sequential(connection, names, n),
+                names.raw_queue,
+            ),
+            (WORKER_PERFORM, lambda: worker_perform(worker, names, n), work_queue),
+            (RAW_PUBLISH, lambda: raw_publish(connection, names, n), names.raw_queue),
+            (
+                WORKER_PERFORM_MANY,
+                lambda: worker_perform_many(worker, names, n, "noop_async"),
+                work_queue,
+            ),
+            (
+                WORKER_PERFORM_CONCURRENT,
+                lambda: worker_perform_concurrent(worker, names, n),
+                work_queue,
+            ),
+        ]
+        for case, run, queue in cases:
+            await measure(case, run)
+            await purge(connection, queue)
+    finally:
+        await end_round(url, names, connection, publisher)
+
+
+async def run_publish_round(url: str, n: int, queue_type: QueueType) -> dict[str, float]:
+    """The publish rows alone (``--publish-only``); per case wall and CPU seconds."""
+    seconds: dict[str, float] = {}
+
+    async def measure(case: str, run: Any) -> None:
+        span = await run()
+        seconds[case], seconds[case + " cpu_s"] = span.wall_s, span.cpu_s
+
+    await each_publish_row(url, n, queue_type, measure)
+    return seconds
+
+
+async def profile_publishing(url: str, n: int, limit: int) -> list[dict[str, Any]]:
+    """One cProfiled run of each publish row: calls per job and the top self-time functions."""
+    reports: list[dict[str, Any]] = []
+
+    async def measure(case: str, run: Any) -> None:
+        profile = cProfile.Profile()
+        profile.enable()
+        await run()
+        profile.disable()
+        entries: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+        calls = sum(row[1] for row in entries.values())
+        top = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)
+        reports.append(
+            {
+                "case": case,
+                "calls_per_job": round(calls / n, 1),
+                "top_self_time": [
+                    {
+                        "function": short_name(key),
+                        "calls_per_job": round(row[1] / n, 2),
+                        "self_us_per_job": round(row[2] / n * 1e6, 1),
+                    }
+                    for key, row in top
+                    if key[0] != "~" or "poll" not in key[2]  # waiting for the socket, not work
+                ][:limit],
+            }
+        )
+
+    await each_publish_row(url, n, "classic", measure)
+    return reports
+
+
+def short_name(key: tuple[str, int, str]) -> str:
+    """``package/module.py:line(function)`` for a profile entry, or the builtin's name."""
+    filename, line, func = key
+    if filename == "~":
+        return func
+    parts = filename.replace("\\", "/").split("/")
+    for anchor in ("site-packages", "src", "python3.11", "bench"):
+        if anchor in parts:
+            parts = parts[parts.index(anchor) + 1 :]
+            break
+    return f"{'/'.join(parts[-2:])}:{line}({func})"
+
+
 async def run_round(url: str, n: int, queue_type: QueueType) -> dict[str, float]:
     """Per case: wall seconds (``case``) and CPU seconds (``case cpu_s``); consume extras."""
     names = Names(queue_type)
@@ -562,12 +677,7 @@ async def run_round(url: str, n: int, queue_type: QueueType) -> dict[str, float]
         record(WORKER_MIXED, await worker_mixed(url, names, n))
         await check_drained(connection, names)
     finally:
-        try:
-            if publisher is not None:
-                await publisher.stop()
-            await connection.close()
-        finally:
-            await cleanup(url, names)
+        await end_round(url, names, connection, publisher)
     return seconds
 
 
@@ -623,9 +733,10 @@ def top_self_time(stats: pstats.Stats, limit: int) -> list[dict[str, Any]]:
 
 
 def summarize(rounds: list[dict[str, float]], n: int) -> list[dict[str, Any]]:
-    rate = {case: statistics.median(n / r[case] for r in rounds) for case, _ in ROWS}
+    rows = [(case, baseline) for case, baseline in ROWS if case in rounds[0]]
+    rate = {case: statistics.median(n / r[case] for r in rounds) for case, _ in rows}
     results = []
-    for case, baseline in ROWS:
+    for case, baseline in rows:
         row: dict[str, Any] = {
             "case": case,
             "jobs_per_s": round(rate[case], 1),
@@ -698,7 +809,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 print(
                     f"{queue_type} round {index + 1}/{args.rounds}...", file=sys.stderr, flush=True
                 )
-            rounds.append(await run_round(args.url, args.jobs, queue_type))
+            run = run_publish_round if args.publish_only else run_round
+            rounds.append(await run(args.url, args.jobs, queue_type))
         tables.append({"queue_type": queue_type, "results": summarize(rounds, args.jobs)})
     report: dict[str, Any] = {
         "jobs": args.jobs,
@@ -715,10 +827,25 @@ async def main_async(args: argparse.Namespace) -> int:
             "total_s": round(stats.total_tt, 3),  # type: ignore[attr-defined]
             "top_self_time": top_self_time(stats, 15),
         }
+    if args.profile_publishing:
+        if not args.json:
+            print("profiling each publish row...", file=sys.stderr, flush=True)
+        report["publish_profiles"] = await profile_publishing(
+            args.url, args.jobs, args.profile_publishing
+        )
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print_table(report)
+    for entry in report.get("publish_profiles", []):
+        print(
+            f"\ncProfile of {entry['case']}: {entry['calls_per_job']} calls per job; top self time:"
+        )
+        for row in entry["top_self_time"]:
+            print(
+                f"  {row['self_us_per_job']:7.1f} us/job {row['calls_per_job']:6.2f} calls/job  "
+                f"{row['function']}"
+            )
     if args.profile:
         profile = report["profile"]
         print(
@@ -747,6 +874,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         metavar="FILE",
         help="also run one extra worker consume under cProfile and save the stats to FILE",
+    )
+    parser.add_argument(
+        "--publish-only",
+        action="store_true",
+        help="run only the publish rows (raw and worker, interleaved): quick before/after runs",
+    )
+    parser.add_argument(
+        "--profile-publishing",
+        metavar="N",
+        type=int,
+        default=0,
+        help="also cProfile one run of each publish row; show its N top self-time functions",
     )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.rounds < 1:

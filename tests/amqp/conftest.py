@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aio_pika
 import pytest
 
 from amqp_worker import AMQPWorker
@@ -32,6 +33,16 @@ class Workers:
         worker = AMQPWorker(options.pop("url", BROKER_URL), name=NAME, **options)
         self.made.append(worker)
         return worker
+
+    async def full_queue(self, max_length: int) -> str:
+        """A queue that holds ``max_length`` messages and nacks every publish beyond them."""
+        name = f"full.{uuid.uuid4().hex[:8]}"
+        self.extra_queues.append(name)
+        async with await aio_pika.connect(BROKER_URL) as connection:
+            channel = await connection.channel()
+            arguments: dict[str, Any] = {"x-max-length": max_length, "x-overflow": "reject-publish"}
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        return name
 
     async def close(self) -> None:
         for worker in self.made:

@@ -35,7 +35,10 @@ logger = logging.getLogger("tests.network_cuts")
 
 JOBS = 3000
 DROPS = 10
-HOLD_S = 5.5  # longer than the heartbeat below: the broker gives the connection up
+# Longer than RabbitMQ takes to give a silent connection up: it checks every heartbeat
+# interval and closes after two checks saw nothing, 4 to 6 s after the last byte with a
+# 2 s heartbeat (at 5.5 s a hold that began early in an interval ended unnoticed).
+HOLD_S = 7.0
 HEARTBEAT_S = 2
 MAX_CONCURRENCY = 8
 PREFETCH = 16

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import uuid
 from datetime import UTC, datetime
 
 import aio_pika
@@ -82,13 +81,7 @@ async def test_a_returned_message_raises(workers: Workers) -> None:
 
 
 async def test_a_nacked_message_raises(workers: Workers) -> None:
-    full = f"full.{uuid.uuid4().hex[:8]}"
-    workers.extra_queues.append(full)
-    async with await aio_pika.connect(BROKER_URL) as connection:
-        channel = await connection.channel()
-        await channel.declare_queue(
-            full, durable=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
-        )
+    full = await workers.full_queue(0)
     publisher = workers()
     with pytest.raises(PublishNacked, match="refused"):
         await publisher._broker.publish("", full, job_message(Job(handler="h")))

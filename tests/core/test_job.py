@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from amqp_worker import Job
-from amqp_worker._core.job import job_schema_json
+from amqp_worker._core.job import job_schema_json, stamped
 
 SCHEMA = Path(__file__).parents[2] / "docs" / "job.schema.json"
 
@@ -164,3 +164,37 @@ def test_the_schema_requires_only_the_handler() -> None:
         "enqueued_at",
         "scheduled_at",
     }
+
+
+def test_default_ids_are_random_uuid4_strings() -> None:
+    ids = {Job(handler="h").id for _ in range(1000)}
+    assert len(ids) == 1000
+    for job_id in list(ids)[:100]:
+        parsed = uuid.UUID(job_id)
+        assert str(parsed) == job_id
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        Job(handler="h"),
+        Job(handler="h", queue="q", args={"a": [1, {"b": None}]}, id="x", attempt=3),
+        Job.model_validate({"handler": "h", "future_field": {"kept": True}}),
+        Job(handler="h", scheduled_at=datetime(2026, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_stamped_copy_is_the_model_copy_and_leaves_the_job_alone(job: Job) -> None:
+    at = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    before = job.model_dump()
+    copy = stamped(job, at)
+    expected = job.model_copy(update={"enqueued_at": at})
+    assert copy == expected
+    assert type(copy) is Job
+    assert copy.model_fields_set == expected.model_fields_set
+    assert copy.model_extra == expected.model_extra
+    assert copy.to_json() == expected.to_json()
+    assert job.model_dump() == before
+    if job.model_extra:  # the copy's extras are its own
+        assert copy.model_extra is not job.model_extra

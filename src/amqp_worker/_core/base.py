@@ -37,7 +37,7 @@ from .failures import AttemptRecord, FailureReason
 from .handlers import Handler, HandlerSpec, check_timeout
 from .hooks import Hooks
 from .interfaces import FailedJobs, Worker
-from .job import Job
+from .job import Job, stamped
 from .pool import DrainReport, TaskPool
 from .registry import Registry
 from .retry import RetryPolicy, decide
@@ -191,7 +191,7 @@ class BaseWorker(Worker, Generic[D]):
         """The copy that is enqueued: stamped with the enqueue time; ``job`` itself is untouched."""
         if not isinstance(job, Job):
             raise TypeError(f"expected a Job, got {type(job).__name__}")
-        return job.model_copy(update={"enqueued_at": self._now()})
+        return stamped(job, self._now())
 
     def _now(self) -> datetime:
         """The current time as this worker sees it (a test worker may run on its own clock)."""

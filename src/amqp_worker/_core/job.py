@@ -13,18 +13,26 @@ worker never strips what a newer publisher added.
 from __future__ import annotations
 
 import math
+import os
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
+from pydantic_core import PydanticUndefined
 
 from amqp_worker.errors import JobTooLarge
 
 from .defaults import DEFAULT_QUEUE
 
-__all__ = ["Job", "JsonArgs", "job_schema_json", "validate_name", "validate_queue_name"]
+__all__ = [
+    "Job",
+    "JsonArgs",
+    "job_schema_json",
+    "stamped",
+    "validate_name",
+    "validate_queue_name",
+]
 
 #: AMQP short strings (queue names, routing keys) hold at most 255 bytes.
 MAX_NAME_BYTES = 255
@@ -113,7 +121,16 @@ def _utc_now() -> datetime:
 
 
 def _new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as ``str(uuid.uuid4())`` gives it, without the UUID object.
+
+    Every ``Job()`` without an id calls this: the same 122 bits from
+    ``os.urandom``, formatted directly instead of through ``uuid.UUID``.
+    """
+    data = bytearray(os.urandom(16))
+    data[6] = (data[6] & 0x0F) | 0x40  # version 4
+    data[8] = (data[8] & 0x3F) | 0x80  # variant RFC 4122
+    h = data.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 QueueName = Annotated[
@@ -213,6 +230,30 @@ class Job(BaseModel):
     def from_json(cls, data: bytes | str) -> Job:
         """Parse and validate the wire format; raise ``ValidationError`` if it is not a job."""
         return cls.model_validate_json(data)
+
+
+_set = object.__setattr__
+
+
+def stamped(job: Job, enqueued_at: datetime) -> Job:
+    """A copy of ``job`` with ``enqueued_at`` set; ``job`` is left as it is.
+
+    What ``job.model_copy(update={"enqueued_at": enqueued_at})`` gives, at
+    half the cost: every enqueue makes this copy. Nothing is validated again:
+    ``job`` was validated when it was built, and ``enqueued_at`` must be a
+    timezone-aware UTC datetime (the caller's clock).
+    """
+    cls = type(job)
+    copy = cls.__new__(cls)
+    _set(copy, "__dict__", {**job.__dict__, "enqueued_at": enqueued_at})
+    extra = job.__pydantic_extra__
+    _set(copy, "__pydantic_extra__", None if extra is None else dict(extra))
+    _set(copy, "__pydantic_fields_set__", job.__pydantic_fields_set__ | {"enqueued_at"})
+    private = job.__pydantic_private__
+    if private is not None:  # as pydantic's own copy: unset private attributes stay unset
+        private = {key: value for key, value in private.items() if value is not PydanticUndefined}
+    _set(copy, "__pydantic_private__", private)
+    return copy
 
 
 def job_schema_json() -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Sequence
 from typing import TypeVar
 
 from aio_pika.abc import (
@@ -32,7 +33,7 @@ from amqp_worker.errors import (
 )
 
 from . import lenient_decode
-from .confirmed import ConfirmedPublisher, Publishable
+from .confirmed import ConfirmedPublisher, Publish, Publishable
 from .connect import dial
 from .declarations import Declarations
 from .failover import NodeRing, OutageLog, node_of
@@ -144,3 +145,12 @@ class Broker:
         See :class:`~amqp_worker._rabbitmq.confirmed.ConfirmedPublisher`.
         """
         await self._confirmed.publish(exchange, routing_key, message)
+
+    async def publish_all(
+        self, publishes: Sequence[Publish], in_flight: int
+    ) -> list[BaseException | None]:
+        """Publish each, at most ``in_flight`` unconfirmed at once; each one's error or None.
+
+        See :meth:`~amqp_worker._rabbitmq.confirmed.ConfirmedPublisher.publish_all`.
+        """
+        return await self._confirmed.publish_all(publishes, in_flight)

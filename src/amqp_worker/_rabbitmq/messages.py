@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -48,6 +47,8 @@ from amqp_worker._core.failures import (
     history_header,
 )
 from amqp_worker._core.job import Job, check_size
+
+from .frames import encode_job_properties
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -227,27 +228,45 @@ def parked_message(
     )
 
 
-@dataclass(frozen=True, slots=True)
 class JobMessage:
-    """A job's message, ready to publish: its body and its AMQP properties, built once.
+    """A job's message, ready to publish: its body and its properties, encoded once.
 
-    It is what aio-pika's ``Message`` would give the client, without the
-    wrapper: the publish path hands ``body`` and ``properties`` to aiormq
-    as they are (see :mod:`amqp_worker._rabbitmq.confirmed`).
+    The publish path writes ``body`` and ``encoded`` (the properties as they
+    go on the wire, :mod:`amqp_worker._rabbitmq.frames`) without building
+    them again; ``properties`` gives them back as the AMQP client's object.
     """
 
-    body: bytes
-    properties: spec.Basic.Properties
+    __slots__ = ("body", "encoded", "headers", "message_id", "message_type", "timestamp")
 
-    @property
-    def message_id(self) -> str | None:
-        """The job's id."""
-        return self.properties.message_id
-
-    @property
-    def headers(self) -> dict[str, Any]:
+    def __init__(
+        self,
+        body: bytes,
+        message_id: str,
+        message_type: str,
+        timestamp: datetime,
+        headers: dict[str, Any],
+    ) -> None:
+        self.body = body
+        self.message_id = message_id
+        self.message_type = message_type
+        self.timestamp = timestamp
+        self.headers = headers
         """The message's headers."""
-        return self.properties.headers or {}
+        self.encoded = encode_job_properties(
+            CONTENT_TYPE, headers, message_id, timestamp, message_type
+        )
+
+    @property
+    def properties(self) -> spec.Basic.Properties:
+        """The properties as the AMQP client's object (persistent, JSON, the job's id and handler)."""
+        return spec.Basic.Properties(
+            content_type=CONTENT_TYPE,
+            delivery_mode=DeliveryMode.PERSISTENT.value,
+            message_id=self.message_id,
+            message_type=self.message_type,
+            timestamp=self.timestamp,
+            headers=self.headers,
+        )
 
 
 def job_message(
@@ -260,6 +279,8 @@ def job_message(
     """The persistent AMQP message that carries ``job``.
 
     With ``max_bytes``, a body over it raises :class:`~amqp_worker.errors.JobTooLarge`.
+    A header value the AMQP client cannot encode raises its ``TypeError`` (or
+    ``ValueError``, ``struct.error``) here, before anything is published.
     """
     all_headers: dict[str, Any] = {ATTEMPT_HEADER: job.attempt}
     if due_ms is not None:
@@ -269,14 +290,4 @@ def job_message(
     body = job.to_json()
     if max_bytes is not None:
         check_size(job.id, len(body), max_bytes)
-    return JobMessage(
-        body,
-        spec.Basic.Properties(
-            content_type=CONTENT_TYPE,
-            delivery_mode=DeliveryMode.PERSISTENT.value,
-            message_id=job.id,
-            message_type=job.handler,
-            timestamp=job.enqueued_at,
-            headers=all_headers,
-        ),
-    )
+    return JobMessage(body, job.id, job.handler, job.enqueued_at, all_headers)

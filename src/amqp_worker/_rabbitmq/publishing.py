@@ -9,7 +9,6 @@ first (once per process), and the broker confirms every publish.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -66,20 +65,14 @@ class JobPublisher:
         """
         for queue in dict.fromkeys(job.queue for job, _ in jobs):
             await self._broker.declarations.ensure_work_queue(queue)
-        slots = asyncio.Semaphore(IN_FLIGHT)
+        exchange = self._topology.exchange
         # Built (and size-checked) before anything is published.
-        messages = [
-            (job, job_message(job, headers=h, max_bytes=self._max_bytes)) for job, h in jobs
+        publishes = [
+            (exchange, job.queue, job_message(job, headers=h, max_bytes=self._max_bytes))
+            for job, h in jobs
         ]
-
-        async def one(job: Job, message: JobMessage) -> None:
-            async with slots:
-                await self._broker.publish(self._topology.exchange, job.queue, message)
-
-        results = await asyncio.gather(*(one(*item) for item in messages), return_exceptions=True)
-        raise_first(
-            [r if isinstance(r, BaseException) else None for r in results], [j.id for j, _ in jobs]
-        )
+        results = await self._broker.publish_all(publishes, IN_FLIGHT)
+        raise_first(results, [j.id for j, _ in jobs])
 
     async def _publish_now(self, job: Job, headers: Mapping[str, Any] | None) -> None:
         # The hot path of perform: no closures, one declaration check.
