@@ -6,8 +6,8 @@ header (body size and properties), and the body in frames of at most
 looks every field's type up by name; on a job queue that was the largest
 cost of publishing in the client (bench/README.md).
 
-Here the method frame of an (exchange, routing key) pair is marshalled once by
-pamqp and kept (it never changes on a channel), and the properties are
+Here the method frame of an (exchange, routing key) pair is encoded once, by
+aiormq, and kept (it never changes on a channel), and the properties are
 encoded in the order and with the flags pamqp uses, by pamqp's own field
 encoders except for the common cases (a short string, an aware timestamp,
 small ints and strings in the headers table), which are written inline. The
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import pamqp.frame
+from aiormq.abc import ChannelFrame
 from pamqp import commands, encode
 
 __all__ = ["PublishFrames", "encode_job_properties", "encode_properties"]
@@ -187,11 +187,12 @@ class PublishFrames:
         key = (exchange, routing_key)
         frame = self._methods.get(key)
         if frame is None:
-            # pamqp checks the names here (length, characters) and raises as aiormq would.
-            frame = pamqp.frame.marshal(
-                commands.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
-                self._number,
+            # aiormq's own encoding, once: pamqp checks the names here (length,
+            # characters) and raises as it would for aiormq's basic_publish.
+            publish = commands.Basic.Publish(
+                exchange=exchange, routing_key=routing_key, mandatory=True
             )
+            frame = ChannelFrame.marshall(channel_number=self._number, frames=[publish]).payload
             if len(self._methods) >= MAX_CACHED:
                 self._methods.clear()
             self._methods[key] = frame
