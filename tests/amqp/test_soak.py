@@ -203,8 +203,11 @@ def number_of(job: Job | None) -> int:
 async def test_a_soak_of_jobs_of_every_kind_leaks_nothing_and_loses_nothing(
     secret_user: SecretUser, soak_watch: _Scan
 ) -> None:
-    name = f"awsoak-{uuid.uuid4().hex[:8]}"
-    queue = "soak"
+    token = uuid.uuid4().hex[:8]
+    name = f"awsoak-{token}"
+    # A job queue's name is not namespaced by the worker name: a fixed one would be
+    # shared with a soak running at the same time on the same broker.
+    queue = f"soak-{token}"
     topology = Topology(name=name)
     options: dict[str, Any] = {"name": name, "queues": [queue], "publish_timeout_s": 30}
     worker = AMQPWorker(secret_user.url(), **options)
