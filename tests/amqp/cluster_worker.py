@@ -55,6 +55,8 @@ async def main(urls: str, name: str, queue: str, out: str, order: str = "shuffle
     worker.register("run", run)
     worker.register("flaky", flaky)
     async with worker:
+        # start() returned: the whole topology is declared (the test kills a node after this).
+        os.close(os.open(out + ".started", os.O_WRONLY | os.O_CREAT))
         await asyncio.Event().wait()
 
 

@@ -152,6 +152,12 @@ async def test_a_node_dies_under_load_and_every_confirmed_job_runs(
 
         pumps = [asyncio.ensure_future(keep_publishing()) for _ in range(PUBLISHERS)]
         await wait_for(lambda: len(runs(tmp_path)) >= IMMEDIATE // 3, "a third of the jobs to run")
+        # Jobs run while start() still declares the delay topology; a node lost before it is
+        # done fails start() (with the publisher's faster perform_many, it was).
+        await wait_for(
+            lambda: all((tmp_path / f"worker-{n}.log.started").exists() for n in range(WORKERS)),
+            "the workers to finish starting",
+        )
 
         await asyncio.to_thread(cluster.kill, leader)
         killed_at = time.time()  # its VM is gone: anything after this ran elsewhere
