@@ -156,6 +156,10 @@ class LoopWatchdog:
                         culprit = self._warn(loop, late)
             except Exception:  # a bug here must not end the watch silently
                 logger.exception("loop watchdog: could not report a stall")
+        if warned is not None:
+            # stop() runs on the loop, so a stall already reported has ended; say so even
+            # if this thread (slow on a busy machine) had not looked since.
+            self._recovered(warned, worst, culprit)
 
     def _warn(self, loop: asyncio.AbstractEventLoop, late: float) -> str:
         """Log the one WARNING of a stall; return what it blamed, for the recovery line."""
