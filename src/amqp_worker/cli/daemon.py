@@ -21,8 +21,8 @@ from typing import NoReturn
 from amqp_worker import __version__
 from amqp_worker._rabbitmq.worker import AMQPWorker
 
-from .common import CLIError, ExitCode
-from .health import start_health_server
+from .common import ExitCode
+from .health import serve_health
 from .loading import AnyWorker
 
 __all__ = ["FORCED_STOP_S", "Daemon", "banner"]
@@ -104,15 +104,7 @@ class Daemon:
             loop.add_signal_handler(signum, self._on_signal, signum)
         server: asyncio.Server | None = None
         try:
-            if self.health is not None:
-                host, port = self.health
-                try:
-                    server = await start_health_server(host, port, self.healthy)
-                except OSError as exc:
-                    raise CLIError(
-                        f"cannot serve the health check on {host}:{port}: {exc.strerror or exc}",
-                        ExitCode.CONFIG,
-                    ) from None
+            server = await serve_health(self.health, self.healthy)
             if not await self._start():
                 return ExitCode.OK
             self.running = True

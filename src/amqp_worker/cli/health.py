@@ -11,7 +11,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-__all__ = ["start_health_server"]
+from .common import CLIError, ExitCode
+
+__all__ = ["serve_health", "start_health_server"]
 
 logger = logging.getLogger("amqp_worker.cli")
 
@@ -89,3 +91,19 @@ async def start_health_server(host: str, port: int, healthy: Callable[[], bool])
     bound = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in server.sockets)
     logger.info("health check on http://%s/healthz", bound)
     return server
+
+
+async def serve_health(
+    endpoint: tuple[str, int] | None, healthy: Callable[[], bool]
+) -> asyncio.Server | None:
+    """:func:`start_health_server` on ``endpoint`` (None: no server); a port in use is a CLIError."""
+    if endpoint is None:
+        return None
+    host, port = endpoint
+    try:
+        return await start_health_server(host, port, healthy)
+    except OSError as exc:
+        raise CLIError(
+            f"cannot serve the health check on {host}:{port}: {exc.strerror or exc}",
+            ExitCode.CONFIG,
+        ) from None

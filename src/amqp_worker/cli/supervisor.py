@@ -40,9 +40,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import CLIError, ExitCode
+from .common import ExitCode
 from .daemon import FORCED_STOP_S
-from .health import start_health_server
+from .health import serve_health
 from .metrics_endpoint import FleetMetrics, serve_fleet_metrics
 from .supervision import (
     CHILD_SPEC_ENV,
@@ -150,7 +150,7 @@ class Supervisor:
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
             with self._metrics():
-                server = await self._health_server()
+                server = await serve_health(self.options.health, self.healthy)
                 try:
                     for index in range(self.options.processes):
                         await self._start(index)
@@ -179,18 +179,6 @@ class Supervisor:
         elif not self._force.is_set():
             logger.warning("%s received again: stopping every child now", name)
             self._force.set()
-
-    async def _health_server(self) -> asyncio.Server | None:
-        if self.options.health is None:
-            return None
-        host, port = self.options.health
-        try:
-            return await start_health_server(host, port, self.healthy)
-        except OSError as exc:
-            raise CLIError(
-                f"cannot serve the health check on {host}:{port}: {exc.strerror or exc}",
-                ExitCode.CONFIG,
-            ) from None
 
     @contextlib.contextmanager
     def _metrics(self) -> Iterator[None]:
