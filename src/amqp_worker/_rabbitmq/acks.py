@@ -38,12 +38,15 @@ from aiormq.abc import AbstractChannel
 from .connect import connection_lost
 from .consumer import Delivery
 
-__all__ = ["MAX_BATCH", "AckBatcher"]
+__all__ = ["ACK_WRITE_TIMEOUT_S", "MAX_BATCH", "AckBatcher"]
 
 logger = logging.getLogger("amqp_worker")
 
 #: Queued acks that are written at once, without waiting for the end of the loop pass.
 MAX_BATCH = 256
+#: Longest wait to hand acks to the connection's writer. Its queue is bounded: on a
+#: connection whose writer has died it never drains, and stop() must not wait forever.
+ACK_WRITE_TIMEOUT_S = 5.0
 
 
 class _ChannelTags:
@@ -168,12 +171,13 @@ async def _write(batches: list[tuple[AbstractChannel, int, int | None, list[int]
     """Write each channel's acks: (channel, jobs, multiple-ack tag or None, single tags)."""
     for channel, count, multiple, singles in batches:
         try:
-            if multiple is not None:
-                await channel.basic_ack(multiple, multiple=True, wait=False)
-            for tag in singles:
-                await channel.basic_ack(tag, wait=False)
+            async with asyncio.timeout(ACK_WRITE_TIMEOUT_S):
+                if multiple is not None:
+                    await channel.basic_ack(multiple, multiple=True, wait=False)
+                for tag in singles:
+                    await channel.basic_ack(tag, wait=False)
         except Exception as exc:
-            if isinstance(exc, amqp_errors.AMQPError) or connection_lost(exc):
+            if isinstance(exc, amqp_errors.AMQPError | TimeoutError) or connection_lost(exc):
                 # The channel is gone (a reconnect, a stop): RabbitMQ already requeued those
                 # deliveries, and acking them on a new channel would hit other messages.
                 logger.warning(

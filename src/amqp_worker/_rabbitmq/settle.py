@@ -26,7 +26,7 @@ from amqp_worker._core.failures import AttemptRecord, FailureReason
 from amqp_worker._core.job import Job
 from amqp_worker.errors import BrokerError
 
-from .acks import AckBatcher
+from .acks import ACK_WRITE_TIMEOUT_S, AckBatcher
 from .broker import Broker
 from .connect import connection_lost
 from .consumer import Delivery
@@ -249,7 +249,12 @@ class Settler:
             return False
         if written:
             try:
-                await self.settle(message.ack(), f"ack moved {what}")
+                async with asyncio.timeout(ACK_WRITE_TIMEOUT_S):
+                    await self.settle(message.ack(), f"ack moved {what}")
+            except TimeoutError:
+                # The connection's writer is stuck: the connection is as good as lost,
+                # and RabbitMQ redelivers the original when it goes.
+                logger.warning("could not ack moved %s in time; RabbitMQ redelivers it", what)
             finally:
                 # Only once this single ack is written may a multiple ack cover its tag.
                 self._acks.settled(message)
