@@ -8,13 +8,16 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from ._core.failures import AttemptRecord, FailedJob, FailedJobsResult, FailureReason
+from ._core.groups import GroupHandle, GroupStatus, ParkedMember
 from ._core.handlers import Handler, HandlerSpec
 from ._core.hooks import Hooks, JobEvent
 from ._core.interfaces import FailedJobs, Worker
 from ._core.job import Job
+from ._core.results import JobHandle, JobResult
 from ._core.retry import RetryPolicy
 from ._core.schedule import Schedule
 from ._core.typed import BoundJobRef, JobRef, TypedHandler
+from ._core.workflow import Chain, Group, chain, group
 from ._memory.worker import SimpleWorker
 from ._rabbitmq.settings import AMQPSettings, WorkerOptions
 from ._rabbitmq.topology import Topology
@@ -26,18 +29,23 @@ from .errors import (
     BrokerUnavailable,
     ConfigurationError,
     FailedJobNotFound,
+    GroupExists,
     HandlerAlreadyRegistered,
     HandlerNotRegistered,
     InvalidArgs,
     InvalidHandler,
+    InvalidResult,
     InvalidSchedule,
+    InvalidWorkflow,
     JobCrashed,
+    JobFailed,
     JobTimeout,
     JobTooLarge,
     PermanentError,
     PublishError,
     PublishNacked,
     PublishReturned,
+    ResultTimeout,
     Retry,
     TopologyConflict,
 )
@@ -56,12 +64,17 @@ __all__ = [
     "BoundJobRef",
     "BrokerError",
     "BrokerUnavailable",
+    "Chain",
     "ConfigurationError",
     "FailedJob",
     "FailedJobNotFound",
     "FailedJobs",
     "FailedJobsResult",
     "FailureReason",
+    "Group",
+    "GroupExists",
+    "GroupHandle",
+    "GroupStatus",
     "Handler",
     "HandlerAlreadyRegistered",
     "HandlerNotRegistered",
@@ -69,17 +82,24 @@ __all__ = [
     "Hooks",
     "InvalidArgs",
     "InvalidHandler",
+    "InvalidResult",
     "InvalidSchedule",
+    "InvalidWorkflow",
     "Job",
     "JobCrashed",
     "JobEvent",
+    "JobFailed",
+    "JobHandle",
     "JobRef",
+    "JobResult",
     "JobTimeout",
     "JobTooLarge",
+    "ParkedMember",
     "PermanentError",
     "PublishError",
     "PublishNacked",
     "PublishReturned",
+    "ResultTimeout",
     "Retry",
     "RetryPolicy",
     "Schedule",
@@ -90,4 +110,6 @@ __all__ = [
     "Worker",
     "WorkerOptions",
     "__version__",
+    "chain",
+    "group",
 ]

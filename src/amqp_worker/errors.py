@@ -15,12 +15,17 @@ The tree::
     ├── InvalidArgs               (ValueError)   args failed the handler's model
     ├── Retry                                    a handler asks to be retried after a delay
     ├── PermanentError                           a handler says: do not retry, park this job
+    │   └── InvalidResult         (ValueError)   a result that is not JSON, or too large
     ├── JobTimeout                (TimeoutError) a handler ran past its timeout_s
     ├── JobCrashed                               a job kept killing the worker running it
     ├── JobTooLarge               (ValueError)   a job's JSON is over max_message_bytes (or the broker's max)
     ├── FailedJobNotFound         (LookupError)  no failed job has this id
     ├── ConfigurationError        (ValueError)   a setting or URL is unusable
     ├── InvalidSchedule           (ValueError)   schedule() got a bad name, cron, interval or zone
+    ├── InvalidWorkflow           (ValueError)   a chain or group is unusable (a cycle, too big)
+    │   └── GroupExists                          a group with this id is still open
+    ├── JobFailed                                the job whose result was awaited was parked
+    ├── ResultTimeout             (TimeoutError) no result within timeout_s
     └── BrokerError                              RabbitMQ did not do what was asked
         ├── BrokerUnavailable     (ConnectionError)  no connection within the deadline
         ├── AccessRefused         (PermissionError)  the broker refused a permission (403)
@@ -48,18 +53,23 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
     "FailedJobNotFound",
+    "GroupExists",
     "HandlerAlreadyRegistered",
     "HandlerNotRegistered",
     "InvalidArgs",
     "InvalidHandler",
+    "InvalidResult",
     "InvalidSchedule",
+    "InvalidWorkflow",
     "JobCrashed",
+    "JobFailed",
     "JobTimeout",
     "JobTooLarge",
     "PermanentError",
     "PublishError",
     "PublishNacked",
     "PublishReturned",
+    "ResultTimeout",
     "Retry",
     "TopologyConflict",
 ]
@@ -136,6 +146,36 @@ class JobTooLarge(AmqpWorkerError, ValueError):
 
 class FailedJobNotFound(AmqpWorkerError, LookupError):
     """No failed job has this id (in the queues that were searched)."""
+
+
+class InvalidWorkflow(AmqpWorkerError, ValueError):
+    """A chain or group is unusable: a repeated id (a cycle), a step that is itself a
+    workflow, no steps, too many members; the message says which."""
+
+
+class GroupExists(InvalidWorkflow):
+    """A group with this id is still open on the broker (members running or parked)."""
+
+
+class InvalidResult(PermanentError, ValueError):
+    """A handler registered with ``result=True`` (or a chain step whose result is passed
+    on) returned a value that is not JSON, or whose JSON is over ``max_message_bytes``.
+    The job is parked with reason ``invalid_result``; retrying cannot help."""
+
+
+class JobFailed(AmqpWorkerError):
+    """The job whose result was awaited was parked; ``result`` is its failure record."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        super().__init__(
+            f"job {result.job_id} failed ({result.reason}): {result.error or 'no error text'}"
+        )
+
+
+class ResultTimeout(AmqpWorkerError, TimeoutError):
+    """No result of the job arrived within ``timeout_s`` (not finished yet, not stored,
+    or expired after ``result_ttl_s``)."""
 
 
 class ConfigurationError(AmqpWorkerError, ValueError):

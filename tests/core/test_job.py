@@ -157,6 +157,8 @@ def test_the_schema_requires_only_the_handler() -> None:
     assert schema["additionalProperties"] is True
     assert set(schema["properties"]) == {
         "handler",
+        "chain",
+        "group",
         "queue",
         "args",
         "id",

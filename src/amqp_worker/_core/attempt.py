@@ -38,6 +38,8 @@ class Outcome:
     duration_s: float
     linger: asyncio.Future[Any] | None = None
     """A timed-out sync handler's thread, still running."""
+    value: Any = None
+    """What the handler returned (on success)."""
 
     async def wait_linger(self) -> None:
         """Hold the slot until a timed-out sync handler's thread has returned."""
@@ -77,12 +79,12 @@ async def run_attempt(
     task = asyncio.current_task() if on_loop is not None and spec.is_async else None
     try:
         if task is None:
-            linger = await spec.run(job, args, threads, timeout_s)
+            value, linger = await spec.run(job, args, threads, timeout_s)
         else:
             assert on_loop is not None
             on_loop[task] = RunningHandler(job.handler, job.id, queue, started)
             try:
-                linger = await spec.run(job, args, threads, timeout_s)
+                value, linger = await spec.run(job, args, threads, timeout_s)
             finally:
                 del on_loop[task]
     except asyncio.CancelledError as cancelled:
@@ -120,7 +122,7 @@ async def run_attempt(
         await hooks.emit(
             JobEvent("after", queue, job, job.id, job.attempt, duration, headers=headers)
         )
-    return Outcome(None, duration)
+    return Outcome(None, duration, value=value)
 
 
 async def report_failure(

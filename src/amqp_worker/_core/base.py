@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from amqp_worker.errors import ConfigurationError
 
-from .attempt import report_failure, run_attempt
+from .attempt import Outcome, report_failure, run_attempt
 from .defaults import (
     DEFAULT_LOOP_STALL_WARN_S,
     DEFAULT_MAX_CONCURRENCY,
@@ -40,10 +40,12 @@ from .interfaces import FailedJobs, Worker
 from .job import Job, stamped
 from .pool import DrainReport, TaskPool
 from .registry import Registry
+from .results import JobHandle
 from .retry import RetryPolicy, decide
 from .schedule import MissedPolicy, Schedule
 from .typed import HandlerDecorator
 from .watchdog import LoopWatchdog, OnLoop, check_stall_threshold
+from .workflow_worker import WorkflowWorker
 
 __all__ = ["BaseWorker"]
 
@@ -53,7 +55,7 @@ logger = logging.getLogger("amqp_worker")
 D = TypeVar("D")
 
 
-class BaseWorker(Worker, Generic[D]):
+class BaseWorker(WorkflowWorker, Worker, Generic[D]):
     """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`.
 
     ``D`` is the transport's delivery: what :meth:`_run` settles when an
@@ -127,8 +129,9 @@ class BaseWorker(Worker, Generic[D]):
         *,
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
+        result: bool = False,
     ) -> None:
-        self._registry.register(name, handler, retry, timeout_s)
+        self._registry.register(name, handler, retry, timeout_s, result)
 
     def handler(
         self,
@@ -137,9 +140,10 @@ class BaseWorker(Worker, Generic[D]):
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
         queue: str | None = None,
+        result: bool = False,
     ) -> HandlerDecorator:
         def register(func: Callable[..., Any]) -> type[BaseModel] | None:
-            spec = self._registry.register(name, func, retry, timeout_s)
+            spec = self._registry.register(name, func, retry, timeout_s, result)
             return spec.args_model
 
         return HandlerDecorator(self, name, queue or self.default_queue, register)
@@ -170,19 +174,20 @@ class BaseWorker(Worker, Generic[D]):
 
     # -- enqueueing -----------------------------------------------------------
 
-    async def perform(self, job: Job) -> str:
-        job = self._outgoing(job)
-        return await self._enqueue(job, 0.0, self.hooks.publishing(job))
+    async def perform(self, job: Job) -> JobHandle:
+        return await self._perform(self._outgoing(job), 0.0)
 
-    async def perform_at(self, job: Job, when: datetime) -> str:
+    async def perform_at(self, job: Job, when: datetime) -> JobHandle:
         job = self._outgoing(job)
-        delay_s = delay_until(when, job.enqueued_at)
-        return await self._enqueue(job, delay_s, self.hooks.publishing(job))
+        return await self._perform(job, delay_until(when, job.enqueued_at))
 
-    async def perform_in(self, job: Job, delay: timedelta | float) -> str:
+    async def perform_in(self, job: Job, delay: timedelta | float) -> JobHandle:
         delay_s = seconds(delay)
-        job = self._outgoing(job)
-        return await self._enqueue(job, delay_s, self.hooks.publishing(job))
+        return await self._perform(self._outgoing(job), delay_s)
+
+    async def _perform(self, job: Job, delay_s: float) -> JobHandle:
+        await self._enqueue(job, delay_s, self.hooks.publishing(job))
+        return JobHandle(job.id, self._result_source(), job.enqueued_at)
 
     async def perform_many(self, jobs: Iterable[Job]) -> list[str]:
         return [await self.perform(job) for job in jobs]
@@ -267,15 +272,7 @@ class BaseWorker(Worker, Generic[D]):
 
     async def _drain(self, timeout_s: float | None) -> DrainReport:
         """Wait for running handlers, cancel the late ones, and log what happened."""
-        report = await self._pool.drain(timeout_s)
-        if report.cancelled:
-            logger.warning(
-                "stop: cancelled %d handler(s) still running after %ss "
-                "(sync handler threads run on until they return)",
-                report.cancelled,
-                timeout_s,
-            )
-        return report
+        return await self._pool.drain(timeout_s)
 
     # -- running one job ------------------------------------------------------
 
@@ -312,21 +309,27 @@ class BaseWorker(Worker, Generic[D]):
             on_loop=self._on_loop if self._watchdog is not None else None,
         )
         if outcome.error is None:
-            await self._succeeded(delivery, job)
-            return
+            invalid = await self._settle_success(delivery, spec, job, queue, outcome.value)
+            if invalid is None:
+                return
+            outcome = Outcome(invalid, outcome.duration_s)
+        error = outcome.error
+        assert error is not None  # a success returned above
         policy = spec.retry if spec is not None and spec.retry is not None else self.retry
-        decision = decide(policy, job.attempt, outcome.error)
+        decision = decide(policy, job.attempt, error)
         await report_failure(self.hooks, job, queue, outcome, decision, headers)
-        history = [*history, AttemptRecord.of(job.attempt, outcome.error)]
+        history = [*history, AttemptRecord.of(job.attempt, error)]
         if decision.retry:
             retry = job.model_copy(update={"attempt": job.attempt + 1})
             await self._retry_later(delivery, retry, queue, decision.delay_s, history)
         else:
-            await self._park(delivery, job, queue, decision.reason, outcome.error, history)
+            try:
+                await self._after_parked(spec, job, queue, decision.reason, error)
+            except Exception as exc:
+                await self._unfinished(delivery, job, exc)
+                return
+            await self._park(delivery, job, queue, decision.reason, error, history)
         await outcome.wait_linger()
-
-    async def _succeeded(self, delivery: D, job: Job) -> None:
-        """Settle the delivery of a job whose handler succeeded (ack it)."""
 
     @abc.abstractmethod
     async def _retry_later(

@@ -42,3 +42,12 @@ DEFAULT_LOOP_STALL_WARN_S = 1.0
 #: crash-loop handling (quarantine.py) parks a job long before; this is the
 #: safety net, far above what hand-backs and failed-job reads can add up to.
 DEFAULT_DELIVERY_LIMIT = 1000
+
+#: How long ``JobHandle.result()`` waits unless told otherwise, in seconds.
+DEFAULT_RESULT_WAIT_S = 30.0
+
+#: How long a job's result stays readable unless told otherwise (``result_ttl_s``): a day.
+DEFAULT_RESULT_TTL_S = 24 * 3600.0
+
+#: The most the results stream holds on RabbitMQ unless told otherwise: 1 GiB.
+DEFAULT_RESULTS_MAX_BYTES = 1024**3

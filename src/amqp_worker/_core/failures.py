@@ -66,6 +66,8 @@ class FailureReason(StrEnum):
     """This worker has no handler of that name."""
     HANDLER_ERROR = "handler_error"
     """The handler raised (or timed out) and will not be retried."""
+    INVALID_RESULT = "invalid_result"
+    """The handler succeeded, but its result (to keep or pass on) is not JSON or too large."""
     CRASHED = "crashed"
     """The job was handed out ``max_deliveries`` times and never finished: it kept
     killing the worker that ran it."""

@@ -8,6 +8,8 @@ A handler is ``def handler(args)`` or ``async def handler(args)``.
   Otherwise the handler gets a fresh ``dict`` of the args.
 - If it declares a ``job`` parameter, it also receives the :class:`Job`
   envelope (id, attempt, ...) as that keyword argument.
+- Registered with ``result=True``, its return value is kept as the job's
+  result, serialised by its return annotation when it has one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from amqp_worker.errors import InvalidArgs, InvalidHandler, JobTimeout
 
@@ -52,6 +54,20 @@ def _args_model(first: inspect.Parameter) -> type[BaseModel] | None:
     return None
 
 
+def _result_adapter(name: str, signature: inspect.Signature) -> TypeAdapter[Any] | None:
+    """A serialiser for the handler's return annotation; None if it has none (or ``Any``)."""
+    annotation = signature.return_annotation
+    if annotation is signature.empty or annotation is Any:
+        return None
+    try:
+        return TypeAdapter(annotation)
+    except PydanticSchemaGenerationError as exc:
+        raise InvalidHandler(
+            f"handler {name!r} keeps its result, but its return annotation {annotation!r} "
+            f"cannot be serialised to JSON: {exc}"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
     """A registered handler and what ``register`` learned about its signature."""
@@ -65,6 +81,10 @@ class HandlerSpec:
     """This handler's retry policy; None uses the worker's."""
     timeout_s: float | None = None
     """This handler's timeout; None uses the worker's, ``math.inf`` means none."""
+    result: bool = False
+    """Whether the worker keeps this handler's return value as the job's result."""
+    result_adapter: TypeAdapter[Any] | None = None
+    """Serialises the return value by the handler's return annotation (None: none given)."""
 
     @classmethod
     def inspect(
@@ -74,8 +94,11 @@ class HandlerSpec:
         *,
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
+        result: bool = False,
     ) -> HandlerSpec:
         """Check ``name`` and ``func``; raise :class:`InvalidHandler` if either is unusable."""
+        if not isinstance(result, bool):
+            raise InvalidHandler(f"result must be True or False, got {result!r}")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidHandler(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         try:
@@ -134,6 +157,8 @@ class HandlerSpec:
             wants_job=wants_job,
             retry=retry,
             timeout_s=timeout_s,
+            result=result,
+            result_adapter=_result_adapter(name, signature) if result else None,
         )
 
     def parse_args(self, job: Job) -> Any:
@@ -150,27 +175,26 @@ class HandlerSpec:
 
     async def run(
         self, job: Job, args: Any, threads: HandlerThreads | None, timeout_s: float | None
-    ) -> asyncio.Future[Any] | None:
-        """Run the handler once, within ``timeout_s`` (None: no limit).
+    ) -> tuple[Any, asyncio.Future[Any] | None]:
+        """Run the handler once, within ``timeout_s`` (None: no limit): (its return value, None).
 
         Raises what the handler raised, or :class:`JobTimeout`. Sync handlers
         run on ``threads`` (the loop's default executor if None), never on the loop. A thread cannot be interrupted:
-        when a sync handler times out, this returns its still-running future,
+        when a sync handler times out, this returns ``(None, its still-running future)``,
         and the caller keeps the job's slot until that future is done.
         """
         kwargs: dict[str, Any] = {"job": job} if self.wants_job else {}
         if self.is_async:
             if timeout_s is None:
-                await self.func(args, **kwargs)
-                return None
+                return await self.func(args, **kwargs), None
             try:
                 async with asyncio.timeout(timeout_s) as window:
-                    await self.func(args, **kwargs)
+                    value = await self.func(args, **kwargs)
             except TimeoutError:
                 if window.expired():
                     raise self._timed_out(timeout_s) from None
                 raise
-            return None
+            return value, None
         # Copy the context so contextvars (tracing, logging) reach the thread.
         context = contextvars.copy_context()
         call = functools.partial(context.run, self.func, args, **kwargs)
@@ -179,13 +203,11 @@ class HandlerSpec:
         else:
             future = asyncio.get_running_loop().run_in_executor(None, call)
         if timeout_s is None:
-            await future
-            return None
+            return await future, None
         done, _ = await asyncio.wait({future}, timeout=timeout_s)
         if not done:
-            return future  # still running: the caller reports the timeout and waits
-        future.result()  # re-raise the handler's exception, if any
-        return None
+            return None, future  # still running: the caller reports the timeout and waits
+        return future.result(), None  # re-raises the handler's exception, if any
 
     def _timed_out(self, timeout_s: float | None) -> JobTimeout:
         return JobTimeout(f"handler {self.name!r} did not finish within {timeout_s}s")

@@ -28,12 +28,15 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 from .defaults import DEFAULT_STOP_TIMEOUT_S
 from .failures import FailedJob, FailedJobsResult
+from .groups import GroupHandle, GroupStatus
 from .handlers import Handler
 from .hooks import Hooks
 from .job import Job
+from .results import JobHandle
 from .retry import RetryPolicy
 from .schedule import MissedPolicy, Schedule
 from .typed import HandlerDecorator
+from .workflow import Chain, Group
 
 __all__ = ["FailedJobs", "Worker"]
 
@@ -117,23 +120,25 @@ class Worker(Protocol):
         """
         ...
 
-    async def perform(self, job: Job) -> str:
-        """Enqueue ``job`` to run as soon as possible; return its id.
+    async def perform(self, job: Job) -> JobHandle:
+        """Enqueue ``job`` to run as soon as possible; return its id, as a :class:`JobHandle`.
 
+        The handle is the id (a ``str``) and can wait for the job's result
+        (``await handle.result(timeout_s=...)``) when its handler keeps one.
         ``job`` is not mutated.
         """
         ...
 
-    async def perform_at(self, job: Job, when: datetime) -> str:
-        """Enqueue ``job`` to run at ``when``, a timezone-aware datetime; return its id.
+    async def perform_at(self, job: Job, when: datetime) -> JobHandle:
+        """Enqueue ``job`` to run at ``when``, a timezone-aware datetime; return its handle.
 
         A time in the past runs as soon as possible. A naive datetime is
         ambiguous and raises ``ValueError``. ``job`` is not mutated.
         """
         ...
 
-    async def perform_in(self, job: Job, delay: timedelta | float) -> str:
-        """Enqueue ``job`` to run ``delay`` after now (seconds if a number); return its id.
+    async def perform_in(self, job: Job, delay: timedelta | float) -> JobHandle:
+        """Enqueue ``job`` to run ``delay`` after now (seconds if a number); return its handle.
 
         The delay counts from this call. A negative or non-finite delay raises
         ``ValueError``. ``job`` is not mutated.
@@ -144,8 +149,38 @@ class Worker(Protocol):
         """Enqueue several jobs to run as soon as possible; return their ids in order.
 
         If some are not enqueued, raises :class:`~amqp_worker.errors.PublishError`
-        whose ``job_ids`` lists them; the others are enqueued.
+        whose ``job_ids`` lists them; the others are enqueued. The ids are
+        :class:`JobHandle` s.
         """
+        ...
+
+    def handle(self, job_id: str, since: datetime | None = None) -> JobHandle:
+        """A :class:`JobHandle` for a job known only by its id (from any process).
+
+        ``since``: when the job was enqueued, or later; the result is looked
+        for from then on (default: as far back as results are kept).
+        """
+        ...
+
+    async def perform_chain(self, chain: Chain) -> JobHandle:
+        """Enqueue a :func:`~amqp_worker.chain`; return the handle of its last step.
+
+        Each step is enqueued by the worker that finished the step before it,
+        before that step is acked. A parked step stops the chain; retrying it
+        from the failed jobs continues it.
+        """
+        ...
+
+    async def perform_group(self, group: Group) -> GroupHandle:
+        """Enqueue a :func:`~amqp_worker.group`; its callback runs once, after every member succeeded.
+
+        Raises :class:`~amqp_worker.errors.GroupExists` if a group with this
+        id is still open.
+        """
+        ...
+
+    async def group_status(self, group_id: str) -> GroupStatus:
+        """Where the group ``group_id`` stands: members succeeded, parked, pending."""
         ...
 
     def register(
@@ -155,11 +190,16 @@ class Worker(Protocol):
         *,
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
+        result: bool = False,
     ) -> None:
         """Register ``handler`` for jobs whose ``handler`` field is ``name``.
 
         ``retry`` and ``timeout_s`` override the worker's defaults for this
-        handler (``math.inf``: no timeout). Raises
+        handler (``math.inf``: no timeout). With ``result=True`` its return
+        value is kept as the job's result for ``result_ttl_s`` (serialised by
+        its return annotation; a value that is not JSON parks the job with
+        reason ``invalid_result``), and a parked job leaves its failure
+        record. Raises
         :class:`~amqp_worker.errors.InvalidHandler` for an empty or illegal
         name, a non-callable or bad options, and
         :class:`~amqp_worker.errors.HandlerAlreadyRegistered` for a name
@@ -174,6 +214,7 @@ class Worker(Protocol):
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
         queue: str | None = None,
+        result: bool = False,
     ) -> HandlerDecorator:
         """Decorator form of :meth:`register`.
 

@@ -26,6 +26,9 @@ from amqp_worker.errors import JobTooLarge
 from .defaults import DEFAULT_QUEUE
 
 __all__ = [
+    "MAX_GROUP_SIZE",
+    "ChainLink",
+    "GroupMember",
     "Job",
     "JsonArgs",
     "job_schema_json",
@@ -222,6 +225,17 @@ class Job(BaseModel):
         ),
     )
 
+    chain: ChainLink | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description="Set on a step of a chain: the chain, this step, and the steps after it.",
+    )
+    group: GroupMember | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description="Set on a member of a group: the group and this member's place in it.",
+    )
+
     def to_json(self) -> bytes:
         """Serialise to the UTF-8 JSON wire format, unknown fields included."""
         return self.model_dump_json().encode("utf-8")
@@ -231,6 +245,43 @@ class Job(BaseModel):
         """Parse and validate the wire format; raise ``ValidationError`` if it is not a job."""
         return cls.model_validate_json(data)
 
+
+#: The most members one group may have: its completion check holds one marker per member.
+MAX_GROUP_SIZE = 100_000
+
+
+class GroupMember(BaseModel):
+    """A job's place in a group (``Job.group``): which group, which member, of how many."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: QueueName = Field(description="The group's id.")
+    index: int = Field(ge=0, lt=MAX_GROUP_SIZE, description="This member's place, from 0.")
+    size: int = Field(ge=1, le=MAX_GROUP_SIZE, description="How many members the group has.")
+
+
+class ChainLink(BaseModel):
+    """A job's place in a chain (``Job.chain``): the steps after it travel with it.
+
+    When the job succeeds, the worker enqueues ``next[0]`` carrying the rest,
+    with this job's return value in its args under ``result_into`` if that is set.
+    Nothing about the chain is kept anywhere else.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Name = Field(description="The chain's id.")
+    step: int = Field(ge=0, description="This job's place in the chain, from 0.")
+    steps: int = Field(ge=1, description="How many steps the chain has.")
+    next: list[Job] = Field(default_factory=list, description="The steps after this one.")
+    result_into: Name | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description="The args key each next step receives the previous step's result under.",
+    )
+
+
+Job.model_rebuild()
 
 _set = object.__setattr__
 
@@ -260,4 +311,32 @@ def job_schema_json() -> str:
     """The published JSON Schema of the wire format, as committed in ``docs/job.schema.json``."""
     import json
 
-    return json.dumps(Job.model_json_schema(mode="serialization"), indent=2, sort_keys=True) + "\n"
+    return json.dumps(job_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def job_schema() -> dict[str, Any]:
+    """The JSON Schema of a job, with the job itself at the root.
+
+    ``Job`` is recursive (a chain's next steps are jobs), so pydantic puts it
+    under ``$defs`` behind a ``$ref``; other languages' validators read the
+    root more easily, so it is moved there and its self-references become ``#``.
+    """
+    schema = Job.model_json_schema(mode="serialization")
+    definitions = dict(schema.pop("$defs", {}))
+    root = definitions.pop("Job", None)
+    if root is None:
+        return schema
+
+    def point_home(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("$ref") == "#/$defs/Job":
+                return {**node, "$ref": "#"}
+            return {key: point_home(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [point_home(item) for item in node]
+        return node
+
+    whole: dict[str, Any] = point_home(root)
+    if definitions:
+        whole["$defs"] = point_home(definitions)
+    return whole

@@ -107,7 +107,7 @@ class TaskPool:
     async def drain(self, timeout_s: float | None) -> DrainReport:
         """Abandon waiting tasks, give running ones ``timeout_s`` (None: forever), cancel the rest.
 
-        Holds no lock while it waits, so a running handler may still enqueue.
+        Logs a WARNING with the number cancelled. Holds no lock while it waits, so a running handler may still enqueue.
         """
         waiting = list(self._waiting)
         for task in waiting:
@@ -126,6 +126,13 @@ class TaskPool:
             self.threads.shutdown()
             self.threads = None
         self._slots = None
+        if cancelled:
+            logger.warning(
+                "stop: cancelled %d handler(s) still running after %ss "
+                "(sync handler threads run on until they return)",
+                cancelled,
+                timeout_s,
+            )
         return DrainReport(
             abandoned=len(waiting), finished=len(running) - cancelled, cancelled=cancelled
         )

@@ -37,10 +37,17 @@ class Registry:
         self.schedules = dict(other.schedules)
 
     def register(
-        self, name: str, handler: Handler, retry: RetryPolicy | None, timeout_s: float | None
+        self,
+        name: str,
+        handler: Handler,
+        retry: RetryPolicy | None,
+        timeout_s: float | None,
+        result: bool = False,
     ) -> HandlerSpec:
         """Add ``handler`` as ``name``; see :meth:`amqp_worker.Worker.register` for the errors."""
-        spec = HandlerSpec.inspect(name, unwrap(handler), retry=retry, timeout_s=timeout_s)
+        spec = HandlerSpec.inspect(
+            name, unwrap(handler), retry=retry, timeout_s=timeout_s, result=result
+        )
         if name in self.handlers:
             raise HandlerAlreadyRegistered(name)
         self.handlers[name] = spec

@@ -16,7 +16,13 @@ import math
 import random
 from dataclasses import dataclass
 
-from amqp_worker.errors import HandlerNotRegistered, InvalidArgs, PermanentError, Retry
+from amqp_worker.errors import (
+    HandlerNotRegistered,
+    InvalidArgs,
+    InvalidResult,
+    PermanentError,
+    Retry,
+)
 
 from .failures import FailureReason
 
@@ -101,6 +107,8 @@ def reason_for(exc: BaseException) -> FailureReason:
         return FailureReason.INVALID_ARGS
     if isinstance(exc, HandlerNotRegistered):
         return FailureReason.UNKNOWN_HANDLER
+    if isinstance(exc, InvalidResult):
+        return FailureReason.INVALID_RESULT
     return FailureReason.HANDLER_ERROR
 
 

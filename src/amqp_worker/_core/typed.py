@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from .defaults import DEFAULT_QUEUE
 from .job import Job, validate_name
+from .results import JobHandle
 
 __all__ = ["BoundJobRef", "HandlerDecorator", "JobRef", "Performer", "TypedHandler"]
 
@@ -41,11 +42,11 @@ class Performer(Protocol):
     protocol (which imports it).
     """
 
-    async def perform(self, job: Job) -> str: ...
+    async def perform(self, job: Job) -> JobHandle: ...
 
-    async def perform_at(self, job: Job, when: datetime) -> str: ...
+    async def perform_at(self, job: Job, when: datetime) -> JobHandle: ...
 
-    async def perform_in(self, job: Job, delay: timedelta | float) -> str: ...
+    async def perform_in(self, job: Job, delay: timedelta | float) -> JobHandle: ...
 
 
 class JobRef(Generic[ArgsT]):
@@ -88,7 +89,9 @@ class JobRef(Generic[ArgsT]):
         """This reference, performing through ``worker``."""
         return BoundJobRef(self, worker)
 
-    async def perform(self, args: ArgsT, *, worker: Performer, queue: str | None = None) -> str:
+    async def perform(
+        self, args: ArgsT, *, worker: Performer, queue: str | None = None
+    ) -> JobHandle:
         """Enqueue the handler with ``args`` through ``worker``; return the job id."""
         return await worker.perform(self.job(args, queue=queue))
 
@@ -99,13 +102,13 @@ class JobRef(Generic[ArgsT]):
         *,
         worker: Performer,
         queue: str | None = None,
-    ) -> str:
+    ) -> JobHandle:
         """Enqueue it to run ``delay`` after now (seconds if a number); return the job id."""
         return await worker.perform_in(self.job(args, queue=queue), delay)
 
     async def perform_at(
         self, args: ArgsT, when: datetime, *, worker: Performer, queue: str | None = None
-    ) -> str:
+    ) -> JobHandle:
         """Enqueue it to run at ``when`` (timezone-aware); return the job id."""
         return await worker.perform_at(self.job(args, queue=queue), when)
 
@@ -124,17 +127,19 @@ class BoundJobRef(Generic[ArgsT]):
             f"<BoundJobRef {self.ref.handler}({self.ref.args_model.__name__}) via {self.worker!r}>"
         )
 
-    async def perform(self, args: ArgsT, *, queue: str | None = None) -> str:
+    async def perform(self, args: ArgsT, *, queue: str | None = None) -> JobHandle:
         """:meth:`JobRef.perform` through the bound worker."""
         return await self.ref.perform(args, worker=self.worker, queue=queue)
 
     async def perform_in(
         self, args: ArgsT, delay: timedelta | float, *, queue: str | None = None
-    ) -> str:
+    ) -> JobHandle:
         """:meth:`JobRef.perform_in` through the bound worker."""
         return await self.ref.perform_in(args, delay, worker=self.worker, queue=queue)
 
-    async def perform_at(self, args: ArgsT, when: datetime, *, queue: str | None = None) -> str:
+    async def perform_at(
+        self, args: ArgsT, when: datetime, *, queue: str | None = None
+    ) -> JobHandle:
         """:meth:`JobRef.perform_at` through the bound worker."""
         return await self.ref.perform_at(args, when, worker=self.worker, queue=queue)
 

@@ -27,15 +27,20 @@ from amqp_worker._core.defaults import (
     DEFAULT_LOOP_STALL_WARN_S,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_RESULT_TTL_S,
 )
 from amqp_worker._core.failures import AttemptRecord, FailedJob, FailureReason, failure_headers
+from amqp_worker._core.groups import GroupStatus
 from amqp_worker._core.interfaces import FailedJobs
 from amqp_worker._core.job import Job, check_size
+from amqp_worker._core.results import JobResult, ResultSource
 from amqp_worker._core.retry import RetryPolicy
 from amqp_worker._core.ticker import Ticker
+from amqp_worker._core.workflow import Group
 from amqp_worker.errors import ConfigurationError, HandlerNotRegistered
 
 from .failed_jobs import MemoryFailedJobs
+from .workflows import MemoryGroups, MemoryResults
 
 __all__ = ["SimpleWorker"]
 
@@ -69,6 +74,7 @@ class SimpleWorker(BaseWorker[_Entry]):
         timeout_s: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         loop_stall_warn_s: float = DEFAULT_LOOP_STALL_WARN_S,
+        result_ttl_s: float = DEFAULT_RESULT_TTL_S,
     ) -> None:
         super().__init__(
             max_concurrency=max_concurrency,
@@ -80,8 +86,16 @@ class SimpleWorker(BaseWorker[_Entry]):
             raise TypeError("max_message_bytes must be an int")
         if max_message_bytes < 1:
             raise ValueError(f"max_message_bytes must be at least 1, got {max_message_bytes}")
-        self.max_message_bytes = max_message_bytes
+        self.max_message_bytes = self._max_message_bytes = max_message_bytes
         """Largest job JSON ``perform*`` accepts, as on an AMQPWorker."""
+        if isinstance(result_ttl_s, bool) or not isinstance(result_ttl_s, int | float):
+            raise TypeError("result_ttl_s must be a number of seconds")
+        if not result_ttl_s > 0:
+            raise ValueError(f"result_ttl_s must be > 0, got {result_ttl_s}")
+        self.result_ttl_s = float(result_ttl_s)
+        """How long a kept result stays readable, in seconds."""
+        self._results = MemoryResults(self.result_ttl_s)
+        self._groups = MemoryGroups(self.perform)
         self._pending: deque[_Entry] = deque()
         self._timers: dict[int, tuple[asyncio.TimerHandle, _Entry]] = {}
         self._tokens = itertools.count()
@@ -105,6 +119,7 @@ class SimpleWorker(BaseWorker[_Entry]):
             "timeout_s": self.timeout_s,
             "max_message_bytes": self.max_message_bytes,
             "loop_stall_warn_s": self._loop_stall_warn_s,
+            "result_ttl_s": self.result_ttl_s,
         }
         unknown = sorted(set(overrides) - set(options))
         if unknown:
@@ -121,6 +136,27 @@ class SimpleWorker(BaseWorker[_Entry]):
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<SimpleWorker {state} max_concurrency={self.max_concurrency}>"
+
+    # -- results and groups (kept in memory, like everything here) ----------------
+
+    def _result_source(self) -> ResultSource:
+        return self._results
+
+    async def _store_result(self, record: JobResult) -> None:
+        self._results.store(record)
+
+    def _check_steps(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
+            self._spec(job)  # every handler is known here: an unknown one fails now
+
+    async def _open_group(self, group: Group) -> None:
+        self._groups.open(group)
+
+    async def _member_resolved(self, job: Job, queue: str, ok: bool, reason: str | None) -> None:
+        await self._groups.resolved(job, ok, reason)
+
+    async def group_status(self, group_id: str) -> GroupStatus:
+        return self._groups.status(group_id)
 
     # -- enqueueing -------------------------------------------------------------
 

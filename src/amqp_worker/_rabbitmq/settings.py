@@ -22,6 +22,8 @@ from amqp_worker._core.defaults import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_NAME,
     DEFAULT_QUEUE,
+    DEFAULT_RESULT_TTL_S,
+    DEFAULT_RESULTS_MAX_BYTES,
     DEFAULT_STOP_TIMEOUT_S,
 )
 from amqp_worker._core.job import validate_name
@@ -119,6 +121,23 @@ class AMQPSettings(BaseSettings):
         default=DEFAULT_STOP_TIMEOUT_S,
         ge=0,
         description="How long stop() waits for running handlers by default.",
+    )
+    result_ttl_s: float = Field(
+        default=DEFAULT_RESULT_TTL_S,
+        ge=1,
+        allow_inf_nan=False,
+        description=(
+            "How long job results (handlers registered with result=True) and finished "
+            "groups stay readable: the x-max-age of the results stream."
+        ),
+    )
+    results_max_bytes: int = Field(
+        default=DEFAULT_RESULTS_MAX_BYTES,
+        ge=1024 * 1024,
+        description=(
+            "The most the results stream holds on the broker (x-max-length-bytes): "
+            "past it the oldest results go before their TTL."
+        ),
     )
     loop_stall_warn_s: float = Field(
         default=DEFAULT_LOOP_STALL_WARN_S,
@@ -265,6 +284,8 @@ class WorkerOptions(TypedDict, total=False):
     max_deliveries: int
     delivery_limit: int
     shutdown_timeout_s: float
+    result_ttl_s: float
+    results_max_bytes: int
     loop_stall_warn_s: float
 
 

@@ -23,6 +23,7 @@ See ``docs/topology.md`` for the delay design.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -274,6 +275,15 @@ class Topology:
         """Where jobs of ``queue`` that came back unfinished (a worker died) run one at a time."""
         return _check_length("queue", f"{self.name}.quarantine.{self.work_queue(queue)}")
 
+    @property
+    def results_stream(self) -> str:
+        """The stream that keeps job results and finished groups for ``result_ttl_s``."""
+        return f"{self.name}.results"
+
+    def group_queue(self, group_id: str) -> str:
+        """The queue where the members of group ``group_id`` report, holding its callback."""
+        return _check_length("queue", f"{self.name}.group.{group_id}")
+
     def delay_exchange(self, level: int) -> str:
         """The headers exchange of delay ``level``."""
         return f"{self.name}.delay.u{self.delay.unit_ms}.L{level}"
@@ -323,6 +333,33 @@ class Topology:
     def failed_queue_arguments(self) -> dict[str, Any]:
         """Arguments of failed-jobs queues: no TTL, no expiry, a delivery limit out of reach."""
         return queue_arguments(self.queue_type, delivery_limit=FAILED_DELIVERY_LIMIT)
+
+    def results_stream_arguments(self, ttl_s: float, max_bytes: int) -> dict[str, Any]:
+        """A stream that drops results older than ``ttl_s`` or beyond ``max_bytes``.
+
+        RabbitMQ applies retention a whole segment at a time, so segments are
+        kept small (1/16 of ``max_bytes``, 1 to 64 MiB): results leave within
+        about one segment's worth of the limits.
+        """
+        segment = min(max(max_bytes // 16, 1024 * 1024), 64 * 1024 * 1024)
+        return {
+            "x-queue-type": "stream",
+            "x-max-age": f"{max(1, math.ceil(ttl_s))}s",
+            "x-max-length-bytes": max_bytes,
+            "x-stream-max-segment-size-bytes": segment,
+        }
+
+    def group_queue_arguments(self, callback_queue: str | None) -> dict[str, Any]:
+        """A classic queue (it is consumed exclusively); its callback dead-letters to its work queue.
+
+        No ``x-expires`` and no TTL: it holds the callback job until the group
+        finishes, and a parked member keeps it open until retried or purged.
+        """
+        arguments: dict[str, Any] = {"x-queue-type": "classic"}
+        if callback_queue is not None:
+            arguments["x-dead-letter-exchange"] = ""
+            arguments["x-dead-letter-routing-key"] = self.work_queue(callback_queue)
+        return arguments
 
     def delay_queue_arguments(self, level: int, digit: int) -> dict[str, Any]:
         """Arguments of a delay queue: its TTL, and the next exchange down as dead-letter target."""

@@ -29,6 +29,7 @@ from amqp_worker._core.defaults import DEFAULT_STOP_TIMEOUT_S
 from amqp_worker._core.failures import AttemptRecord, FailureReason, history_from_headers
 from amqp_worker._core.interfaces import FailedJobs
 from amqp_worker._core.job import Job
+from amqp_worker._core.results import JobHandle
 from amqp_worker._core.retry import RetryPolicy
 from amqp_worker.errors import ConfigurationError
 
@@ -36,20 +37,23 @@ from . import client_logs
 from .broker import Broker
 from .consumer import Delivery, QueueConsumer
 from .failed_jobs import RabbitFailedJobs
+from .groups import RabbitGroups
 from .intake import Intake, Received
 from .messages import retry_headers
 from .publishing import JobPublisher, due_in
+from .results import RabbitResults
 from .schedule_leader import ScheduleLeader
 from .settings import AMQPSettings, WorkerOptions, build_settings
 from .settle import Settler, stale
 from .topology import Topology
+from .workflow_transport import RabbitWorkflows
 
 __all__ = ["AMQPWorker"]
 
 logger = logging.getLogger("amqp_worker")
 
 
-class AMQPWorker(BaseWorker[Received]):
+class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
     """Runs jobs from durable RabbitMQ queues; publishes persistent, confirmed jobs.
 
     ``url``, ``settings`` and keyword options combine: explicit options win,
@@ -82,8 +86,11 @@ class AMQPWorker(BaseWorker[Received]):
             loop_stall_warn_s=self.settings.loop_stall_warn_s,
             default_queue=self.settings.queues[0],
         )
+        self._max_message_bytes = self.settings.max_message_bytes
         self._broker = Broker(self.settings, connection=connection, ssl_context=ssl_context)
         self._publisher = JobPublisher(self._broker)
+        self._results = RabbitResults(self._broker)
+        self._groups = RabbitGroups(self._broker, self._results)
         self._channels: list[AbstractChannel] = []
         self._consumers: list[QueueConsumer] = []
         self._settler = Settler(self._broker, self._publisher)
@@ -92,7 +99,7 @@ class AMQPWorker(BaseWorker[Received]):
             self._registry,
             self._settler,
             run=self._run_later,
-            park=self._park_message,
+            park=self._park_undecoded,
             running=lambda: self.running,
         )
         self._leader: ScheduleLeader | None = None
@@ -160,7 +167,7 @@ class AMQPWorker(BaseWorker[Received]):
         """
         outgoing = [self._outgoing(job) for job in jobs]
         await self._publisher.publish_many([(job, self.hooks.publishing(job)) for job in outgoing])
-        return [job.id for job in outgoing]
+        return [JobHandle(job.id, self._results, job.enqueued_at) for job in outgoing]
 
     # -- failed jobs --------------------------------------------------------------
 
@@ -248,6 +255,7 @@ class AMQPWorker(BaseWorker[Received]):
                 self._settler.hand_back(message)
             await self._drain(timeout_s)
             await self._settler.wait()
+        await self._results.close()
         channels, self._channels = self._channels, []
         for channel in channels:
             if not channel.is_closed:
@@ -306,6 +314,21 @@ class AMQPWorker(BaseWorker[Received]):
         history: list[AttemptRecord],
     ) -> None:
         await self._park_message(queue, delivery[1], reason, error, job, history=history)
+
+    async def _park_undecoded(
+        self,
+        queue: str,
+        message: Delivery,
+        reason: FailureReason,
+        error: BaseException,
+        job: Job | None = None,
+        extra_headers: dict[str, Any] | None = None,
+    ) -> None:
+        """Park what the intake refused (unknown handler, crash loop); its workflow hears of it."""
+        if job is not None:
+            spec = self._registry.handlers.get(job.handler)
+            await self._after_parked(spec, job, queue, reason, error)
+        await self._park_message(queue, message, reason, error, job, extra_headers)
 
     async def _park_message(
         self,

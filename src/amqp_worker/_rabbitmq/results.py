@@ -1,0 +1,243 @@
+"""Job results on RabbitMQ: one stream, written once per result, read by offset.
+
+The mechanism (docs/workflows.md has the measurements):
+
+- Every kept result (and every finished group) is one persistent, confirmed
+  message in the stream ``<name>.results``, its ``message_id`` the job id.
+  One broker object whatever the number of jobs; ``x-max-age`` (from
+  ``result_ttl_s``) and ``x-max-length-bytes`` (``results_max_bytes``) bound
+  it, segment by segment.
+- A process that waits for results runs one *listener*: a stream consumer
+  from the time of its first wait, which hands each record to whoever waits
+  for that id and remembers the last :data:`RECENT` records (a result that
+  arrived just before its ``result()`` call is found there).
+- A wait for a job that may have finished before the listener started also
+  *scans* the stream from the job's enqueue time, on a consumer of its own
+  that stops when the record is found or the wait ends.
+
+Stream consumers need a prefetch and acks; acks only move the window.
+Nothing is held in worker memory that a crash could lose: the records are
+on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from aio_pika import DeliveryMode, Message
+from aiormq.abc import AbstractChannel as UnderlyingChannel
+from aiormq.abc import DeliveredMessage
+
+from amqp_worker._core.results import JobResult
+from amqp_worker.errors import ResultTimeout
+
+from .broker import Broker
+
+__all__ = ["RECENT", "RabbitResults"]
+
+logger = logging.getLogger("amqp_worker")
+
+#: Records the listener remembers, for waits that begin just after their record passed.
+RECENT = 10_000
+#: Stream deliveries in flight per consumer (streams require a prefetch).
+STREAM_PREFETCH = 1000
+#: Start reading this much before the time asked for: clocks of publishers and workers differ.
+CLOCK_SKEW = timedelta(seconds=5)
+#: The kind header of a result record, and of a finished group's record.
+KIND_HEADER = "aw-kind"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _StreamReader:
+    """One consumer on the results stream from ``offset``; each delivery to ``on_record``."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        stream: str,
+        offset: datetime | str,
+        on_record: Callable[[str, bytes], None],
+    ) -> None:
+        self._broker = broker
+        self._stream = stream
+        self.offset = offset
+        self._on_record = on_record
+        self._task: asyncio.Task[None] | None = None
+        self.last_seen: datetime | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _run(self) -> None:
+        # Read until stopped; after a lost channel, read again from where it was.
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a reconnect, a deleted stream: read again shortly
+                logger.debug("results stream reader: %s; reading again", exc)
+            await asyncio.sleep(1.0)
+            if self.last_seen is not None:
+                self.offset = self.last_seen - CLOCK_SKEW
+
+    async def _consume(self) -> None:
+        robust = await self._broker.channel()
+        channel: UnderlyingChannel = await robust.get_underlay_channel()
+        count = 0
+
+        async def deliver(message: DeliveredMessage) -> None:
+            nonlocal count
+            properties = message.header.properties
+            if properties.timestamp is not None:
+                self.last_seen = properties.timestamp.replace(tzinfo=UTC)
+            if properties.message_id:
+                self._on_record(properties.message_id, message.body)
+            count += 1
+            if count % (STREAM_PREFETCH // 2) == 0 and message.delivery_tag is not None:
+                await channel.basic_ack(message.delivery_tag, multiple=True)
+
+        try:
+            await channel.basic_qos(prefetch_count=STREAM_PREFETCH)
+            await channel.basic_consume(
+                self._stream, deliver, arguments={"x-stream-offset": self.offset}
+            )
+            await channel.closing
+        finally:
+            if not robust.is_closed:
+                with contextlib.suppress(Exception):
+                    await robust.close()
+
+
+class RabbitResults:
+    """Stores results in the results stream and finds them for :class:`~amqp_worker.JobHandle` s."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._stream = broker.topology.results_stream
+        self._declared = False
+        self._lock = asyncio.Lock()
+        self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._horizon: datetime | None = None
+        self._listener: _StreamReader | None = None
+
+    async def ensure(self) -> None:
+        """Declare the results stream, once per process."""
+        if self._declared:
+            return
+        async with self._lock:
+            if not self._declared:
+                settings = self._broker.settings
+                arguments = self._broker.topology.results_stream_arguments(
+                    settings.result_ttl_s, settings.results_max_bytes
+                )
+                await self._broker.declarations.declare_queue(self._stream, arguments)
+                self._declared = True
+
+    async def store(self, key: str, body: bytes, kind: str) -> None:
+        """Append one record under ``key`` (a job id, ``group:<id>``); return once confirmed."""
+        await self.ensure()
+        message = Message(
+            body,
+            message_id=key,
+            content_type="application/json",
+            delivery_mode=DeliveryMode.PERSISTENT,
+            headers={KIND_HEADER: kind},
+            timestamp=_now(),
+        )
+        await self._broker.publish("", self._stream, message)
+
+    async def store_result(self, record: JobResult) -> None:
+        """Keep a job's result record."""
+        await self.store(record.job_id, record.to_json(), "result")
+
+    async def wait_result(self, job_id: str, timeout_s: float, since: datetime | None) -> JobResult:
+        body = await self.wait(job_id, timeout_s, since)
+        return JobResult.model_validate_json(body)
+
+    async def wait(self, key: str, timeout_s: float, since: datetime | None) -> bytes:
+        """The first record under ``key`` at or after ``since`` (None: the oldest kept).
+
+        Raises :class:`~amqp_worker.errors.ResultTimeout` after ``timeout_s``.
+        """
+        await self.ensure()
+        found = self._recent.get(key)
+        if found is not None:
+            return found
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(waiter)
+        scan: _StreamReader | None = None
+        try:
+            self._listen()
+            if since is None or self._horizon is None or since - CLOCK_SKEW < self._horizon:
+                offset: datetime | str = "first" if since is None else since - CLOCK_SKEW
+                scan = _StreamReader(self._broker, self._stream, offset, self._scanned(key))
+                scan.start()
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except TimeoutError:
+            raise ResultTimeout(
+                f"no result of {key} within {timeout_s}s (not finished, not kept: "
+                "register its handler with result=True, or expired after result_ttl_s)"
+            ) from None
+        finally:
+            if scan is not None:
+                await scan.stop()
+            waiting = self._waiters.get(key)
+            if waiting is not None and waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self._waiters[key]
+
+    def _listen(self) -> None:
+        if self._listener is None:
+            start = _now() - CLOCK_SKEW
+            self._horizon = start
+            self._listener = _StreamReader(self._broker, self._stream, start, self._arrived)
+            self._listener.start()
+
+    def _arrived(self, key: str, body: bytes) -> None:
+        self._recent[key] = body
+        self._recent.move_to_end(key)
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+            # Records older than the ones still remembered may have been forgotten.
+            if self._listener is not None and self._listener.last_seen is not None:
+                self._horizon = self._listener.last_seen
+        self._resolve(key, body)
+
+    def _scanned(self, wanted: str) -> Callable[[str, bytes], None]:
+        def on_record(key: str, body: bytes) -> None:
+            if key == wanted:
+                self._resolve(key, body)
+
+        return on_record
+
+    def _resolve(self, key: str, body: bytes) -> None:
+        for waiter in self._waiters.get(key, ()):
+            if not waiter.done():
+                waiter.set_result(body)
+
+    async def close(self) -> None:
+        """Stop reading the stream (the worker's connection is closing)."""
+        listener, self._listener = self._listener, None
+        self._horizon = None
+        self._recent.clear()
+        if listener is not None:
+            await listener.stop()
+        self._declared = False
