@@ -162,3 +162,35 @@ def test_the_queues_of_a_job_queue_and_every_exchange() -> None:
     assert exchanges[:2] == [t.exchange, t.due_exchange]
     assert exchanges[2:] == [t.delay_exchange(level) for level in range(t.delay.levels)]
     assert len(set(exchanges)) == len(exchanges)
+
+
+def test_results_stream_and_group_queue_names() -> None:
+    topology = Topology(name="app", queue_prefix="p.")
+    assert topology.results_stream == "app.results"
+    assert topology.group_queue("g1") == "app.group.g1"
+    with pytest.raises(ValueError, match="255"):
+        topology.group_queue("g" * 250)
+
+
+def test_the_results_stream_is_bounded_by_age_and_size() -> None:
+    arguments = Topology().results_stream_arguments(ttl_s=90.5, max_bytes=1024**3)
+    assert arguments == {
+        "x-queue-type": "stream",
+        "x-max-age": "91s",
+        "x-max-length-bytes": 1024**3,
+        "x-stream-max-segment-size-bytes": 64 * 1024 * 1024,
+    }
+    small = Topology().results_stream_arguments(ttl_s=1, max_bytes=2 * 1024 * 1024)
+    assert small["x-stream-max-segment-size-bytes"] == 1024 * 1024
+
+
+def test_a_group_queue_dead_letters_its_callback_to_the_work_queue() -> None:
+    topology = Topology(name="app", queue_prefix="p.")
+    assert topology.group_queue_arguments("emails") == {
+        "x-queue-type": "classic",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "p.emails",
+    }
+    assert topology.group_queue_arguments(None) == {"x-queue-type": "classic"}
+    # Never an expiry or a TTL: the queue holds a job (the callback).
+    assert not {"x-expires", "x-message-ttl"} & set(topology.group_queue_arguments("q"))

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from amqp_worker import AMQPWorker, Job, JobRef, SimpleWorker
+from amqp_worker import AMQPWorker, Job, JobHandle, JobRef, SimpleWorker, chain, group
 
 
 class Email(BaseModel):
@@ -70,3 +70,34 @@ async def publish() -> None:
     await send_email_ref.perform(Email(user_id=1))  # rejected
     await send_email_ref.bind(publisher).perform({"user_id": 1})  # rejected
     JobRef("send_email", dict)  # rejected
+
+
+class Receipt(BaseModel):
+    sent: int
+
+
+@worker.handler("count", result=True)
+async def count(args: Email) -> Receipt:
+    return Receipt(sent=args.user_id)
+
+
+async def workflows() -> None:
+    # A chain's and a group's steps are built by the typed references: mypy checks their args.
+    last: JobHandle = await worker.perform_chain(
+        chain(send_email.job(Email(user_id=1)), count.job(Email(user_id=2)))
+    )
+    receipt: Receipt = await last.result(timeout_s=5, model=Receipt)
+    plain: object = await last.result()
+    members = group(
+        [count.job(Email(user_id=n)) for n in range(3)], then=send_email.job(Email(user_id=9))
+    )
+    done = await worker.perform_group(members)
+    handle: JobHandle = await count.perform(Email(user_id=3))
+    by_id: JobHandle = worker.handle(handle.id)
+    del receipt, plain, done, by_id
+
+    chain(send_email.job(Other(name="x")))  # rejected
+    chain(count.job({"user_id": 1}))  # rejected
+    group([count.job(Email(user_id=1))], then=Email(user_id=1))  # rejected
+    bad: Other = await last.result(model=Receipt)  # rejected
+    del bad

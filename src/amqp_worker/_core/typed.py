@@ -127,6 +127,10 @@ class BoundJobRef(Generic[ArgsT]):
             f"<BoundJobRef {self.ref.handler}({self.ref.args_model.__name__}) via {self.worker!r}>"
         )
 
+    def job(self, args: ArgsT, *, queue: str | None = None) -> Job:
+        """:meth:`JobRef.job`: the :class:`Job` to put in a chain or a group, type-checked."""
+        return self.ref.job(args, queue=queue)
+
     async def perform(self, args: ArgsT, *, queue: str | None = None) -> JobHandle:
         """:meth:`JobRef.perform` through the bound worker."""
         return await self.ref.perform(args, worker=self.worker, queue=queue)

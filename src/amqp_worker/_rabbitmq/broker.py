@@ -26,6 +26,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
 )
+from aiormq.abc import AbstractChannel as UnderlyingChannel
 
 from amqp_worker.errors import (
     BrokerUnavailable,
@@ -126,6 +127,20 @@ class Broker:
         if publisher_confirms:
             return await connection.channel(publisher_confirms=True, on_return_raises=True)
         return await connection.channel(publisher_confirms=False)
+
+    async def plain_channel(self) -> UnderlyingChannel:
+        """A channel of the underlying aiormq connection, for one short errand.
+
+        Not robust: when the broker closes it (a 404 of a passive declare, a
+        403 of an exclusive consume), it stays closed; aio-pika does not
+        reopen it, or restore its consumers, behind the caller's back. Close it when done.
+        """
+        connection = await self.connect()
+        transport = getattr(connection, "transport", None)
+        if transport is None:
+            raise RuntimeError("Connection is not ready")  # reconnecting: connection_lost()
+        channel: UnderlyingChannel = await transport.connection.channel(publisher_confirms=False)
+        return channel
 
     async def close(self) -> None:
         """Close the channels, and the connection if this broker made it."""

@@ -140,6 +140,8 @@ class RabbitGroups:
         self._topology = broker.topology
         self._results = results
         self._opened: dict[str, datetime] = {}
+        self._counting = asyncio.Lock()
+        self._count_channel: UnderlyingChannel | None = None
 
     async def open(self, group: Group, now: datetime) -> None:
         """Declare ``group``'s queue holding its callback; :class:`GroupExists` if it is open."""
@@ -210,6 +212,9 @@ class RabbitGroups:
             if read is not None:
                 if not read.messages and read.opener is None:
                     break  # it just finished: its record is in the stream
+                again = await self._count(name)
+                if again is not None and again > len(read.messages):
+                    continue  # markers came while it was held: collect them too
                 goes = read.complete or (read.resolved and read.then_if_failed)
                 failed = read.resolved and not read.complete
                 state: GroupState = "finished" if goes else "failed" if failed else "open"
@@ -224,18 +229,21 @@ class RabbitGroups:
         return GroupStatus.model_validate_json(body)
 
     async def _count(self, name: str) -> int | None:
-        """Messages ready in queue ``name``; None if there is no such queue."""
-        robust = await self._broker.channel()
-        try:
-            underlay = await robust.get_underlay_channel()
-            ok = await underlay.queue_declare(name, passive=True)
+        """Messages ready in queue ``name``; None if there is no such queue.
+
+        Every member asks, so the channel is kept. One ask at a time: a 404
+        closes the channel, and must fail only the ask that caused it.
+        """
+        async with self._counting:
+            channel = self._count_channel
+            if channel is None or channel.is_closed:
+                channel = self._count_channel = await self._broker.plain_channel()
+            try:
+                ok = await channel.queue_declare(name, passive=True)
+            except amqp_errors.ChannelNotFoundEntity:
+                self._count_channel = None  # the broker closed it
+                return None
             return int(ok.message_count or 0)
-        except amqp_errors.ChannelNotFoundEntity:
-            return None
-        finally:
-            if not robust.is_closed:
-                with contextlib.suppress(Exception):
-                    await robust.close()
 
     async def _collect(self, group_id: str, name: str, *, finish: bool) -> _Read | None:
         """Read every message of the group queue, holding it exclusively; None if refused.
@@ -243,8 +251,7 @@ class RabbitGroups:
         With ``finish``, a group that may go is let go (see the module
         docstring); anything else is handed back.
         """
-        robust = await self._broker.channel()
-        channel: UnderlyingChannel = await robust.get_underlay_channel()
+        channel = await self._broker.plain_channel()
         read = _Read()
         try:
             try:
@@ -268,6 +275,8 @@ class RabbitGroups:
                 )
             except (amqp_errors.ChannelAccessRefused, amqp_errors.ChannelLockedResource):
                 return None  # another collector holds the queue
+            except amqp_errors.ChannelNotFoundEntity:
+                return None  # another collector finished the group since the declare
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(enough.wait(), COLLECT_WAIT_S)
             goes = read.complete or (read.resolved and read.then_if_failed)
@@ -284,9 +293,13 @@ class RabbitGroups:
         except (amqp_errors.ChannelAccessRefused, amqp_errors.ChannelLockedResource):
             return None
         finally:
-            if not robust.is_closed:
-                with contextlib.suppress(Exception):
-                    await robust.close()
+            await _close(channel)
+
+    async def close(self) -> None:
+        """Close the channel kept for counts (the connection is closing)."""
+        channel, self._count_channel = self._count_channel, None
+        if channel is not None:
+            await _close(channel)
 
     async def _finish(
         self, group_id: str, name: str, channel: UnderlyingChannel, read: _Read
@@ -309,3 +322,10 @@ class RabbitGroups:
                 len(read.succeeded),
                 read.size,
             )
+
+
+async def _close(channel: UnderlyingChannel) -> None:
+    """Close an errand's channel, unless the broker closed it already (a 403 or 404)."""
+    if not channel.is_closed:
+        with contextlib.suppress(Exception):
+            await channel.close()

@@ -45,7 +45,9 @@ logger = logging.getLogger("amqp_worker")
 #: Records the listener remembers, for waits that begin just after their record passed.
 RECENT = 10_000
 #: Stream deliveries in flight per consumer (streams require a prefetch).
-STREAM_PREFETCH = 1000
+STREAM_PREFETCH = 2000
+#: How often a stream reader acks what it read (acks only move a stream's window).
+ACK_EVERY_S = 0.02
 #: Start reading this much before the time asked for: clocks of publishers and workers differ.
 CLOCK_SKEW = timedelta(seconds=5)
 #: The kind header of a result record, and of a finished group's record.
@@ -97,31 +99,33 @@ class _StreamReader:
                 self.offset = self.last_seen - CLOCK_SKEW
 
     async def _consume(self) -> None:
-        robust = await self._broker.channel()
-        channel: UnderlyingChannel = await robust.get_underlay_channel()
-        count = 0
+        channel = await self._broker.plain_channel()
+        # The delivery callback never writes: acks go out from this task, so none can
+        # follow the channel's close (a frame on a closed channel ends the connection).
+        unacked: list[int] = []
 
         async def deliver(message: DeliveredMessage) -> None:
-            nonlocal count
             properties = message.header.properties
             if properties.timestamp is not None:
                 self.last_seen = properties.timestamp.replace(tzinfo=UTC)
             if properties.message_id:
                 self._on_record(properties.message_id, message.body)
-            count += 1
-            if count % (STREAM_PREFETCH // 2) == 0 and message.delivery_tag is not None:
-                await channel.basic_ack(message.delivery_tag, multiple=True)
+            if message.delivery_tag is not None:
+                unacked.append(message.delivery_tag)
 
         try:
             await channel.basic_qos(prefetch_count=STREAM_PREFETCH)
             await channel.basic_consume(
                 self._stream, deliver, arguments={"x-stream-offset": self.offset}
             )
-            await channel.closing
+            while not channel.is_closed:
+                if unacked:
+                    last = max(unacked)
+                    unacked.clear()
+                    await channel.basic_ack(last, multiple=True)
+                await asyncio.sleep(ACK_EVERY_S)
         finally:
-            if not robust.is_closed:
-                with contextlib.suppress(Exception):
-                    await robust.close()
+            await _close(channel)
 
 
 class RabbitResults:
@@ -136,6 +140,9 @@ class RabbitResults:
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._horizon: datetime | None = None
         self._listener: _StreamReader | None = None
+        # Catch-up reads from earlier offsets, shared by every wait they cover; they
+        # end when nobody waits any more.
+        self._scans: list[_StreamReader] = []
 
     async def ensure(self) -> None:
         """Declare the results stream, once per process."""
@@ -182,13 +189,10 @@ class RabbitResults:
             return found
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(waiter)
-        scan: _StreamReader | None = None
         try:
             self._listen()
             if since is None or self._horizon is None or since - CLOCK_SKEW < self._horizon:
-                offset: datetime | str = "first" if since is None else since - CLOCK_SKEW
-                scan = _StreamReader(self._broker, self._stream, offset, self._scanned(key))
-                scan.start()
+                self._scan_from("first" if since is None else since - CLOCK_SKEW)
             return await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
         except TimeoutError:
             raise ResultTimeout(
@@ -196,13 +200,15 @@ class RabbitResults:
                 "register its handler with result=True, or expired after result_ttl_s)"
             ) from None
         finally:
-            if scan is not None:
-                await scan.stop()
             waiting = self._waiters.get(key)
             if waiting is not None and waiter in waiting:
                 waiting.remove(waiter)
                 if not waiting:
                     del self._waiters[key]
+            if not self._waiters and self._scans:
+                scans, self._scans = self._scans, []
+                for scan in scans:
+                    await scan.stop()
 
     def _listen(self) -> None:
         if self._listener is None:
@@ -221,12 +227,19 @@ class RabbitResults:
                 self._horizon = self._listener.last_seen
         self._resolve(key, body)
 
-    def _scanned(self, wanted: str) -> Callable[[str, bytes], None]:
-        def on_record(key: str, body: bytes) -> None:
-            if key == wanted:
-                self._resolve(key, body)
+    def _scan_from(self, offset: datetime | str) -> None:
+        """Read the stream from ``offset`` unless a running scan started there or earlier.
 
-        return on_record
+        What a scan reads is remembered with the listener's records, so a wait
+        that begins after its record passed still finds it.
+        """
+        for scan in self._scans:
+            start = scan.offset
+            if isinstance(start, str) or (isinstance(offset, datetime) and start <= offset):
+                return  # "first", or earlier: it covers this wait
+        scan = _StreamReader(self._broker, self._stream, offset, self._arrived)
+        self._scans.append(scan)
+        scan.start()
 
     def _resolve(self, key: str, body: bytes) -> None:
         for waiter in self._waiters.get(key, ()):
@@ -236,8 +249,16 @@ class RabbitResults:
     async def close(self) -> None:
         """Stop reading the stream (the worker's connection is closing)."""
         listener, self._listener = self._listener, None
+        scans, self._scans = self._scans, []
         self._horizon = None
         self._recent.clear()
-        if listener is not None:
-            await listener.stop()
+        for reader in [*scans, *([listener] if listener is not None else [])]:
+            await reader.stop()
         self._declared = False
+
+
+async def _close(channel: UnderlyingChannel) -> None:
+    """Close an errand's channel, unless the broker closed it already (a 403 or 404)."""
+    if not channel.is_closed:
+        with contextlib.suppress(Exception):
+            await channel.close()

@@ -1,8 +1,9 @@
 """Deleting what a worker name declared on RabbitMQ: for test suites, never for production.
 
 Everything goes, messages included: each job queue's work, due, failed-jobs
-and quarantine queues, the delay queues, the schedule queues and the
-exchanges. A queue or exchange that does not exist is skipped. Shared parts
+and quarantine queues, the delay queues, the schedule queues, the results
+stream and the exchanges (group queues are named by group: a finished group
+deletes its own). A queue or exchange that does not exist is skipped. Shared parts
 (the delay topology, the exchanges) are deleted too, so run it only when no
 other worker of the same ``name`` uses the vhost.
 """
@@ -34,7 +35,7 @@ async def delete_topology(
     wanted = settings.queues if queues is None else tuple(queues)
     names = [name for queue in wanted for name in topology.queues_of(queue)]
     names += topology.delay_queues()
-    names += [topology.schedule_queue, topology.schedule_status_queue]
+    names += [topology.schedule_queue, topology.schedule_status_queue, topology.results_stream]
     connection = await dial(settings, settings.publish_timeout_s, robust=False)
     try:
         channel = await connection.channel()

@@ -256,6 +256,7 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
             await self._drain(timeout_s)
             await self._settler.wait()
         await self._results.close()
+        await self._groups.close()
         channels, self._channels = self._channels, []
         for channel in channels:
             if not channel.is_closed:
