@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from amqp_worker._rabbitmq.topology import Topology
 from tests.conftest import delete_topology_queues, example_env
+from tests.harness.brokertools import delete_queues, delete_topology, queue_state
 
 ROOT = Path(__file__).parents[2]
 
@@ -44,6 +46,56 @@ def test_schedules_example_runs_its_heartbeat_in_process() -> None:
         check=True,
     ).stdout
     assert out.count("heartbeat heartbeat@") == 2
+
+
+WORKFLOW_LINES = [
+    "result: order 7 totals 750 cents",
+    "chain: fetch -> total = 10",
+    "group: squares [1, 4, 9, 16, 25], sum 55",
+    "group: callback ran for squares; state finished, 5/5 succeeded",
+    "workflows example done",
+]
+
+
+@pytest.mark.timeout(60)
+def test_workflows_example_runs_with_the_in_process_worker() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AMQP_WORKER_URL"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "workflows.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    ).stdout
+    assert "in-process SimpleWorker" in out
+    for line in WORKFLOW_LINES:
+        assert line in out, out
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(90)
+async def test_workflows_example_against_rabbitmq_leaves_one_stream_and_no_group_queue() -> None:
+    # A worker name of its own: the results stream is per name, and this test deletes it.
+    name = f"awtest-wf-{uuid.uuid4().hex[:8]}"
+    env = {**example_env(""), "AMQP_WORKER_NAME": name}
+    topology = Topology(name=name)
+    group_queue: str | None = None
+    try:
+        out = await run_example(env, "workflows.py")
+        assert "using RabbitMQ" in out
+        for line in WORKFLOW_LINES:
+            assert line in out, out
+        found = re.search(r"group (squares-[0-9a-f]{8}): 5 members", out)
+        assert found is not None, out
+        group_queue = topology.group_queue(found[1])
+        assert await queue_state(group_queue) is None  # deleted once the callback went
+        # One stream holds every result and the finished group's record (a passive
+        # declare of a stream counts no messages: it only says the stream is there).
+        assert await queue_state(topology.results_stream) is not None
+    finally:
+        await delete_topology(topology, ["workflows"])
+        await delete_queues([topology.results_stream, *([group_queue] if group_queue else [])])
 
 
 @pytest.mark.broker
