@@ -327,16 +327,30 @@ async def test_a_chain_of_five_steps_runs_in_order_across_a_broker_restart() -> 
             publish_timeout_s=60,
         )
         worker.register("step", step, result=True)
+        flaky = Flaky(worker, broken=None)
         steps = [
             Job(handler="step", queue=queue, args={"n": n, "acc": []} if n == 0 else {"n": n})
             for n in range(5)
         ]
         async with worker:
+            # A group that finished before the restart: its queue must stay deleted.
+            done = await worker.perform_group(
+                group(
+                    [Job(handler="m", queue=queue, args={"i": 1})],
+                    then=Job(handler="cb", queue=queue),
+                )
+            )
+            assert (await done.wait(timeout_s=60)).state == "finished"
+            group_queue = worker.settings.topology.group_queue(done.id)
+            assert await queue_state(group_queue, url=node.url) is None
+
             handle = await worker.perform_chain(chain(*steps, result_into="acc"))
             await asyncio.wait_for(second.wait(), 60)
             await asyncio.to_thread(node.kill)  # SIGKILL mid-step
             await asyncio.to_thread(node.restart)
             assert await handle.result(timeout_s=120) == [0, 1, 2, 3, 4]
+            assert await queue_state(group_queue, url=node.url) is None
+        assert flaky.callbacks == 1
     # At-least-once: the step running at the kill may run again, never out of order.
     assert list(dict.fromkeys(ran)) == [0, 1, 2, 3, 4]
     assert ran == sorted(ran)

@@ -150,9 +150,21 @@ class RabbitGroups:
         if then is not None:
             # Dead-lettering into a queue that does not exist would drop the callback.
             await self._broker.declarations.ensure_work_queue(then.queue)
-        await self._broker.declarations.declare_queue(
-            name, self._topology.group_queue_arguments(then.queue if then else None)
-        )
+        # Declared on a channel of its own, closed at once (fix: on the shared topology
+        # channel, every reconnect re-declared every group queue this process had opened,
+        # finished ones too: they came back empty, without their callback, and kept the
+        # late markers of redelivered members forever).
+        channel = await self._broker.channel()
+        try:
+            await self._broker.declarations.declare_queue(
+                name,
+                self._topology.group_queue_arguments(then.queue if then else None),
+                channel=channel,
+            )
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
         headers: dict[str, FieldValue] = {
             KIND_HEADER: "callback" if then is not None else "opener",
             SIZE_HEADER: len(group.members),
