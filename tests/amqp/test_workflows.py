@@ -351,6 +351,7 @@ async def test_a_chain_of_five_steps_runs_in_order_across_a_broker_restart() -> 
             assert await handle.result(timeout_s=120) == [0, 1, 2, 3, 4]
             assert await queue_state(group_queue, url=node.url) is None
         assert flaky.callbacks == 1
-    # At-least-once: the step running at the kill may run again, never out of order.
-    assert list(dict.fromkeys(ran)) == [0, 1, 2, 3, 4]
-    assert ran == sorted(ran)
+    # Each step first ran after the one before it. At-least-once: the step running at
+    # the kill may run again, even after the next one started (it was enqueued before
+    # the interrupted step's ack, which the kill lost); the result passed along is right.
+    assert list(dict.fromkeys(ran)) == [0, 1, 2, 3, 4], ran

@@ -128,3 +128,14 @@ def test_an_unreachable_broker_is_exit_4() -> None:
     result = cli("groups", "g1", "--url", UNREACHABLE_URL, "--timeout", "1", env=base_env())
     assert result.returncode == ExitCode.CONNECTION
     one_line_error(result)
+
+
+@pytest.mark.timeout(60)
+def test_help_usage_and_config_errors() -> None:
+    assert "groups" in cli("--help").stdout
+    missing = cli("groups")
+    assert missing.returncode == ExitCode.CONFIG
+    assert "GROUP_ID" in one_line_error(missing)
+    bad = cli("groups", "g1", "--url", "http://user:s3cret@x/")
+    assert bad.returncode == ExitCode.CONFIG
+    assert "url" in one_line_error(bad)
