@@ -250,7 +250,7 @@ class RabbitGroups:
                     await robust.close()
 
     async def _collect(self, group_id: str, name: str, *, finish: bool) -> _Read | None:
-        """Read every message of the group queue, holding it exclusively; None if refused.
+        """Read every message of the group queue, holding it exclusively; None if refused or gone.
 
         With ``finish``, a group that may go is let go (see the module
         docstring); anything else is handed back.
@@ -280,6 +280,10 @@ class RabbitGroups:
                 )
             except (amqp_errors.ChannelAccessRefused, amqp_errors.ChannelLockedResource):
                 return None  # another collector holds the queue
+            except amqp_errors.ChannelNotFoundEntity:
+                # Fix: another collector finished the group and deleted its queue between
+                # the declare above and this consume (a status read failed so, under load).
+                return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(enough.wait(), COLLECT_WAIT_S)
             goes = read.complete or (read.resolved and read.then_if_failed)
