@@ -15,6 +15,7 @@ SIGTERM stops it cleanly; the tests SIGKILL it to crash it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -36,6 +37,7 @@ def record(runs: str, line: str) -> None:
 
 
 async def main(url: str, name: str, queue: str, runs: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
     worker = AMQPWorker(url, name=name, queues=[queue], max_concurrency=8, publish_timeout_s=30)
 
     async def member(args: dict[str, Any], job: Job) -> int:

@@ -14,22 +14,32 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiormq
 import pytest
 
 from amqp_worker import AMQPWorker, Job, PermanentError, chain, group
+from amqp_worker._rabbitmq.topology import Topology
 from amqp_worker.errors import GroupExists, JobFailed
 from tests.amqp.conftest import Workers
+from tests.conftest import SESSION_NAME
 from tests.harness.broker_node import BrokerNode, rabbitmq_available
 from tests.harness.brokertools import BROKER_URL, delete_queues, queue_state
 
 pytestmark = pytest.mark.broker
 
 ROOT = Path(__file__).parent.parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _delete_results_stream() -> Iterator[None]:
+    """The session's results stream goes with this module (the topology clean-up keeps it)."""
+    yield
+    asyncio.run(delete_queues([Topology(name=SESSION_NAME).results_stream]))
 
 
 async def until(check: Callable[[], bool], what: str, limit_s: float = 300.0) -> None:
@@ -74,18 +84,22 @@ def unsettled(names: list[str]) -> int:
     return total
 
 
-async def spawn(workers: Workers, runs: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.amqp.group_worker",
-        BROKER_URL,
-        workers.topology.name,
-        workers.queue,
-        str(runs),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error"},
-    )
+async def spawn(workers: Workers, runs: Path, log: Path) -> asyncio.subprocess.Process:
+    """A group worker process; its log (INFO and up) goes to ``log``."""
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.amqp.group_worker",
+            BROKER_URL,
+            workers.topology.name,
+            workers.queue,
+            str(runs),
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error"},
+            stdout=out,
+            stderr=out,
+        )
 
 
 async def stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
@@ -104,7 +118,8 @@ async def test_a_1000_member_group_survives_kill_9_of_one_of_its_two_workers(
 ) -> None:
     runs = tmp_path / "runs"
     size = 1000
-    first, second = await spawn(workers, runs), await spawn(workers, runs)
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first, second = await spawn(workers, runs, logs[0]), await spawn(workers, runs, logs[1])
     try:
         publisher = workers()
         members = [Job(handler="member", queue=workers.queue, args={"i": i}) for i in range(size)]
@@ -122,7 +137,7 @@ async def test_a_1000_member_group_survives_kill_9_of_one_of_its_two_workers(
         status = await handle.wait(timeout_s=600, poll_s=1.0)
         assert status.state == "finished", status
         assert (status.size, status.succeeded, status.parked) == (size, size, [])
-        await until(lambda: callback_runs(runs) >= 1, "the callback ran")
+        await until(lambda: callback_runs(runs) >= 1, f"the callback ran (logs: {tmp_path})")
         # Settle everything still in flight (the killed worker's jobs come back and run
         # again; their markers find the group closed), then stop the survivor cleanly.
         queues = list(workers.topology.queues_of(workers.queue))
@@ -383,3 +398,39 @@ async def test_a_status_read_whose_group_queue_vanishes_before_it_consumes(
     assert len(passive) == 2
     # Gone without a record of finishing (deleted behind its back here): unknown.
     assert status.state == "unknown"
+
+
+@pytest.mark.timeout(90)
+async def test_a_group_is_not_let_go_while_its_callback_is_held_elsewhere(
+    workers: Workers,
+) -> None:
+    """Every marker read, but the callback message unacked on another channel (as a
+    collector's, between its cancel and its hand-back): the group must wait for it.
+    It was let go, and its queue deleted with the callback in it."""
+    worker = workers()
+    flaky = Flaky(worker, broken=None)
+    then = Job(handler="cb", queue=workers.queue)
+    handle = await worker.perform_group(
+        group([Job(handler="m", queue=workers.queue, args={"i": 0})], then=then)
+    )
+    name = workers.topology.group_queue(handle.id)
+    async with await aio_pika.connect(BROKER_URL) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        held = await queue.get(no_ack=False)
+        assert held.message_id == then.id
+        async with worker:
+            deadline = time.monotonic() + 60
+            while (await queue_state(name) or (0, 0))[0] < 1:  # the member's marker
+                assert time.monotonic() < deadline, "the member never reported"
+                await asyncio.sleep(0.05)
+            status = await worker.group_status(handle.id)
+            assert status.state == "open"
+            assert await queue_state(name) is not None
+            await held.nack(requeue=True)
+            status = await handle.wait(timeout_s=60)
+            assert status.state == "finished"
+            await asyncio.wait_for(flaky.called.wait(), 60)
+            await drained(workers)
+    assert flaky.callbacks == 1
+    assert await queue_state(name) is None

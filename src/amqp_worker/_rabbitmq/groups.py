@@ -121,6 +121,19 @@ class _Read:
     def resolved(self) -> bool:
         return self.size > 0 and len(self.succeeded) + len(self.parked) >= self.size
 
+    @property
+    def goes(self) -> bool:
+        """Whether the group may be let go: complete (or resolved, with ``then_if_failed``).
+
+        Fix: only with its first message in hand. Markers carry the size too, so a
+        read of every marker without the callback (held back by an earlier holder's
+        channel, or not yet delivered) counted as complete; the queue was then
+        deleted with the callback in it, which never ran.
+        """
+        if self.opener is None:
+            return False
+        return self.complete or (self.resolved and self.then_if_failed)
+
     def status(self, group_id: str, state: GroupState) -> GroupStatus:
         return GroupStatus(
             id=group_id,
@@ -222,9 +235,8 @@ class RabbitGroups:
             if read is not None:
                 if not read.messages and read.opener is None:
                     break  # it just finished: its record is in the stream
-                goes = read.complete or (read.resolved and read.then_if_failed)
                 failed = read.resolved and not read.complete
-                state: GroupState = "finished" if goes else "failed" if failed else "open"
+                state: GroupState = "finished" if read.goes else "failed" if failed else "open"
                 return read.status(group_id, state)
             await asyncio.sleep(0.1)  # a collector holds it for a moment
         else:
@@ -286,8 +298,7 @@ class RabbitGroups:
                 return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(enough.wait(), COLLECT_WAIT_S)
-            goes = read.complete or (read.resolved and read.then_if_failed)
-            if finish and goes:
+            if finish and read.goes:
                 # Deleted while still held: no other collector can slip in before the delete.
                 await self._finish(group_id, name, channel, read)
                 return read
