@@ -137,7 +137,14 @@ async def test_a_1000_member_group_survives_kill_9_of_one_of_its_two_workers(
         status = await handle.wait(timeout_s=600, poll_s=1.0)
         assert status.state == "finished", status
         assert (status.size, status.succeeded, status.parked) == (size, size, [])
-        await until(lambda: callback_runs(runs) >= 1, f"the callback ran (logs: {tmp_path})")
+        try:
+            await until(lambda: callback_runs(runs) >= 1, "the callback ran")
+        except AssertionError:
+            names = [group_queue, *workers.topology.queues_of(workers.queue)]
+            counts = {name: await queue_state(name) for name in names}
+            raise AssertionError(
+                f"the callback never ran; queues {counts}; logs in {tmp_path}"
+            ) from None
         # Settle everything still in flight (the killed worker's jobs come back and run
         # again; their markers find the group closed), then stop the survivor cleanly.
         queues = list(workers.topology.queues_of(workers.queue))
