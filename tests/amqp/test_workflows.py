@@ -23,6 +23,7 @@ import aiormq
 import pytest
 
 from amqp_worker import AMQPWorker, Job, PermanentError, chain, group
+from amqp_worker._rabbitmq.groups import COLLECTOR_TAG
 from amqp_worker._rabbitmq.topology import Topology
 from amqp_worker.errors import GroupExists, JobFailed
 from tests.amqp.conftest import Workers
@@ -441,3 +442,44 @@ async def test_a_group_is_not_let_go_while_its_callback_is_held_elsewhere(
             await drained(workers)
     assert flaky.callbacks == 1
     assert await queue_state(name) is None
+
+
+@pytest.mark.timeout(90)
+async def test_the_last_marker_coming_while_a_status_read_holds_the_queue_is_not_missed(
+    workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last member reports while a status read holds the group queue: its count
+    misses its own marker (held messages are not counted), so it leaves the group to
+    the reader. The reader must look again after handing the queue back; it did not,
+    and the group stayed open with its callback waiting."""
+    worker = workers()
+    flaky = Flaky(worker, broken=None)
+    idle = f"idle.{uuid.uuid4().hex[:8]}"  # nobody consumes the member: this test reports it
+    workers.extra_queues.append(workers.topology.work_queue(idle))
+    made = group(
+        [Job(handler="m", queue=idle, args={"i": 0})],
+        then=Job(handler="cb", queue=workers.queue),
+    )
+    member = made.member_jobs()[0]
+    cancel = aiormq.Channel.basic_cancel
+    reported: list[str] = []
+
+    async def cancel_after_the_member_reports(
+        self: aiormq.Channel, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        if consumer_tag.startswith(COLLECTOR_TAG) and not reported:
+            reported.append(consumer_tag)
+            await worker._groups.resolved(member, True, None)
+        return await cancel(self, consumer_tag, **kwargs)
+
+    async with worker:
+        handle = await worker.perform_group(made)
+        monkeypatch.setattr(aiormq.Channel, "basic_cancel", cancel_after_the_member_reports)
+        await worker.group_status(handle.id)
+        assert reported
+        # That status read let the group go before it returned.
+        assert await queue_state(workers.topology.group_queue(handle.id)) is None
+        await asyncio.wait_for(flaky.called.wait(), 60)
+        assert (await handle.status()).state == "finished"
+        await drained(workers)
+    assert flaky.callbacks == 1

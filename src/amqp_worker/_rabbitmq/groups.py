@@ -89,6 +89,10 @@ class _Read:
     succeeded: set[int] = field(default_factory=set)
     parked: dict[int, ParkedMember] = field(default_factory=dict)
     messages: list[DeliveredMessage] = field(default_factory=list)
+    #: How many messages the decision to let go (or not) was taken on; more may come after.
+    looked: int = 0
+    #: Whether this read let the group go (its callback enqueued, its queue deleted).
+    let_go: bool = False
 
     def add(self, message: DeliveredMessage) -> None:
         self.messages.append(message)
@@ -213,15 +217,23 @@ class RabbitGroups:
             # The group's queue is gone: it finished (this is a late duplicate) or was purged.
             logger.info("group %s is closed; member %s reported late", member.id, job.id)
             return
-        seen = 0
+        await self._check(member.id, name, member.size)
+
+    async def _check(self, group_id: str, name: str, size: int, seen: int = 0) -> None:
+        """Collect while the count says every member may have reported and markers came since.
+
+        ``seen``: messages the caller's own read held. A marker published while
+        a reader holds the queue is not in the count its member asks, so every
+        reader that hands the queue back looks again, here.
+        """
         for _ in range(MAX_ROUNDS):
             count = await self._count(name)
-            if count is None or count < member.size + 1 or count <= seen:
+            if count is None or count < size + 1 or count <= seen:
                 return
-            read = await self._collect(member.id, name, finish=True)
+            read = await self._collect(group_id, name, finish=True)
             if read is None:
-                return  # another collector holds the queue: it gets this marker
-            seen = len(read.messages)
+                return  # another reader holds the queue: it looks again after
+            seen = read.looked
 
     async def status(self, group_id: str) -> GroupStatus:
         """Read the group's markers without taking them; a finished group from the stream."""
@@ -235,8 +247,17 @@ class RabbitGroups:
             if read is not None:
                 if not read.messages and read.opener is None:
                     break  # it just finished: its record is in the stream
+                # Fix: "finished" only if this read let it go (it said so for a read that
+                # turned complete after its decision, while the group stayed open).
                 failed = read.resolved and not read.complete
-                state: GroupState = "finished" if read.goes else "failed" if failed else "open"
+                state: GroupState = "finished" if read.let_go else "failed" if failed else "open"
+                if not read.let_go:
+                    # Fix: the last marker may have come while this read held the queue; its
+                    # member's count missed it and nobody looked again: the group stayed
+                    # open, its callback waiting, until some later status read.
+                    await self._check(group_id, name, read.size, read.looked)
+                    if await self._count(name) is None:
+                        break  # that look let it go: its record is in the stream
                 return read.status(group_id, state)
             await asyncio.sleep(0.1)  # a collector holds it for a moment
         else:
@@ -298,9 +319,14 @@ class RabbitGroups:
                 return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(enough.wait(), COLLECT_WAIT_S)
+            # Fix: a reader that hands back looks again if the count is over what it
+            # decided on (``looked``), not over what it held: a marker delivered after
+            # the decision was held, handed back, and then counted by nobody.
+            read.looked = len(read.messages)
             if finish and read.goes:
                 # Deleted while still held: no other collector can slip in before the delete.
                 await self._finish(group_id, name, channel, read)
+                read.let_go = True
                 return read
             if consumed.consumer_tag is not None:
                 await channel.basic_cancel(consumed.consumer_tag)
