@@ -100,6 +100,7 @@ class _StreamReader:
         robust = await self._broker.channel()
         channel: UnderlyingChannel = await robust.get_underlay_channel()
         count = 0
+        closing = False
 
         async def deliver(message: DeliveredMessage) -> None:
             nonlocal count
@@ -109,6 +110,12 @@ class _StreamReader:
             if properties.message_id:
                 self._on_record(properties.message_id, message.body)
             count += 1
+            # Fix: no ack once the channel closes (a scan stops as soon as it found its
+            # record, deliveries still streaming in): an ack written after the close
+            # reached RabbitMQ on a closed channel, and it closed the whole connection
+            # (504 CHANNEL_ERROR - expected 'channel.open'), the worker's consumers too.
+            if closing:
+                return
             if count % (STREAM_PREFETCH // 2) == 0 and message.delivery_tag is not None:
                 await channel.basic_ack(message.delivery_tag, multiple=True)
 
@@ -119,6 +126,7 @@ class _StreamReader:
             )
             await channel.closing
         finally:
+            closing = True
             if not robust.is_closed:
                 with contextlib.suppress(Exception):
                     await robust.close()
