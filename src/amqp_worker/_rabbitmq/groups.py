@@ -89,6 +89,10 @@ class _Read:
     succeeded: set[int] = field(default_factory=set)
     parked: dict[int, ParkedMember] = field(default_factory=dict)
     messages: list[DeliveredMessage] = field(default_factory=list)
+    #: How many messages the decision to let go (or not) was taken on; more may come after.
+    looked: int = 0
+    #: Whether this read let the group go (its callback enqueued, its queue deleted).
+    let_go: bool = False
 
     def add(self, message: DeliveredMessage) -> None:
         self.messages.append(message)
@@ -121,6 +125,19 @@ class _Read:
     def resolved(self) -> bool:
         return self.size > 0 and len(self.succeeded) + len(self.parked) >= self.size
 
+    @property
+    def goes(self) -> bool:
+        """Whether the group may be let go: complete (or resolved, with ``then_if_failed``).
+
+        Fix: only with its first message in hand. Markers carry the size too, so a
+        read of every marker without the callback (held back by an earlier holder's
+        channel, or not yet delivered) counted as complete; the queue was then
+        deleted with the callback in it, which never ran.
+        """
+        if self.opener is None:
+            return False
+        return self.complete or (self.resolved and self.then_if_failed)
+
     def status(self, group_id: str, state: GroupState) -> GroupStatus:
         return GroupStatus(
             id=group_id,
@@ -152,9 +169,21 @@ class RabbitGroups:
         if then is not None:
             # Dead-lettering into a queue that does not exist would drop the callback.
             await self._broker.declarations.ensure_work_queue(then.queue)
-        await self._broker.declarations.declare_queue(
-            name, self._topology.group_queue_arguments(then.queue if then else None)
-        )
+        # Declared on a channel of its own, closed at once (fix: on the shared topology
+        # channel, every reconnect re-declared every group queue this process had opened,
+        # finished ones too: they came back empty, without their callback, and kept the
+        # late markers of redelivered members forever).
+        channel = await self._broker.channel()
+        try:
+            await self._broker.declarations.declare_queue(
+                name,
+                self._topology.group_queue_arguments(then.queue if then else None),
+                channel=channel,
+            )
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
         headers: dict[str, FieldValue] = {
             KIND_HEADER: "callback" if then is not None else "opener",
             SIZE_HEADER: len(group.members),
@@ -190,15 +219,23 @@ class RabbitGroups:
             # The group's queue is gone: it finished (this is a late duplicate) or was purged.
             logger.info("group %s is closed; member %s reported late", member.id, job.id)
             return
-        seen = 0
+        await self._check(member.id, name, member.size)
+
+    async def _check(self, group_id: str, name: str, size: int, seen: int = 0) -> None:
+        """Collect while the count says every member may have reported and markers came since.
+
+        ``seen``: messages the caller's own read held. A marker published while
+        a reader holds the queue is not in the count its member asks, so every
+        reader that hands the queue back looks again, here.
+        """
         for _ in range(MAX_ROUNDS):
             count = await self._count(name)
-            if count is None or count < member.size + 1 or count <= seen:
+            if count is None or count < size + 1 or count <= seen:
                 return
-            read = await self._collect(member.id, name, finish=True)
+            read = await self._collect(group_id, name, finish=True)
             if read is None:
-                return  # another collector holds the queue: it gets this marker
-            seen = len(read.messages)
+                return  # another reader holds the queue: it looks again after
+            seen = read.looked
 
     async def status(self, group_id: str) -> GroupStatus:
         """Read the group's markers without taking them; a finished group from the stream."""
@@ -212,12 +249,17 @@ class RabbitGroups:
             if read is not None:
                 if not read.messages and read.opener is None:
                     break  # it just finished: its record is in the stream
-                again = await self._count(name)
-                if again is not None and again > len(read.messages):
-                    continue  # markers came while it was held: collect them too
-                goes = read.complete or (read.resolved and read.then_if_failed)
+                # Fix: "finished" only if this read let it go (it said so for a read that
+                # turned complete after its decision, while the group stayed open).
                 failed = read.resolved and not read.complete
-                state: GroupState = "finished" if goes else "failed" if failed else "open"
+                state: GroupState = "finished" if read.let_go else "failed" if failed else "open"
+                if not read.let_go:
+                    # Fix: the last marker may have come while this read held the queue; its
+                    # member's count missed it and nobody looked again: the group stayed
+                    # open, its callback waiting, until some later status read.
+                    await self._check(group_id, name, read.size, read.looked)
+                    if await self._count(name) is None:
+                        break  # that look let it go: its record is in the stream
                 return read.status(group_id, state)
             await asyncio.sleep(0.1)  # a collector holds it for a moment
         else:
@@ -246,7 +288,7 @@ class RabbitGroups:
             return int(ok.message_count or 0)
 
     async def _collect(self, group_id: str, name: str, *, finish: bool) -> _Read | None:
-        """Read every message of the group queue, holding it exclusively; None if refused.
+        """Read every message of the group queue, holding it exclusively; None if refused or gone.
 
         With ``finish``, a group that may go is let go (see the module
         docstring); anything else is handed back.
@@ -276,13 +318,19 @@ class RabbitGroups:
             except (amqp_errors.ChannelAccessRefused, amqp_errors.ChannelLockedResource):
                 return None  # another collector holds the queue
             except amqp_errors.ChannelNotFoundEntity:
-                return None  # another collector finished the group since the declare
+                # Fix: another collector finished the group and deleted its queue between
+                # the declare above and this consume (a status read failed so, under load).
+                return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(enough.wait(), COLLECT_WAIT_S)
-            goes = read.complete or (read.resolved and read.then_if_failed)
-            if finish and goes:
+            # Fix: a reader that hands back looks again if the count is over what it
+            # decided on (``looked``), not over what it held: a marker delivered after
+            # the decision was held, handed back, and then counted by nobody.
+            read.looked = len(read.messages)
+            if finish and read.goes:
                 # Deleted while still held: no other collector can slip in before the delete.
                 await self._finish(group_id, name, channel, read)
+                read.let_go = True
                 return read
             if consumed.consumer_tag is not None:
                 await channel.basic_cancel(consumed.consumer_tag)

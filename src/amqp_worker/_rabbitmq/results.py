@@ -154,7 +154,19 @@ class RabbitResults:
                 arguments = self._broker.topology.results_stream_arguments(
                     settings.result_ttl_s, settings.results_max_bytes
                 )
-                await self._broker.declarations.declare_queue(self._stream, arguments)
+                # Declared on a channel of its own, closed at once (fix: the shared topology
+                # channel re-declares its queues on every reconnect, and a stream RabbitMQ
+                # reports down then, as 3.10 may after a crash, failed the reconnect with
+                # NOT_FOUND over and over: the worker never came back, whatever its jobs).
+                channel = await self._broker.channel()
+                try:
+                    await self._broker.declarations.declare_queue(
+                        self._stream, arguments, channel=channel
+                    )
+                finally:
+                    if not channel.is_closed:
+                        with contextlib.suppress(Exception):
+                            await channel.close()
                 self._declared = True
 
     async def store(self, key: str, body: bytes, kind: str) -> None:

@@ -32,6 +32,7 @@ from .common import CLIError, ExitCode, Secrets
 from .dashboard import dashboard
 from .enqueue import enqueue
 from .failed import failed
+from .groups import groups
 from .queues import queues
 from .run import run
 from .schedules import schedules
@@ -62,6 +63,7 @@ cli.add_command(queues)
 cli.add_command(check)
 cli.add_command(failed)
 cli.add_command(schedules)
+cli.add_command(groups)
 cli.add_command(dashboard)
 cli.add_command(asyncapi)
 cli.add_command(child)
