@@ -30,6 +30,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import aiormq.exceptions as amqp_errors
 from aio_pika import DeliveryMode, Message
@@ -40,7 +41,7 @@ from pamqp.common import FieldValue
 from amqp_worker._core.groups import GroupState, GroupStatus, ParkedMember
 from amqp_worker._core.job import Job
 from amqp_worker._core.workflow import Group
-from amqp_worker.errors import GroupExists, PublishReturned, ResultTimeout
+from amqp_worker.errors import GroupExists, PublishReturned, ResultTimeout, TopologyConflict
 
 from .broker import Broker
 from .messages import job_message
@@ -169,21 +170,12 @@ class RabbitGroups:
         if then is not None:
             # Dead-lettering into a queue that does not exist would drop the callback.
             await self._broker.declarations.ensure_work_queue(then.queue)
-        # Declared on a channel of its own, closed at once (fix: on the shared topology
-        # channel, every reconnect re-declared every group queue this process had opened,
-        # finished ones too: they came back empty, without their callback, and kept the
-        # late markers of redelivered members forever).
-        channel = await self._broker.channel()
-        try:
-            await self._broker.declarations.declare_queue(
-                name,
-                self._topology.group_queue_arguments(then.queue if then else None),
-                channel=channel,
-            )
-        finally:
-            if not channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await channel.close()
+        # Declared on the kept errand channel, never the shared topology channel (fix: that
+        # one re-declares its queues on every reconnect: a finished group's queue came back
+        # empty, without its callback, and kept the late markers of redelivered members).
+        await self._declare(
+            name, self._topology.group_queue_arguments(then.queue if then else None)
+        )
         headers: dict[str, FieldValue] = {
             KIND_HEADER: "callback" if then is not None else "opener",
             SIZE_HEADER: len(group.members),
@@ -270,6 +262,24 @@ class RabbitGroups:
             return GroupStatus(id=group_id, state="unknown")
         return GroupStatus.model_validate_json(body)
 
+    async def _errand_channel(self) -> UnderlyingChannel:
+        """The kept channel for counts and declarations; call with ``_counting`` held."""
+        channel = self._count_channel
+        if channel is None or channel.is_closed:
+            # Kept, not opened per errand: a channel number closed and at once reused
+            # left RabbitMQ 3.10 answering nothing on the new channel now and then.
+            channel = self._count_channel = await self._broker.plain_channel()
+        return channel
+
+    async def _declare(self, name: str, arguments: dict[str, Any]) -> None:
+        async with self._counting:
+            channel = await self._errand_channel()
+            try:
+                await channel.queue_declare(name, durable=True, arguments=arguments)
+            except amqp_errors.ChannelPreconditionFailed as exc:
+                self._count_channel = None
+                raise TopologyConflict.from_reply("queue", name, exc, arguments) from None
+
     async def _count(self, name: str) -> int | None:
         """Messages ready in queue ``name``; None if there is no such queue.
 
@@ -277,9 +287,7 @@ class RabbitGroups:
         closes the channel, and must fail only the ask that caused it.
         """
         async with self._counting:
-            channel = self._count_channel
-            if channel is None or channel.is_closed:
-                channel = self._count_channel = await self._broker.plain_channel()
+            channel = await self._errand_channel()
             try:
                 ok = await channel.queue_declare(name, passive=True)
             except amqp_errors.ChannelNotFoundEntity:

@@ -29,12 +29,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import aiormq.exceptions as amqp_errors
 from aio_pika import DeliveryMode, Message
 from aiormq.abc import AbstractChannel as UnderlyingChannel
 from aiormq.abc import DeliveredMessage
 
 from amqp_worker._core.results import JobResult
-from amqp_worker.errors import ResultTimeout
+from amqp_worker.errors import ResultTimeout, TopologyConflict
 
 from .broker import Broker
 
@@ -46,6 +47,10 @@ logger = logging.getLogger("amqp_worker")
 RECENT = 10_000
 #: Stream deliveries in flight per consumer (streams require a prefetch).
 STREAM_PREFETCH = 2000
+#: How long a stream reader waits for its consume to be answered before it asks again.
+CONSUME_TIMEOUT_S = 5.0
+#: The longest a stopping stream reader is waited for (a stuck channel's close is abandoned).
+STOP_WAIT_S = 2.0
 #: How often a stream reader acks what it read (acks only move a stream's window).
 ACK_EVERY_S = 0.02
 #: Start reading this much before the time asked for: clocks of publishers and workers differ.
@@ -79,11 +84,11 @@ class _StreamReader:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
+        """Cancel the reader; wait for it at most :data:`STOP_WAIT_S` (its channel may be stuck)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.wait({task}, timeout=STOP_WAIT_S)
 
     async def _run(self) -> None:
         # Read until stopped; after a lost channel, read again from where it was.
@@ -114,9 +119,14 @@ class _StreamReader:
                 unacked.append(message.delivery_tag)
 
         try:
-            await channel.basic_qos(prefetch_count=STREAM_PREFETCH)
+            await channel.basic_qos(prefetch_count=STREAM_PREFETCH, timeout=CONSUME_TIMEOUT_S)
+            # Bounded: RabbitMQ 3.10 now and then never answers a stream consume (seen
+            # under load); the loop in _run then opens another channel and asks again.
             await channel.basic_consume(
-                self._stream, deliver, arguments={"x-stream-offset": self.offset}
+                self._stream,
+                deliver,
+                arguments={"x-stream-offset": self.offset},
+                timeout=CONSUME_TIMEOUT_S,
             )
             while not channel.is_closed:
                 if unacked:
@@ -143,6 +153,8 @@ class RabbitResults:
         # Catch-up reads from earlier offsets, shared by every wait they cover; they
         # end when nobody waits any more.
         self._scans: list[_StreamReader] = []
+        self._stopping: set[asyncio.Future[None]] = set()
+        self._errand: UnderlyingChannel | None = None
 
     async def ensure(self) -> None:
         """Declare the results stream, once per process."""
@@ -154,19 +166,22 @@ class RabbitResults:
                 arguments = self._broker.topology.results_stream_arguments(
                     settings.result_ttl_s, settings.results_max_bytes
                 )
-                # Declared on a channel of its own, closed at once (fix: the shared topology
-                # channel re-declares its queues on every reconnect, and a stream RabbitMQ
-                # reports down then, as 3.10 may after a crash, failed the reconnect with
-                # NOT_FOUND over and over: the worker never came back, whatever its jobs).
-                channel = await self._broker.channel()
+                # Declared on a channel this object keeps, never the shared topology channel
+                # (fix: that one re-declares its queues on every reconnect, and a stream
+                # RabbitMQ reports down then, as 3.10 may after a crash, failed the reconnect
+                # with NOT_FOUND over and over: the worker never came back). Kept, not opened
+                # and closed: a channel number reused at once left 3.10 answering nothing.
+                if self._errand is None or self._errand.is_closed:
+                    self._errand = await self._broker.plain_channel()
                 try:
-                    await self._broker.declarations.declare_queue(
-                        self._stream, arguments, channel=channel
+                    await self._errand.queue_declare(
+                        self._stream, durable=True, arguments=arguments
                     )
-                finally:
-                    if not channel.is_closed:
-                        with contextlib.suppress(Exception):
-                            await channel.close()
+                except amqp_errors.ChannelPreconditionFailed as exc:
+                    self._errand = None
+                    raise TopologyConflict.from_reply(
+                        "queue", self._stream, exc, arguments
+                    ) from None
                 self._declared = True
 
     async def store(self, key: str, body: bytes, kind: str) -> None:
@@ -218,9 +233,12 @@ class RabbitResults:
                 if not waiting:
                     del self._waiters[key]
             if not self._waiters and self._scans:
+                # Stopped in the background: the answer is not held up by a scan's channel.
                 scans, self._scans = self._scans, []
                 for scan in scans:
-                    await scan.stop()
+                    stopping = asyncio.ensure_future(scan.stop())
+                    self._stopping.add(stopping)
+                    stopping.add_done_callback(self._stopping.discard)
 
     def _listen(self) -> None:
         if self._listener is None:
@@ -266,11 +284,16 @@ class RabbitResults:
         self._recent.clear()
         for reader in [*scans, *([listener] if listener is not None else [])]:
             await reader.stop()
+        if self._stopping:
+            await asyncio.wait(set(self._stopping), timeout=STOP_WAIT_S)
+        errand, self._errand = self._errand, None
+        if errand is not None:
+            await _close(errand)
         self._declared = False
 
 
 async def _close(channel: UnderlyingChannel) -> None:
-    """Close an errand's channel, unless the broker closed it already (a 403 or 404)."""
+    """Close a reader's channel, unless the broker closed it already; wait a bounded time."""
     if not channel.is_closed:
         with contextlib.suppress(Exception):
-            await channel.close()
+            await asyncio.wait_for(channel.close(), STOP_WAIT_S)
