@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -78,6 +79,17 @@ def _quiet_collector_cancels() -> None:
     channel_log = logging.getLogger("aiormq.channel")
     if not any(isinstance(f, _CollectorCancelled) for f in channel_log.filters):
         channel_log.addFilter(_CollectorCancelled())
+
+
+#: Kept channels for counts and declarations: members ask in parallel, one ask each.
+ERRAND_CHANNELS = 4
+
+
+@dataclass(slots=True)
+class _Errand:
+    """A kept channel for one ask at a time; None until opened, or after the broker closed it."""
+
+    channel: UnderlyingChannel | None = None
 
 
 @dataclass(slots=True)
@@ -158,8 +170,13 @@ class RabbitGroups:
         self._topology = broker.topology
         self._results = results
         self._opened: dict[str, datetime] = {}
-        self._counting = asyncio.Lock()
-        self._count_channel: UnderlyingChannel | None = None
+        self._next_count: dict[str, asyncio.Future[int | None]] = {}
+        self._count_on_wire: dict[str, asyncio.Future[int | None]] = {}
+        self._counting: set[asyncio.Future[None]] = set()
+        # Kept channels for passive declares: members ask in parallel, one ask per channel.
+        self._errands: asyncio.Queue[_Errand] = asyncio.Queue()
+        for _ in range(ERRAND_CHANNELS):
+            self._errands.put_nowait(_Errand())
 
     async def open(self, group: Group, now: datetime) -> None:
         """Declare ``group``'s queue holding its callback; :class:`GroupExists` if it is open."""
@@ -262,36 +279,67 @@ class RabbitGroups:
             return GroupStatus(id=group_id, state="unknown")
         return GroupStatus.model_validate_json(body)
 
-    async def _errand_channel(self) -> UnderlyingChannel:
-        """The kept channel for counts and declarations; call with ``_counting`` held."""
-        channel = self._count_channel
-        if channel is None or channel.is_closed:
-            # Kept, not opened per errand: a channel number closed and at once reused
-            # left RabbitMQ 3.10 answering nothing on the new channel now and then.
-            channel = self._count_channel = await self._broker.plain_channel()
-        return channel
+    @contextlib.asynccontextmanager
+    async def _errand(self) -> AsyncIterator[_Errand]:
+        """One of the kept errand channels, for one ask at a time (a 404 or 406 closes it,
+        and must fail only the ask that caused it)."""
+        errand = await self._errands.get()
+        try:
+            if errand.channel is None or errand.channel.is_closed:
+                # Kept, not opened per ask: a channel number closed and at once reused
+                # left RabbitMQ 3.10 answering nothing on the new channel now and then.
+                errand.channel = await self._broker.plain_channel()
+            yield errand
+        finally:
+            self._errands.put_nowait(errand)
 
     async def _declare(self, name: str, arguments: dict[str, Any]) -> None:
-        async with self._counting:
-            channel = await self._errand_channel()
+        async with self._errand() as errand:
+            assert errand.channel is not None
             try:
-                await channel.queue_declare(name, durable=True, arguments=arguments)
+                await errand.channel.queue_declare(name, durable=True, arguments=arguments)
             except amqp_errors.ChannelPreconditionFailed as exc:
-                self._count_channel = None
+                errand.channel = None
                 raise TopologyConflict.from_reply("queue", name, exc, arguments) from None
 
     async def _count(self, name: str) -> int | None:
-        """Messages ready in queue ``name``; None if there is no such queue.
+        """Messages ready in queue ``name``, asked after this call; None if there is no such queue.
 
-        Every member asks, so the channel is kept. One ask at a time: a 404
-        closes the channel, and must fail only the ask that caused it.
+        Every member asks, so asks are pooled: callers that arrive while one
+        ask of the same queue is on the wire share the next one, which is sent
+        after all of them arrived (so each answer counts each caller's marker).
         """
-        async with self._counting:
-            channel = await self._errand_channel()
+        batch = self._next_count.get(name)
+        if batch is None:
+            batch = self._next_count[name] = asyncio.get_running_loop().create_future()
+            batch.add_done_callback(_retrieved)
+            runner = asyncio.ensure_future(self._count_batch(name, batch))
+            self._counting.add(runner)
+            runner.add_done_callback(self._counting.discard)
+        return await asyncio.shield(batch)
+
+    async def _count_batch(self, name: str, batch: asyncio.Future[int | None]) -> None:
+        previous = self._count_on_wire.get(name)
+        if previous is not None:
+            await asyncio.wait({previous})
+        if self._next_count.get(name) is batch:
+            del self._next_count[name]  # closed: later callers start the next batch
+        on_wire = self._count_on_wire[name] = asyncio.ensure_future(self._count_now(name))
+        try:
+            batch.set_result(await on_wire)
+        except BaseException as exc:  # the callers get it
+            batch.set_exception(exc)
+        finally:
+            if self._count_on_wire.get(name) is on_wire:
+                del self._count_on_wire[name]
+
+    async def _count_now(self, name: str) -> int | None:
+        async with self._errand() as errand:
+            assert errand.channel is not None
             try:
-                ok = await channel.queue_declare(name, passive=True)
+                ok = await errand.channel.queue_declare(name, passive=True)
             except amqp_errors.ChannelNotFoundEntity:
-                self._count_channel = None  # the broker closed it
+                errand.channel = None  # the broker closed it
                 return None
             return int(ok.message_count or 0)
 
@@ -352,10 +400,13 @@ class RabbitGroups:
             await _close(channel)
 
     async def close(self) -> None:
-        """Close the channel kept for counts (the connection is closing)."""
-        channel, self._count_channel = self._count_channel, None
-        if channel is not None:
-            await _close(channel)
+        """Close the kept errand channels (the connection is closing)."""
+        for _ in range(ERRAND_CHANNELS):
+            errand = await self._errands.get()
+            channel, errand.channel = errand.channel, None
+            if channel is not None:
+                await _close(channel)
+            self._errands.put_nowait(errand)
 
     async def _finish(
         self, group_id: str, name: str, channel: UnderlyingChannel, read: _Read
@@ -385,3 +436,9 @@ async def _close(channel: UnderlyingChannel) -> None:
     if not channel.is_closed:
         with contextlib.suppress(Exception):
             await channel.close()
+
+
+def _retrieved(future: asyncio.Future[int | None]) -> None:
+    """Mark a count's error as seen: its callers may all have been cancelled meanwhile."""
+    if not future.cancelled():
+        future.exception()
