@@ -28,10 +28,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import aiormq.exceptions as amqp_errors
 from aio_pika import DeliveryMode, Message
@@ -42,10 +40,11 @@ from pamqp.common import FieldValue
 from amqp_worker._core.groups import GroupState, GroupStatus, ParkedMember
 from amqp_worker._core.job import Job
 from amqp_worker._core.workflow import Group
-from amqp_worker.errors import GroupExists, PublishReturned, ResultTimeout, TopologyConflict
+from amqp_worker.errors import GroupExists, PublishReturned, ResultTimeout
 
 from .broker import Broker
 from .messages import job_message
+from .queue_counts import QueueCounts
 from .results import RabbitResults
 
 __all__ = ["RabbitGroups"]
@@ -79,17 +78,6 @@ def _quiet_collector_cancels() -> None:
     channel_log = logging.getLogger("aiormq.channel")
     if not any(isinstance(f, _CollectorCancelled) for f in channel_log.filters):
         channel_log.addFilter(_CollectorCancelled())
-
-
-#: Kept channels for counts and declarations: members ask in parallel, one ask each.
-ERRAND_CHANNELS = 4
-
-
-@dataclass(slots=True)
-class _Errand:
-    """A kept channel for one ask at a time; None until opened, or after the broker closed it."""
-
-    channel: UnderlyingChannel | None = None
 
 
 @dataclass(slots=True)
@@ -170,18 +158,12 @@ class RabbitGroups:
         self._topology = broker.topology
         self._results = results
         self._opened: dict[str, datetime] = {}
-        self._next_count: dict[str, asyncio.Future[int | None]] = {}
-        self._count_on_wire: dict[str, asyncio.Future[int | None]] = {}
-        self._counting: set[asyncio.Future[None]] = set()
-        # Kept channels for passive declares: members ask in parallel, one ask per channel.
-        self._errands: asyncio.Queue[_Errand] = asyncio.Queue()
-        for _ in range(ERRAND_CHANNELS):
-            self._errands.put_nowait(_Errand())
+        self._counts = QueueCounts(broker)
 
     async def open(self, group: Group, now: datetime) -> None:
         """Declare ``group``'s queue holding its callback; :class:`GroupExists` if it is open."""
         name = self._topology.group_queue(group.id)
-        if await self._count(name) is not None:
+        if await self._counts.count(name) is not None:
             raise GroupExists(f"group {group.id} is still open: choose another group_id")
         then = group.then
         if then is not None:
@@ -190,7 +172,7 @@ class RabbitGroups:
         # Declared on the kept errand channel, never the shared topology channel (fix: that
         # one re-declares its queues on every reconnect: a finished group's queue came back
         # empty, without its callback, and kept the late markers of redelivered members).
-        await self._declare(
+        await self._counts.declare(
             name, self._topology.group_queue_arguments(then.queue if then else None)
         )
         headers: dict[str, FieldValue] = {
@@ -238,7 +220,7 @@ class RabbitGroups:
         reader that hands the queue back looks again, here.
         """
         for _ in range(MAX_ROUNDS):
-            count = await self._count(name)
+            count = await self._counts.count(name)
             if count is None or count < size + 1 or count <= seen:
                 return
             read = await self._collect(group_id, name, finish=True)
@@ -250,7 +232,7 @@ class RabbitGroups:
         """Read the group's markers without taking them; a finished group from the stream."""
         name = self._topology.group_queue(group_id)
         for _ in range(STATUS_RETRIES):
-            if await self._count(name) is None:
+            if await self._counts.count(name) is None:
                 break
             # A status read may find the group complete and let it go: that is what any
             # collector does, and it keeps every marker's arrival looked at.
@@ -267,7 +249,7 @@ class RabbitGroups:
                     # member's count missed it and nobody looked again: the group stayed
                     # open, its callback waiting, until some later status read.
                     await self._check(group_id, name, read.size, read.looked)
-                    if await self._count(name) is None:
+                    if await self._counts.count(name) is None:
                         break  # that look let it go: its record is in the stream
                 return read.status(group_id, state)
             await asyncio.sleep(0.1)  # a collector holds it for a moment
@@ -278,70 +260,6 @@ class RabbitGroups:
         except ResultTimeout:
             return GroupStatus(id=group_id, state="unknown")
         return GroupStatus.model_validate_json(body)
-
-    @contextlib.asynccontextmanager
-    async def _errand(self) -> AsyncIterator[_Errand]:
-        """One of the kept errand channels, for one ask at a time (a 404 or 406 closes it,
-        and must fail only the ask that caused it)."""
-        errand = await self._errands.get()
-        try:
-            if errand.channel is None or errand.channel.is_closed:
-                # Kept, not opened per ask: a channel number closed and at once reused
-                # left RabbitMQ 3.10 answering nothing on the new channel now and then.
-                errand.channel = await self._broker.plain_channel()
-            yield errand
-        finally:
-            self._errands.put_nowait(errand)
-
-    async def _declare(self, name: str, arguments: dict[str, Any]) -> None:
-        async with self._errand() as errand:
-            assert errand.channel is not None
-            try:
-                await errand.channel.queue_declare(name, durable=True, arguments=arguments)
-            except amqp_errors.ChannelPreconditionFailed as exc:
-                errand.channel = None
-                raise TopologyConflict.from_reply("queue", name, exc, arguments) from None
-
-    async def _count(self, name: str) -> int | None:
-        """Messages ready in queue ``name``, asked after this call; None if there is no such queue.
-
-        Every member asks, so asks are pooled: callers that arrive while one
-        ask of the same queue is on the wire share the next one, which is sent
-        after all of them arrived (so each answer counts each caller's marker).
-        """
-        batch = self._next_count.get(name)
-        if batch is None:
-            batch = self._next_count[name] = asyncio.get_running_loop().create_future()
-            batch.add_done_callback(_retrieved)
-            runner = asyncio.ensure_future(self._count_batch(name, batch))
-            self._counting.add(runner)
-            runner.add_done_callback(self._counting.discard)
-        return await asyncio.shield(batch)
-
-    async def _count_batch(self, name: str, batch: asyncio.Future[int | None]) -> None:
-        previous = self._count_on_wire.get(name)
-        if previous is not None:
-            await asyncio.wait({previous})
-        if self._next_count.get(name) is batch:
-            del self._next_count[name]  # closed: later callers start the next batch
-        on_wire = self._count_on_wire[name] = asyncio.ensure_future(self._count_now(name))
-        try:
-            batch.set_result(await on_wire)
-        except BaseException as exc:  # the callers get it
-            batch.set_exception(exc)
-        finally:
-            if self._count_on_wire.get(name) is on_wire:
-                del self._count_on_wire[name]
-
-    async def _count_now(self, name: str) -> int | None:
-        async with self._errand() as errand:
-            assert errand.channel is not None
-            try:
-                ok = await errand.channel.queue_declare(name, passive=True)
-            except amqp_errors.ChannelNotFoundEntity:
-                errand.channel = None  # the broker closed it
-                return None
-            return int(ok.message_count or 0)
 
     async def _collect(self, group_id: str, name: str, *, finish: bool) -> _Read | None:
         """Read every message of the group queue, holding it exclusively; None if refused or gone.
@@ -401,12 +319,7 @@ class RabbitGroups:
 
     async def close(self) -> None:
         """Close the kept errand channels (the connection is closing)."""
-        for _ in range(ERRAND_CHANNELS):
-            errand = await self._errands.get()
-            channel, errand.channel = errand.channel, None
-            if channel is not None:
-                await _close(channel)
-            self._errands.put_nowait(errand)
+        await self._counts.close()
 
     async def _finish(
         self, group_id: str, name: str, channel: UnderlyingChannel, read: _Read
@@ -436,9 +349,3 @@ async def _close(channel: UnderlyingChannel) -> None:
     if not channel.is_closed:
         with contextlib.suppress(Exception):
             await channel.close()
-
-
-def _retrieved(future: asyncio.Future[int | None]) -> None:
-    """Mark a count's error as seen: its callers may all have been cancelled meanwhile."""
-    if not future.cancelled():
-        future.exception()
