@@ -207,7 +207,7 @@ async def group_jobs(bench: Bench, publisher: AMQPWorker, n: int) -> tuple[float
 
 
 async def queue_exists(worker: AMQPWorker, name: str) -> bool:
-    count: int | None = await worker._groups._count(name)
+    count: int | None = await worker._groups._counts.count(name)
     return count is not None
 
 
