@@ -44,6 +44,5 @@ def test_a_small_workflows_bench_run_completes_with_every_job_run_exactly_once()
         assert row["n"] == 10
     (objects,) = report["objects"]
     assert objects["results"] == 100
-    if "queues_before" in objects:  # rabbitmqctl answered (root on the broker's machine)
-        assert objects["queues_after"] == objects["queues_before"] + 1
-        assert [q["type"] for q in objects["new_queues"].values()] == ["stream"]
+    # Its queue counts (rabbitmqctl) are reported, not asserted: rabbitmqctl asks the
+    # machine's default node, which is not the broker under test on the RabbitMQ 4.x pass.

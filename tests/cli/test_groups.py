@@ -117,7 +117,8 @@ def test_an_unknown_group_is_one_line_and_exit_1(broker: Broker, groups: Groups)
     groups.ids.append("no-such-group")
     result = broker("groups", "no-such-group")
     assert result.returncode == ExitCode.FAILURE
-    assert "no group no-such-group on amqp://127.0.0.1:5672" in one_line_error(result)
+    # The test broker's address: 5672, or the RabbitMQ 4.x node's port on that pass.
+    assert "no group no-such-group on amqp://127.0.0.1:" in one_line_error(result)
     as_json = broker("groups", "no-such-group", "--json")
     assert as_json.returncode == ExitCode.FAILURE
     assert json.loads(as_json.stdout)["state"] == "unknown"
