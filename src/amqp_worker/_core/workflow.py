@@ -157,12 +157,11 @@ def group(
             f"a group holds at most {MAX_GROUP_SIZE} members, got {len(jobs)}: "
             "split the work into several groups"
         )
-    callback = None if then is None else then
-    if callback is not None and not isinstance(callback, Job):
-        raise InvalidWorkflow(f"then must be a Job, got {type(callback).__name__}")
-    if callback is not None and callback.group is not None:
-        raise InvalidWorkflow(f"the callback {callback.id} is already a member of a group")
-    _unique([*jobs, *([callback] if callback is not None else [])])
+    if then is not None and not isinstance(then, Job):
+        raise InvalidWorkflow(f"then must be a Job, got {type(then).__name__}")
+    if then is not None and then.group is not None:
+        raise InvalidWorkflow(f"the callback {then.id} is already a member of a group")
+    _unique([*jobs, *([then] if then is not None else [])])
     gid = group_id or _new_workflow_id()
     try:
         validate_queue_name(gid)
@@ -170,7 +169,7 @@ def group(
         raise InvalidWorkflow(f"group id {gid[:60]!r} {exc}") from None
     if len(gid.encode()) > MAX_GROUP_ID_BYTES:
         raise InvalidWorkflow(f"a group id holds at most {MAX_GROUP_ID_BYTES} bytes")
-    return Group(gid, jobs, callback, then_if_failed)
+    return Group(gid, jobs, then, then_if_failed)
 
 
 def next_step(job: Job, value: JsonValue | Any) -> Job | None:

@@ -17,6 +17,7 @@ A permission the broker refuses (403) becomes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
@@ -141,6 +142,19 @@ class Broker:
             raise RuntimeError("Connection is not ready")  # reconnecting: connection_lost()
         channel: UnderlyingChannel = await transport.connection.channel(publisher_confirms=False)
         return channel
+
+    @staticmethod
+    async def close_plain_channel(
+        channel: UnderlyingChannel, timeout_s: float | None = None
+    ) -> None:
+        """Close a :meth:`plain_channel`, unless the broker closed it already (a 403, a 404).
+
+        Errors are swallowed: the errand is over either way. ``timeout_s``
+        bounds the wait for the broker's answer (None: no bound).
+        """
+        if not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), timeout_s)
 
     async def close(self) -> None:
         """Close the channels, and the connection if this broker made it."""

@@ -315,7 +315,7 @@ class RabbitGroups:
         except (amqp_errors.ChannelAccessRefused, amqp_errors.ChannelLockedResource):
             return None
         finally:
-            await _close(channel)
+            await Broker.close_plain_channel(channel)
 
     async def close(self) -> None:
         """Close the kept errand channels (the connection is closing)."""
@@ -342,10 +342,3 @@ class RabbitGroups:
                 len(read.succeeded),
                 read.size,
             )
-
-
-async def _close(channel: UnderlyingChannel) -> None:
-    """Close an errand's channel, unless the broker closed it already (a 403 or 404)."""
-    if not channel.is_closed:
-        with contextlib.suppress(Exception):
-            await channel.close()

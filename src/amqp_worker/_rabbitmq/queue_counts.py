@@ -118,9 +118,8 @@ class QueueCounts:
         for _ in range(ERRAND_CHANNELS):
             errand = await self._errands.get()
             channel, errand.channel = errand.channel, None
-            if channel is not None and not channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await channel.close()
+            if channel is not None:
+                await Broker.close_plain_channel(channel)
             self._errands.put_nowait(errand)
 
 

@@ -23,7 +23,6 @@ on the broker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -135,7 +134,7 @@ class _StreamReader:
                     await channel.basic_ack(last, multiple=True)
                 await asyncio.sleep(ACK_EVERY_S)
         finally:
-            await _close(channel)
+            await Broker.close_plain_channel(channel, STOP_WAIT_S)
 
 
 class RabbitResults:
@@ -288,12 +287,5 @@ class RabbitResults:
             await asyncio.wait(set(self._stopping), timeout=STOP_WAIT_S)
         errand, self._errand = self._errand, None
         if errand is not None:
-            await _close(errand)
+            await Broker.close_plain_channel(errand, STOP_WAIT_S)
         self._declared = False
-
-
-async def _close(channel: UnderlyingChannel) -> None:
-    """Close a reader's channel, unless the broker closed it already; wait a bounded time."""
-    if not channel.is_closed:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(channel.close(), STOP_WAIT_S)
