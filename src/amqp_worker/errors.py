@@ -15,7 +15,9 @@ The tree::
     ├── InvalidArgs               (ValueError)   args failed the handler's model
     ├── Retry                                    a handler asks to be retried after a delay
     ├── PermanentError                           a handler says: do not retry, park this job
-    │   └── InvalidResult         (ValueError)   a result that is not JSON, or too large
+    │   ├── InvalidResult         (ValueError)   a result that is not JSON, or too large
+    │   ├── JobExpired                           a job started after its deadline; never run
+    │   └── JobCancelled                         a job was cancelled (worker.cancel)
     ├── JobTimeout                (TimeoutError) a handler ran past its timeout_s
     ├── JobCrashed                               a job kept killing the worker running it
     ├── JobTooLarge               (ValueError)   a job's JSON is over max_message_bytes (or the broker's max)
@@ -25,6 +27,7 @@ The tree::
     ├── InvalidWorkflow           (ValueError)   a chain or group is unusable (a cycle, too big)
     │   └── GroupExists                          a group with this id is still open
     ├── JobFailed                                the job whose result was awaited was parked
+    ├── DuplicateJob                             a unique job with this key is still live
     ├── ResultTimeout             (TimeoutError) no result within timeout_s
     └── BrokerError                              RabbitMQ did not do what was asked
         ├── BrokerUnavailable     (ConnectionError)  no connection within the deadline
@@ -52,6 +55,7 @@ __all__ = [
     "BrokerError",
     "BrokerUnavailable",
     "ConfigurationError",
+    "DuplicateJob",
     "FailedJobNotFound",
     "GroupExists",
     "HandlerAlreadyRegistered",
@@ -61,7 +65,9 @@ __all__ = [
     "InvalidResult",
     "InvalidSchedule",
     "InvalidWorkflow",
+    "JobCancelled",
     "JobCrashed",
+    "JobExpired",
     "JobFailed",
     "JobTimeout",
     "JobTooLarge",
@@ -161,6 +167,26 @@ class InvalidResult(PermanentError, ValueError):
     """A handler registered with ``result=True`` (or a chain step whose result is passed
     on) returned a value that is not JSON, or whose JSON is over ``max_message_bytes``.
     The job is parked with reason ``invalid_result``; retrying cannot help."""
+
+
+class JobExpired(PermanentError):
+    """A job was not started before its deadline (``Job.expires_at``, or its handler's
+    ``max_age_s``). It is parked with reason ``expired``; its handler never ran."""
+
+
+class JobCancelled(PermanentError):
+    """A job was cancelled (``worker.cancel``, ``amqp-worker cancel``). A queued or
+    delayed one is parked with reason ``cancelled`` and never runs; a running one is
+    told (docs/controls.md)."""
+
+
+class DuplicateJob(AmqpWorkerError):
+    """A job with the same ``unique_key`` is still queued, delayed or running (or its
+    window has not passed); nothing was enqueued. ``key`` is the unique key."""
+
+    def __init__(self, key: str, message: str | None = None) -> None:
+        self.key = key
+        super().__init__(message or f"a job with unique_key {key!r} is still live")
 
 
 class JobFailed(AmqpWorkerError):

@@ -165,7 +165,23 @@ def test_the_schema_requires_only_the_handler() -> None:
         "attempt",
         "enqueued_at",
         "scheduled_at",
+        "expires_at",
+        "priority",
+        "unique_key",
+        "unique_for_s",
     }
+
+
+def test_the_controls_fields_are_checked_and_absent_when_unset() -> None:
+    assert "priority" not in json.loads(Job(handler="h").to_json())
+    with pytest.raises(ValueError, match="priority"):
+        Job(handler="h", priority=10)
+    with pytest.raises(ValueError, match="expires_at"):
+        Job(handler="h", expires_at=datetime(2026, 1, 1))  # naive: ambiguous
+    with pytest.raises(ValueError, match="unique_for_s"):
+        Job(handler="h", unique_key="k", unique_for_s=0)
+    job = Job(handler="h", priority=9, unique_key="k", unique_for_s=60.0)
+    assert Job.from_json(job.to_json()) == job
 
 
 def test_default_ids_are_random_uuid4_strings() -> None:

@@ -73,6 +73,11 @@ class FailureReason(StrEnum):
     killing the worker that ran it."""
     TOO_LARGE = "too_large"
     """The body is larger than the worker's ``max_message_bytes``; it was not decoded."""
+    EXPIRED = "expired"
+    """It was not started before its deadline (``expires_at``, or its handler's
+    ``max_age_s``); its handler never ran."""
+    CANCELLED = "cancelled"
+    """It was cancelled (``worker.cancel``) before or while it ran."""
     DELIVERY_LIMIT = "delivery_limit"
     """RabbitMQ dead-lettered it from a quorum queue after ``x-delivery-limit``
     deliveries (the broker's safety net; amqp-worker's own limit comes first)."""

@@ -27,6 +27,7 @@ from .defaults import DEFAULT_QUEUE
 
 __all__ = [
     "MAX_GROUP_SIZE",
+    "MAX_PRIORITY",
     "ChainLink",
     "GroupMember",
     "Job",
@@ -168,6 +169,9 @@ def check_size(job_id: str, size: int, max_bytes: int) -> None:
         )
 
 
+#: The highest ``Job.priority``: RabbitMQ advises at most 10 levels (each costs a queue).
+MAX_PRIORITY = 9
+
 #: The largest ``attempt``: it is written to the ``aw-attempt`` header.
 MAX_ATTEMPT = 2**31 - 1
 
@@ -222,6 +226,41 @@ class Job(BaseModel):
         description=(
             "Set on a job a schedule enqueued: the tick it was enqueued for (UTC), "
             "which may be earlier than when it ran. Absent on other jobs."
+        ),
+    )
+    expires_at: Annotated[datetime, AfterValidator(_aware_utc)] | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description=(
+            "A job not started by this time (UTC) is never run: it is parked with "
+            "reason `expired`. Applies to every attempt. Absent: no deadline."
+        ),
+    )
+    priority: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_PRIORITY,
+        exclude_if=_is_none,
+        description=(
+            "0 (the default) to 9: a queued job with a higher priority is handed out "
+            "first, on queues declared with priorities (docs/controls.md). Absent: 0."
+        ),
+    )
+    unique_key: Name | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description=(
+            "While a job with this key is queued, delayed or running (and at most "
+            "`unique_for_s`), another enqueue with the same key is refused."
+        ),
+    )
+    unique_for_s: float | None = Field(
+        default=None,
+        gt=0,
+        exclude_if=_is_none,
+        description=(
+            "The longest the `unique_key` lock is held (seconds), even if the job never "
+            "finishes. Absent: the worker's default."
         ),
     )
 

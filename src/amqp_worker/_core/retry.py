@@ -20,6 +20,8 @@ from amqp_worker.errors import (
     HandlerNotRegistered,
     InvalidArgs,
     InvalidResult,
+    JobCancelled,
+    JobExpired,
     PermanentError,
     Retry,
 )
@@ -109,6 +111,10 @@ def reason_for(exc: BaseException) -> FailureReason:
         return FailureReason.UNKNOWN_HANDLER
     if isinstance(exc, InvalidResult):
         return FailureReason.INVALID_RESULT
+    if isinstance(exc, JobExpired):
+        return FailureReason.EXPIRED
+    if isinstance(exc, JobCancelled):
+        return FailureReason.CANCELLED
     return FailureReason.HANDLER_ERROR
 
 
