@@ -5,7 +5,7 @@ and inherits its docstrings: the semantics are written there, not again here.
 A worker adds a *transport*: where enqueued jobs wait (:meth:`~BaseWorker._enqueue`),
 how it begins and ends taking them (:meth:`~BaseWorker._begin`,
 :meth:`~BaseWorker._end`), and how one delivery is settled. Running a job is
-one template method, :meth:`BaseWorker._run`: attempt, decide, then retry
+one template method, :meth:`~amqp_worker._core.running.JobRunner._run`: attempt, decide, then retry
 later or park; a worker overrides only the transport steps
 (:meth:`~BaseWorker._succeeded`, :meth:`~BaseWorker._retry_later`,
 :meth:`~BaseWorker._park`).
@@ -16,16 +16,15 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self
 
 from pydantic import BaseModel
 
 from amqp_worker.errors import ConfigurationError
 
-from .attempt import Outcome, report_failure, run_attempt
 from .defaults import (
     DEFAULT_LOOP_STALL_WARN_S,
     DEFAULT_MAX_CONCURRENCY,
@@ -33,7 +32,6 @@ from .defaults import (
     DEFAULT_STOP_TIMEOUT_S,
 )
 from .delays import delay_until, seconds
-from .failures import AttemptRecord, FailureReason
 from .handlers import Handler, HandlerSpec, check_timeout
 from .hooks import Hooks
 from .interfaces import FailedJobs, Worker
@@ -41,21 +39,18 @@ from .job import Job, stamped
 from .pool import DrainReport, TaskPool
 from .registry import Registry
 from .results import JobHandle
-from .retry import RetryPolicy, decide
+from .retry import RetryPolicy
+from .running import D, JobRunner
 from .schedule import MissedPolicy, Schedule
 from .typed import HandlerDecorator
 from .watchdog import LoopWatchdog, OnLoop, check_stall_threshold
-from .workflow_worker import WorkflowWorker
 
 __all__ = ["BaseWorker"]
 
 logger = logging.getLogger("amqp_worker")
 
-#: What a worker's transport hands to :meth:`BaseWorker._run`: a message, an entry in memory.
-D = TypeVar("D")
 
-
-class BaseWorker(WorkflowWorker, Worker, Generic[D]):
+class BaseWorker(JobRunner[D], Worker, Generic[D]):
     """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`.
 
     ``D`` is the transport's delivery: what :meth:`_run` settles when an
@@ -130,8 +125,9 @@ class BaseWorker(WorkflowWorker, Worker, Generic[D]):
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
         result: bool = False,
+        max_age_s: float | None = None,
     ) -> None:
-        self._registry.register(name, handler, retry, timeout_s, result)
+        self._registry.register(name, handler, retry, timeout_s, result, max_age_s)
 
     def handler(
         self,
@@ -141,9 +137,10 @@ class BaseWorker(WorkflowWorker, Worker, Generic[D]):
         timeout_s: float | None = None,
         queue: str | None = None,
         result: bool = False,
+        max_age_s: float | None = None,
     ) -> HandlerDecorator:
         def register(func: Callable[..., Any]) -> type[BaseModel] | None:
-            spec = self._registry.register(name, func, retry, timeout_s, result)
+            spec = self._registry.register(name, func, retry, timeout_s, result, max_age_s)
             return spec.args_model
 
         return HandlerDecorator(self, name, queue or self.default_queue, register)
@@ -273,81 +270,3 @@ class BaseWorker(WorkflowWorker, Worker, Generic[D]):
     async def _drain(self, timeout_s: float | None) -> DrainReport:
         """Wait for running handlers, cancel the late ones, and log what happened."""
         return await self._pool.drain(timeout_s)
-
-    # -- running one job ------------------------------------------------------
-
-    def _spec(self, job: Job) -> HandlerSpec:
-        return self._registry.spec(job)
-
-    async def _run(
-        self,
-        delivery: D,
-        job: Job,
-        queue: str,
-        headers: Mapping[str, Any],
-        history: Sequence[AttemptRecord] = (),
-    ) -> None:
-        """Run one attempt of ``job`` and settle ``delivery``: the flow every worker shares.
-
-        Success settles it (:meth:`_succeeded`). A failure is logged and told
-        to the hooks once, added to the job's ``history``, and then, per the
-        handler's retry policy, either enqueued again with ``attempt + 1``
-        (:meth:`_retry_later`) or parked with the whole history
-        (:meth:`_park`). A timed-out sync handler keeps its slot until its
-        thread returns.
-        """
-        spec = self._registry.handlers.get(job.handler)
-        timeout_s = self._registry.timeout_for(spec, self.timeout_s) if spec is not None else None
-        outcome = await run_attempt(
-            spec,
-            job,
-            queue,
-            headers,
-            hooks=self.hooks,
-            threads=self._pool.threads,
-            timeout_s=timeout_s,
-            on_loop=self._on_loop if self._watchdog is not None else None,
-        )
-        if outcome.error is None:
-            invalid = await self._settle_success(delivery, spec, job, queue, outcome.value)
-            if invalid is None:
-                return
-            outcome = Outcome(invalid, outcome.duration_s)
-        error = outcome.error
-        assert error is not None  # a success returned above
-        policy = spec.retry if spec is not None and spec.retry is not None else self.retry
-        decision = decide(policy, job.attempt, error)
-        await report_failure(self.hooks, job, queue, outcome, decision, headers)
-        history = [*history, AttemptRecord.of(job.attempt, error)]
-        if decision.retry:
-            retry = job.model_copy(update={"attempt": job.attempt + 1})
-            await self._retry_later(delivery, retry, queue, decision.delay_s, history)
-        else:
-            try:
-                await self._after_parked(spec, job, queue, decision.reason, error)
-            except Exception as exc:
-                await self._unfinished(delivery, job, exc)
-                return
-            await self._park(delivery, job, queue, decision.reason, error, history)
-        await outcome.wait_linger()
-
-    @abc.abstractmethod
-    async def _retry_later(
-        self, delivery: D, retry: Job, queue: str, delay_s: float, history: list[AttemptRecord]
-    ) -> None:
-        """Enqueue ``retry`` (the next attempt) after ``delay_s``, then settle ``delivery``."""
-
-    @abc.abstractmethod
-    async def _park(
-        self,
-        delivery: D,
-        job: Job,
-        queue: str,
-        reason: FailureReason,
-        error: BaseException,
-        history: list[AttemptRecord],
-    ) -> None:
-        """Keep ``job`` as a failed job with ``reason`` and ``history``, then settle ``delivery``.
-
-        Tell the ``on_parked`` hooks (:func:`~amqp_worker._core.attempt.tell_parked`) once it is kept.
-        """

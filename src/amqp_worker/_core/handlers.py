@@ -26,6 +26,7 @@ from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter, Vali
 
 from amqp_worker.errors import InvalidArgs, InvalidHandler, JobTimeout
 
+from .controls import check_max_age
 from .handler_threads import HandlerThreads
 from .job import Job, validate_name
 from .retry import RetryPolicy
@@ -85,6 +86,8 @@ class HandlerSpec:
     """Whether the worker keeps this handler's return value as the job's result."""
     result_adapter: TypeAdapter[Any] | None = None
     """Serialises the return value by the handler's return annotation (None: none given)."""
+    max_age_s: float | None = None
+    """Each attempt must start within this many seconds of being due, or it expires."""
 
     @classmethod
     def inspect(
@@ -95,6 +98,7 @@ class HandlerSpec:
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
         result: bool = False,
+        max_age_s: float | None = None,
     ) -> HandlerSpec:
         """Check ``name`` and ``func``; raise :class:`InvalidHandler` if either is unusable."""
         if not isinstance(result, bool):
@@ -103,6 +107,7 @@ class HandlerSpec:
             raise InvalidHandler(f"retry must be a RetryPolicy, got {type(retry).__name__}")
         try:
             check_timeout(timeout_s)
+            max_age_s = check_max_age(max_age_s)
         except (TypeError, ValueError) as exc:
             raise InvalidHandler(f"handler {name!r}: {exc}") from None
         if not isinstance(name, str):
@@ -159,6 +164,7 @@ class HandlerSpec:
             timeout_s=timeout_s,
             result=result,
             result_adapter=_result_adapter(name, signature) if result else None,
+            max_age_s=max_age_s,
         )
 
     def parse_args(self, job: Job) -> Any:

@@ -191,6 +191,7 @@ class Worker(Protocol):
         retry: RetryPolicy | None = None,
         timeout_s: float | None = None,
         result: bool = False,
+        max_age_s: float | None = None,
     ) -> None:
         """Register ``handler`` for jobs whose ``handler`` field is ``name``.
 
@@ -199,7 +200,10 @@ class Worker(Protocol):
         value is kept as the job's result for ``result_ttl_s`` (serialised by
         its return annotation; a value that is not JSON parks the job with
         reason ``invalid_result``), and a parked job leaves its failure
-        record. Raises
+        record. With ``max_age_s``, an attempt that has not started within that
+        many seconds of being due (enqueued, or its delay or retry backoff
+        over) never runs: it is parked with reason ``expired`` (as is a job
+        past its own ``Job.expires_at``; docs/controls.md). Raises
         :class:`~amqp_worker.errors.InvalidHandler` for an empty or illegal
         name, a non-callable or bad options, and
         :class:`~amqp_worker.errors.HandlerAlreadyRegistered` for a name
@@ -215,6 +219,7 @@ class Worker(Protocol):
         timeout_s: float | None = None,
         queue: str | None = None,
         result: bool = False,
+        max_age_s: float | None = None,
     ) -> HandlerDecorator:
         """Decorator form of :meth:`register`.
 

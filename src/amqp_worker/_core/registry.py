@@ -43,10 +43,16 @@ class Registry:
         retry: RetryPolicy | None,
         timeout_s: float | None,
         result: bool = False,
+        max_age_s: float | None = None,
     ) -> HandlerSpec:
         """Add ``handler`` as ``name``; see :meth:`amqp_worker.Worker.register` for the errors."""
         spec = HandlerSpec.inspect(
-            name, unwrap(handler), retry=retry, timeout_s=timeout_s, result=result
+            name,
+            unwrap(handler),
+            retry=retry,
+            timeout_s=timeout_s,
+            result=result,
+            max_age_s=max_age_s,
         )
         if name in self.handlers:
             raise HandlerAlreadyRegistered(name)

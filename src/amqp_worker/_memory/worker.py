@@ -18,11 +18,12 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Self
 
 from amqp_worker._core.attempt import tell_parked
 from amqp_worker._core.base import BaseWorker
+from amqp_worker._core.controls import DUE_HEADER
 from amqp_worker._core.defaults import (
     DEFAULT_LOOP_STALL_WARN_S,
     DEFAULT_MAX_CONCURRENCY,
@@ -175,7 +176,17 @@ class SimpleWorker(BaseWorker[_Entry]):
         return await super().perform_many(batch)
 
     def _place(self, entry: _Entry, delay_s: float) -> int | None:
-        """Run ``entry`` now, or after ``delay_s`` on a loop timer; the timer's token, if any."""
+        """Run ``entry`` now, or after ``delay_s`` on a loop timer; the timer's token, if any.
+
+        A delayed entry carries its due time in ``aw-due-ms``, as on RabbitMQ
+        (a handler's ``max_age_s`` counts from it); one placed now drops an earlier one.
+        """
+        if delay_s > 0 or DUE_HEADER in entry.headers:
+            headers = {k: v for k, v in entry.headers.items() if k != DUE_HEADER}
+            if delay_s > 0:
+                due = self._now() + timedelta(seconds=delay_s)
+                headers[DUE_HEADER] = round(due.timestamp() * 1000)
+            entry = _Entry(entry.job, headers, entry.history)
         if delay_s <= 0:
             self._accept(entry)
             return None

@@ -39,6 +39,7 @@ from aio_pika import DeliveryMode, Message
 from aiormq import spec
 from pamqp import encode
 
+from amqp_worker._core.controls import DUE_HEADER
 from amqp_worker._core.failures import (
     HISTORY_HEADER,
     AttemptRecord,
@@ -64,7 +65,6 @@ __all__ = [
 ]
 
 ATTEMPT_HEADER = "aw-attempt"
-DUE_HEADER = "aw-due-ms"
 DELAY_HEADER_PREFIX = "aw-delay-"
 DELIVERIES_HEADER = "aw-deliveries"
 #: Names of headers a re-published message had to leave behind (not encodable).

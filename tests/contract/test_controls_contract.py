@@ -1,0 +1,118 @@
+"""Fleet controls checked where a job starts: the same contract on every worker.
+
+Expiry (``Job.expires_at``, a handler's ``max_age_s``) and priorities. Waits
+use generous guards against hangs; nothing asserts on elapsed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from amqp_worker import FailureReason, InvalidHandler, JobFailed, Worker
+from tests.conftest import WorkerKit
+
+GUARD_S = 30.0
+
+
+async def parked(worker: Worker, job_id: str) -> Any:
+    async def poll() -> Any:
+        while True:
+            found = [job for job in await worker.failed.list() if job.id == job_id]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), GUARD_S)
+
+
+async def until(predicate: Any) -> None:
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110 - the handlers set nothing to wait on
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), GUARD_S)
+
+
+def recording(worker: Worker, **options: Any) -> list[str]:
+    ran: list[str] = []
+
+    async def work(args: dict[str, Any], job: Any) -> str:
+        ran.append(job.id)
+        return "done"
+
+    worker.register("work", work, **options)
+    return ran
+
+
+# -- expiry ---------------------------------------------------------------------
+
+
+async def test_a_job_past_its_expires_at_is_parked_as_expired_and_never_runs(
+    kit: WorkerKit,
+) -> None:
+    worker = kit.make()
+    ran = recording(worker)
+    heard: list[str] = []
+    worker.hooks.on_parked(lambda event: heard.append(str(event.reason)))
+    stale = kit.job("work", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    fresh = kit.job("work", expires_at=datetime.now(UTC) + timedelta(hours=1))
+    async with worker:
+        await worker.perform(stale)
+        await worker.perform(fresh)
+        failed = await parked(worker, stale.id)
+        await until(lambda: fresh.id in ran)
+    assert failed.reason == FailureReason.EXPIRED
+    assert failed.attempts == 1
+    assert "expired" in failed.error_message
+    assert stale.id not in ran
+    assert heard == ["expired"]
+
+
+async def test_a_handler_max_age_s_parks_a_job_that_waited_too_long(kit: WorkerKit) -> None:
+    worker = kit.make()
+    ran = recording(worker, max_age_s=0.2)
+    job = kit.job("work")
+    await worker.perform(job)  # not started: it waits in the queue
+    await asyncio.sleep(0.6)
+    async with worker:
+        failed = await parked(worker, job.id)
+        young = kit.job("work")
+        await worker.perform(young)
+        await until(lambda: young.id in ran)
+    assert failed.reason == FailureReason.EXPIRED
+    assert "max_age_s=0.2" in failed.error_message
+    assert job.id not in ran
+
+
+async def test_max_age_s_counts_from_when_a_delayed_job_is_due(kit: WorkerKit) -> None:
+    worker = kit.make()
+    ran = recording(worker, max_age_s=10)
+    job = kit.job("work")
+    async with worker:
+        # Due in 0.5 s: its age counts from then, not from the enqueue.
+        await worker.perform_in(job, 0.5)
+        if kit.kind == "time_travel":
+            await worker.advance(1.0)  # type: ignore[attr-defined]
+        await until(lambda: job.id in ran)
+
+
+async def test_an_expired_job_leaves_a_failure_as_its_result(kit: WorkerKit) -> None:
+    worker = kit.make()
+    recording(worker, result=True)
+    job = kit.job("work", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    async with worker:
+        handle = await worker.perform(job)
+        with pytest.raises(JobFailed, match="expired") as failure:
+            await handle.result(timeout_s=GUARD_S)
+    assert failure.value.result.reason == "expired"
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "10", True])
+async def test_max_age_s_must_be_a_positive_finite_number(kit: WorkerKit, bad: Any) -> None:
+    worker = kit.make()
+    with pytest.raises(InvalidHandler, match="max_age_s"):
+        worker.register("work", lambda args: None, max_age_s=bad)
