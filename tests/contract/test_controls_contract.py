@@ -116,3 +116,25 @@ async def test_max_age_s_must_be_a_positive_finite_number(kit: WorkerKit, bad: A
     worker = kit.make()
     with pytest.raises(InvalidHandler, match="max_age_s"):
         worker.register("work", lambda args: None, max_age_s=bad)
+
+
+# -- priorities -----------------------------------------------------------------
+
+
+async def test_waiting_jobs_run_highest_priority_first_and_in_order_within_one(
+    kit: WorkerKit,
+) -> None:
+    # One at a time, one in flight: the order is the broker's (or the heap's) alone.
+    options: dict[str, Any] = {"max_priority": 9, "prefetch": 1} if kit.kind == "amqp" else {}
+    worker = kit.make(max_concurrency=1, **options)
+    order: list[int] = []
+
+    async def work(args: dict[str, Any]) -> None:
+        order.append(int(args["n"]))
+
+    worker.register("work", work)
+    for n, priority in [(1, None), (2, 3), (3, 9), (4, 3), (5, 0)]:
+        await worker.perform(kit.job("work", {"n": n}, priority=priority))
+    async with worker:
+        await until(lambda: len(order) == 5)
+    assert order == [3, 2, 4, 1, 5]

@@ -111,6 +111,23 @@ def test_the_job_properties_are_the_general_encoding() -> None:
     assert encoded == encode_properties(expected) == expected.marshal()
 
 
+@pytest.mark.parametrize("priority", [0, 5, 9])
+def test_a_job_priority_is_encoded_as_pamqp_does(priority: int) -> None:
+    expected = Properties(
+        content_type="application/json",
+        delivery_mode=2,
+        priority=priority,
+        message_id="id-1",
+        message_type="h",
+        timestamp=WHEN,
+        headers={"aw-attempt": 0},
+    )
+    encoded = encode_job_properties(
+        "application/json", {"aw-attempt": 0}, "id-1", WHEN, "h", priority
+    )
+    assert encoded == expected.marshal()
+
+
 def test_a_key_over_128_bytes_is_truncated_as_pamqp_does(caplog: pytest.LogCaptureFixture) -> None:
     properties = Properties(headers={"k" * 200: 1, "a": 2})
     assert encode_properties(properties) == properties.marshal()

@@ -50,6 +50,15 @@ def test_classic_queues_have_no_arguments_and_never_expire() -> None:
             assert "x-expires" not in t.delay_queue_arguments(level, digit)
 
 
+def test_max_priority_sets_x_max_priority_on_classic_job_queues_only() -> None:
+    assert Topology(max_priority=9).work_queue_arguments("q") == {"x-max-priority": 9}
+    assert Topology(max_priority=9).failed_queue_arguments() == {}
+    quorum = Topology(queue_type="quorum", max_priority=9).work_queue_arguments("q")
+    assert "x-max-priority" not in quorum  # 4.x quorum queues have their own two levels
+    for level in range(Topology().delay.levels):
+        assert "x-max-priority" not in Topology(max_priority=9).delay_queue_arguments(level, 1)
+
+
 def test_quorum_arguments() -> None:
     assert queue_arguments("quorum") == {"x-queue-type": "quorum"}
     args = Topology(queue_type="quorum").delay_queue_arguments(0, 1)

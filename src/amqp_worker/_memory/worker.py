@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 from collections import deque
@@ -98,6 +99,7 @@ class SimpleWorker(BaseWorker[_Entry]):
         self._results = MemoryResults(self.result_ttl_s)
         self._groups = MemoryGroups(self.perform)
         self._pending: deque[_Entry] = deque()
+        self._ready: list[tuple[int, int, _Entry]] = []
         self._timers: dict[int, tuple[asyncio.TimerHandle, _Entry]] = {}
         self._tokens = itertools.count()
         self._dropped = 0
@@ -209,10 +211,16 @@ class SimpleWorker(BaseWorker[_Entry]):
         def dropped() -> None:
             self._dropped += 1
 
+        # Ready entries wait in a heap, highest Job.priority first and in order within
+        # one; each run takes the best entry when it gets a slot, so a job enqueued
+        # later with a higher priority overtakes those still waiting (as on RabbitMQ).
+        heapq.heappush(self._ready, (-(entry.job.priority or 0), next(self._tokens), entry))
+        self._submit_run(self._run_best, dropped)
+
+    async def _run_best(self) -> None:
+        entry = heapq.heappop(self._ready)[2]
         job = entry.job
-        self._submit_run(
-            lambda: self._run(entry, job, job.queue, entry.headers, entry.history), dropped
-        )
+        await self._run(entry, job, job.queue, entry.headers, entry.history)
 
     # -- settling an attempt (the transport steps of BaseWorker._run) --------------
 
@@ -272,6 +280,7 @@ class SimpleWorker(BaseWorker[_Entry]):
             timer.cancel()
         self._timers.clear()
         self._pending.clear()
+        self._ready.clear()
         if dropped or report.cancelled:
             logger.warning(
                 "SimpleWorker stopped: dropped %d queued or delayed job(s) and cancelled %d "

@@ -142,6 +142,7 @@ _JOB_FLAGS = _FLAGS.pack(
         )
     )
 )
+_JOB_FLAGS_PRIORITY = _FLAGS.pack(_FLAGS.unpack(_JOB_FLAGS)[0] | Properties.flags["priority"])
 _PERSISTENT = encode.octet(2)
 
 
@@ -151,18 +152,24 @@ def encode_job_properties(
     message_id: str,
     timestamp: datetime,
     message_type: str,
+    priority: int | None = None,
 ) -> bytes:
     """The properties of a persistent job message, as :func:`encode_properties` writes them.
 
-    Every argument must be set (non-empty): a job always has them all, so the
-    flags are fixed and no property needs looking up.
+    Every argument but ``priority`` must be set (non-empty): a job always has
+    them all, so the flags are fixed and no property needs looking up.
     """
+    if priority is None:
+        flags, middle = _JOB_FLAGS, _PERSISTENT
+    else:
+        # Priority follows delivery_mode on the wire (AMQP 0-9-1 property order).
+        flags, middle = _JOB_FLAGS_PRIORITY, _PERSISTENT + encode.octet(priority)
     return b"".join(
         (
-            _JOB_FLAGS,
+            flags,
             _short_string(content_type),
             _table(headers),
-            _PERSISTENT,
+            middle,
             _short_string(message_id),
             _timestamp(timestamp),
             _short_string(message_type),

@@ -236,7 +236,15 @@ class JobMessage:
     them again; ``properties`` gives them back as the AMQP client's object.
     """
 
-    __slots__ = ("body", "encoded", "headers", "message_id", "message_type", "timestamp")
+    __slots__ = (
+        "body",
+        "encoded",
+        "headers",
+        "message_id",
+        "message_type",
+        "priority",
+        "timestamp",
+    )
 
     def __init__(
         self,
@@ -245,6 +253,7 @@ class JobMessage:
         message_type: str,
         timestamp: datetime,
         headers: dict[str, Any],
+        priority: int | None = None,
     ) -> None:
         self.body = body
         self.message_id = message_id
@@ -252,8 +261,10 @@ class JobMessage:
         self.timestamp = timestamp
         self.headers = headers
         """The message's headers."""
+        self.priority = priority
+        """The AMQP priority (``Job.priority``); None: unset, which RabbitMQ reads as 0."""
         self.encoded = encode_job_properties(
-            CONTENT_TYPE, headers, message_id, timestamp, message_type
+            CONTENT_TYPE, headers, message_id, timestamp, message_type, priority
         )
 
     @property
@@ -266,6 +277,7 @@ class JobMessage:
             message_type=self.message_type,
             timestamp=self.timestamp,
             headers=self.headers,
+            priority=self.priority,
         )
 
 
@@ -290,4 +302,4 @@ def job_message(
     body = job.to_json()
     if max_bytes is not None:
         check_size(job.id, len(body), max_bytes)
-    return JobMessage(body, job.id, job.handler, job.enqueued_at, all_headers)
+    return JobMessage(body, job.id, job.handler, job.enqueued_at, all_headers, job.priority)

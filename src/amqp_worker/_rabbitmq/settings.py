@@ -26,7 +26,7 @@ from amqp_worker._core.defaults import (
     DEFAULT_RESULTS_MAX_BYTES,
     DEFAULT_STOP_TIMEOUT_S,
 )
-from amqp_worker._core.job import validate_name
+from amqp_worker._core.job import MAX_PRIORITY, validate_name
 from amqp_worker.errors import ConfigurationError, describe_validation_error
 
 from .redact import describe_url, split_urls
@@ -115,6 +115,16 @@ class AMQPSettings(BaseSettings):
         description=(
             "x-delivery-limit of quorum work, due and quarantine queues: past it RabbitMQ "
             "dead-letters a job into the failed queue (the broker's safety net)."
+        ),
+    )
+    max_priority: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PRIORITY,
+        description=(
+            "Classic work queues are declared with x-max-priority set to this, so "
+            "Job.priority orders them (docs/controls.md); None: no priority queues. "
+            "RabbitMQ cannot add it to an existing queue."
         ),
     )
     shutdown_timeout_s: float = Field(
@@ -223,6 +233,7 @@ class AMQPSettings(BaseSettings):
             queue_type=self.queue_type,
             delay=DelayPlan(self.delay_window_ms),
             delivery_limit=self.delivery_limit,
+            max_priority=self.max_priority,
         )
 
     @property
@@ -283,6 +294,7 @@ class WorkerOptions(TypedDict, total=False):
     max_message_bytes: int
     max_deliveries: int
     delivery_limit: int
+    max_priority: int | None
     shutdown_timeout_s: float
     result_ttl_s: float
     results_max_bytes: int

@@ -223,6 +223,8 @@ class Topology:
     delay: DelayPlan = DelayPlan(1000)
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
     """``x-delivery-limit`` of quorum work, due and quarantine queues."""
+    max_priority: int | None = None
+    """``x-max-priority`` of classic work, due and quarantine queues; None: not set."""
 
     def __post_init__(self) -> None:
         # The longest derived name must still be a legal AMQP short string.
@@ -322,13 +324,20 @@ class Topology:
         Quorum: a job delivered ``delivery_limit`` times is dead-lettered into
         the failed-jobs queue (its ``x-death`` reason says ``delivery_limit``),
         never dropped, on RabbitMQ 3.10 and 4.x alike.
+
+        With ``max_priority``, classic queues get ``x-max-priority``. Quorum
+        queues take no such argument: RabbitMQ 4.x gives them two priorities
+        of its own (``priority`` 5 and up before the rest); 3.x none.
         """
-        return queue_arguments(
+        arguments = queue_arguments(
             self.queue_type,
             dead_letter_exchange="",
             dead_letter_routing_key=self.failed_queue(queue),
             delivery_limit=self.delivery_limit,
         )
+        if self.max_priority is not None and self.queue_type == "classic":
+            arguments["x-max-priority"] = self.max_priority
+        return arguments
 
     def failed_queue_arguments(self) -> dict[str, Any]:
         """Arguments of failed-jobs queues: no TTL, no expiry, a delivery limit out of reach."""
