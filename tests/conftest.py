@@ -116,6 +116,7 @@ async def delete_topology_queues(*queues: str, prefix: str = "") -> None:
 
     The delay queues are shared by the whole session and go at its end.
     """
+    from amqp_worker._rabbitmq.extra_topology import partition_queue
     from tests.harness.brokertools import delete_queues
 
     topology = Topology(name=SESSION_NAME, queue_prefix=prefix)
@@ -129,6 +130,8 @@ async def delete_topology_queues(*queues: str, prefix: str = "") -> None:
             topology.quarantine_queue,
         )
     )
+    # The contract tests of per-key order use partitions=4.
+    await delete_queues(partition_queue(topology, queue, i) for queue in queues for i in range(4))
 
 
 def example_env(prefix: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ The tree::
     │   └── GroupExists                          a group with this id is still open
     ├── JobFailed                                the job whose result was awaited was parked
     ├── DuplicateJob                             a unique job with this key is still live
+    ├── InvalidControl            (ValueError)   a fleet control asked for what it cannot do
     ├── ResultTimeout             (TimeoutError) no result within timeout_s
     └── BrokerError                              RabbitMQ did not do what was asked
         ├── BrokerUnavailable     (ConnectionError)  no connection within the deadline
@@ -61,6 +62,7 @@ __all__ = [
     "HandlerAlreadyRegistered",
     "HandlerNotRegistered",
     "InvalidArgs",
+    "InvalidControl",
     "InvalidHandler",
     "InvalidResult",
     "InvalidSchedule",
@@ -178,6 +180,12 @@ class JobCancelled(PermanentError):
     """A job was cancelled (``worker.cancel``, ``amqp-worker cancel``). A queued or
     delayed one is parked with reason ``cancelled`` and never runs; a running one is
     told (docs/controls.md)."""
+
+
+class InvalidControl(AmqpWorkerError, ValueError):
+    """A fleet control was asked for what it cannot do: a ``partition_key`` on a worker
+    without ``partitions``, or on a delayed job; the message says which. Nothing was
+    enqueued."""
 
 
 class DuplicateJob(AmqpWorkerError):

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from amqp_worker import FailureReason, InvalidHandler, JobFailed, Worker
+from amqp_worker import (
+    FailureReason,
+    InvalidControl,
+    InvalidHandler,
+    JobFailed,
+    RetryPolicy,
+    Worker,
+)
 from tests.conftest import WorkerKit
 
 GUARD_S = 30.0
@@ -138,3 +145,63 @@ async def test_waiting_jobs_run_highest_priority_first_and_in_order_within_one(
     async with worker:
         await until(lambda: len(order) == 5)
     assert order == [3, 2, 4, 1, 5]
+
+
+# -- per-key order --------------------------------------------------------------
+
+
+def partitioned(kit: WorkerKit, **options: Any) -> Worker:
+    return kit.make(**({"partitions": 4} if kit.kind == "amqp" else {}), **options)
+
+
+async def test_jobs_of_one_partition_key_run_one_at_a_time_in_enqueue_order(
+    kit: WorkerKit,
+) -> None:
+    worker = partitioned(kit, max_concurrency=4)
+    done: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+    running: dict[str, int] = {"a": 0, "b": 0, "c": 0}
+    overlaps: list[str] = []
+
+    async def work(args: dict[str, Any]) -> None:
+        key = str(args["key"])
+        running[key] += 1
+        if running[key] > 1:
+            overlaps.append(key)
+        await asyncio.sleep(0.005 * (int(args["n"]) % 3))  # uneven: a later job could pass
+        done[key].append(int(args["n"]))
+        running[key] -= 1
+
+    worker.register("work", work)
+    async with worker:
+        for n in range(10):
+            for key in done:
+                await worker.perform(kit.job("work", {"key": key, "n": n}, partition_key=key))
+        await until(lambda: sum(len(v) for v in done.values()) == 30)
+    assert overlaps == []
+    assert done == {key: list(range(10)) for key in done}
+
+
+async def test_a_failed_partitioned_job_is_retried_before_the_next_of_its_key(
+    kit: WorkerKit,
+) -> None:
+    worker = partitioned(kit, max_concurrency=2)
+    order: list[tuple[int, int]] = []
+
+    async def flaky(args: dict[str, Any], job: Any) -> None:
+        order.append((int(args["n"]), job.attempt))
+        if args["n"] == 0 and job.attempt == 0:
+            raise RuntimeError("first attempt fails")
+
+    worker.register("flaky", flaky, retry=RetryPolicy(max_retries=2, base_s=0.05, jitter=0))
+    async with worker:
+        for n in range(3):
+            await worker.perform(kit.job("flaky", {"n": n}, partition_key="k"))
+        await until(lambda: len(order) == 4)
+    assert order == [(0, 0), (0, 1), (1, 0), (2, 0)]
+
+
+async def test_a_partitioned_job_cannot_be_delayed(kit: WorkerKit) -> None:
+    worker = partitioned(kit)
+    worker.register("work", lambda args: None)
+    with pytest.raises(InvalidControl, match="partition_key"):
+        await worker.perform_in(kit.job("work", partition_key="k"), 5)

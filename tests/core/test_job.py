@@ -167,6 +167,7 @@ def test_the_schema_requires_only_the_handler() -> None:
         "scheduled_at",
         "expires_at",
         "priority",
+        "partition_key",
         "unique_key",
         "unique_for_s",
     }

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from amqp_worker._core.controls import partition_of
+from amqp_worker._rabbitmq.extra_topology import (
+    group_queue_arguments,
+    partition_queue,
+    partition_queue_arguments,
+)
 from amqp_worker._rabbitmq.topology import (
     DELAY_RADIX,
     ONE_YEAR_MS,
@@ -195,11 +203,37 @@ def test_the_results_stream_is_bounded_by_age_and_size() -> None:
 
 def test_a_group_queue_dead_letters_its_callback_to_the_work_queue() -> None:
     topology = Topology(name="app", queue_prefix="p.")
-    assert topology.group_queue_arguments("emails") == {
+    assert group_queue_arguments(topology, "emails") == {
         "x-queue-type": "classic",
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": "p.emails",
     }
-    assert topology.group_queue_arguments(None) == {"x-queue-type": "classic"}
+    assert group_queue_arguments(topology, None) == {"x-queue-type": "classic"}
     # Never an expiry or a TTL: the queue holds a job (the callback).
-    assert not {"x-expires", "x-message-ttl"} & set(topology.group_queue_arguments("q"))
+    assert not {"x-expires", "x-message-ttl"} & set(group_queue_arguments(topology, "q"))
+
+
+def test_partition_queues_are_quorum_single_active_consumer_and_dead_letter_to_failed() -> None:
+    t = Topology(name="app", queue_prefix="p-")
+    assert partition_queue(t, "orders", 3) == "app.partition.p-orders.3"
+    args = partition_queue_arguments(t, "orders", max_deliveries=5)
+    assert args == {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": 5,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "app.failed.p-orders",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        "x-single-active-consumer": True,
+    }
+    assert "x-expires" not in args
+    with pytest.raises(ValueError, match="bytes"):
+        partition_queue(t, "q" * 240, 0)
+
+
+def test_partition_of_is_crc32_of_the_utf8_key_modulo_partitions() -> None:
+    assert partition_of("customer-42", 8) == zlib.crc32(b"customer-42") % 8
+    assert partition_of("é", 3) == zlib.crc32("é".encode()) % 3
+    assert {partition_of(f"k{i}", 4) for i in range(100)} == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="partitions"):
+        partition_of("k", 0)

@@ -23,7 +23,7 @@ from typing import Any, Generic, Self
 
 from pydantic import BaseModel
 
-from amqp_worker.errors import ConfigurationError
+from amqp_worker.errors import ConfigurationError, InvalidControl
 
 from .defaults import (
     DEFAULT_LOOP_STALL_WARN_S,
@@ -183,6 +183,11 @@ class BaseWorker(JobRunner[D], Worker, Generic[D]):
         return await self._perform(self._outgoing(job), delay_s)
 
     async def _perform(self, job: Job, delay_s: float) -> JobHandle:
+        if delay_s > 0 and job.partition_key is not None:
+            raise InvalidControl(
+                f"job {job.id} has a partition_key and cannot be delayed: it would run "
+                "out of its partition's order"
+            )
         await self._enqueue(job, delay_s, self.hooks.publishing(job))
         return JobHandle(job.id, self._result_source(), job.enqueued_at)
 

@@ -1,4 +1,4 @@
-"""Fleet controls checked where a job is about to start: expiry (and, with it, the gate).
+"""Fleet controls as pure rules: expiry at the start gate, and where a partitioned job goes.
 
 Pure functions, shared by every worker (docs/controls.md):
 
@@ -10,11 +10,15 @@ Pure functions, shared by every worker (docs/controls.md):
 A job past either is refused with :class:`~amqp_worker.errors.JobExpired`
 before its handler (or any ``before`` hook) runs, and parked with reason
 ``expired``: never run, never dropped.
+
+A job with a ``partition_key`` goes to partition :func:`partition_of` of its
+queue: a stable hash any publisher can compute (CRC-32 of the key's UTF-8).
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +27,7 @@ from amqp_worker.errors import JobExpired
 
 from .job import Job
 
-__all__ = ["DUE_HEADER", "check_max_age", "due_at", "expiry_error"]
+__all__ = ["DUE_HEADER", "check_max_age", "due_at", "expiry_error", "partition_of"]
 
 #: A delayed job's (or delayed retry's) due time, in ms since the Unix epoch.
 DUE_HEADER = "aw-due-ms"
@@ -75,3 +79,14 @@ def expiry_error(
                 f"max_age_s={max_age_s:g}; its handler did not run"
             )
     return None
+
+
+def partition_of(partition_key: str, partitions: int) -> int:
+    """The partition (0 to ``partitions - 1``) of ``partition_key``: CRC-32 of its UTF-8, modulo.
+
+    Stable across processes, versions and languages (unlike Python's ``hash``),
+    so a publisher in any language routes a key where a Python one would.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    return zlib.crc32(partition_key.encode("utf-8")) % partitions

@@ -246,6 +246,14 @@ class Job(BaseModel):
             "first, on queues declared with priorities (docs/controls.md). Absent: 0."
         ),
     )
+    partition_key: Name | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description=(
+            "Jobs with the same key (and queue) run one at a time, in the order they "
+            "were enqueued, across every worker (docs/controls.md)."
+        ),
+    )
     unique_key: Name | None = Field(
         default=None,
         exclude_if=_is_none,

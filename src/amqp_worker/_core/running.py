@@ -12,6 +12,7 @@ A worker overrides only the transport steps (:meth:`_succeeded`,
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -70,7 +71,8 @@ class JobRunner(WorkflowWorker, Generic[D]):
         to the hooks once, added to the job's ``history``, and then, per the
         handler's retry policy, either enqueued again with ``attempt + 1``
         (:meth:`_retry_later`) or parked with the whole history
-        (:meth:`_park`). A timed-out sync handler keeps its slot until its
+        (:meth:`_park`); a job with a ``partition_key`` is retried in place,
+        after its backoff. A timed-out sync handler keeps its slot until its
         thread returns. A job the start gate refuses (:meth:`_refusal`) is
         never attempted: it fails with that error (a permanent one: parked).
         """
@@ -104,6 +106,13 @@ class JobRunner(WorkflowWorker, Generic[D]):
         history = [*history, AttemptRecord.of(job.attempt, error)]
         if decision.retry:
             retry = job.model_copy(update={"attempt": job.attempt + 1})
+            if job.partition_key is not None:
+                # In place, holding the delivery: the jobs behind it in its partition
+                # wait, as its order requires (a stop hands it back to the head).
+                await outcome.wait_linger()
+                await asyncio.sleep(decision.delay_s)
+                await self._run(delivery, retry, queue, headers, history)
+                return
             await self._retry_later(delivery, retry, queue, decision.delay_s, history)
         else:
             try:

@@ -42,6 +42,7 @@ from amqp_worker._core.workflow import Group
 from amqp_worker.errors import ConfigurationError, HandlerNotRegistered
 
 from .failed_jobs import MemoryFailedJobs
+from .partitions import PartitionLocks
 from .workflows import MemoryGroups, MemoryResults
 
 __all__ = ["SimpleWorker"]
@@ -100,6 +101,7 @@ class SimpleWorker(BaseWorker[_Entry]):
         self._groups = MemoryGroups(self.perform)
         self._pending: deque[_Entry] = deque()
         self._ready: list[tuple[int, int, _Entry]] = []
+        self._partitions = PartitionLocks()
         self._timers: dict[int, tuple[asyncio.TimerHandle, _Entry]] = {}
         self._tokens = itertools.count()
         self._dropped = 0
@@ -220,7 +222,11 @@ class SimpleWorker(BaseWorker[_Entry]):
     async def _run_best(self) -> None:
         entry = heapq.heappop(self._ready)[2]
         job = entry.job
-        await self._run(entry, job, job.queue, entry.headers, entry.history)
+        if job.partition_key is None:
+            await self._run(entry, job, job.queue, entry.headers, entry.history)
+            return
+        async with self._partitions.hold(job.queue, job.partition_key):
+            await self._run(entry, job, job.queue, entry.headers, entry.history)
 
     # -- settling an attempt (the transport steps of BaseWorker._run) --------------
 

@@ -116,6 +116,14 @@ class Declarations:
             await queue.bind(exchange, routing_key, arguments=binding_args)
         return queue
 
+    async def once(self, key: str, declare: Callable[[], Awaitable[None]]) -> None:
+        """Run ``declare`` unless it ran under ``key`` in this process (see :meth:`forget_key`)."""
+        await self._once(key, declare)
+
+    def forget_key(self, key: str) -> None:
+        """Forget that what was declared under ``key`` exists, so the next use declares it again."""
+        self._declared.discard(key)
+
     async def _once(self, key: str, declare: Callable[[], Awaitable[None]]) -> None:
         # Declarations are cached per process: one round trip per queue, not per job.
         if key in self._declared:

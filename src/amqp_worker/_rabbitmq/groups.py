@@ -43,6 +43,7 @@ from amqp_worker._core.workflow import Group
 from amqp_worker.errors import GroupExists, PublishReturned, ResultTimeout
 
 from .broker import Broker
+from .extra_topology import group_queue_arguments
 from .messages import job_message
 from .queue_counts import QueueCounts
 from .results import RabbitResults
@@ -173,7 +174,7 @@ class RabbitGroups:
         # one re-declares its queues on every reconnect: a finished group's queue came back
         # empty, without its callback, and kept the late markers of redelivered members).
         await self._counts.declare(
-            name, self._topology.group_queue_arguments(then.queue if then else None)
+            name, group_queue_arguments(self._topology, then.queue if then else None)
         )
         headers: dict[str, FieldValue] = {
             KIND_HEADER: "callback" if then is not None else "opener",

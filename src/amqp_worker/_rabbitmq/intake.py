@@ -90,6 +90,16 @@ class Intake:
         await self._settler.moves_settled()
         self._accept(queue, message)
 
+    async def on_partitioned(self, queue: str, message: Delivery) -> None:
+        """A delivery from a partition queue: run as it comes, redelivered or not.
+
+        A redelivered job stays at the head of its partition (quarantining it
+        would break the order); its quorum queue counts deliveries instead
+        (see :mod:`amqp_worker._rabbitmq.partitions`).
+        """
+        self._settler.delivered(message)
+        self._accept(queue, message, in_order=True)
+
     async def on_due(self, queue: str, message: Delivery) -> None:
         self._settler.delivered(message)
         self._schedule(queue, message)
@@ -129,7 +139,7 @@ class Intake:
             self._settler.track(self._park_message(queue, message, reason, exc, None, None))
             return None
 
-    def _accept(self, queue: str, message: Delivery) -> None:
+    def _accept(self, queue: str, message: Delivery, in_order: bool = False) -> None:
         job = self._decode(queue, message)
         if job is None:
             return
@@ -138,7 +148,7 @@ class Intake:
             reason = FailureReason.UNKNOWN_HANDLER
             self._settler.track(self._park_message(queue, message, reason, error, job, None))
             return
-        if message.redelivered:
+        if message.redelivered and not in_order:
             self._settler.track(self._came_back(queue, message, job))
             return
         self._run(queue, message, job)

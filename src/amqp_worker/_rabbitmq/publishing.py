@@ -19,6 +19,7 @@ from amqp_worker.errors import PublishError, PublishReturned
 
 from .broker import Broker
 from .messages import JobMessage, job_message
+from .partitions import PartitionPublisher
 
 __all__ = ["JobPublisher", "due_in", "now_ms"]
 
@@ -44,6 +45,7 @@ class JobPublisher:
         self._broker = broker
         self._topology = broker.topology
         self._max_bytes = broker.settings.max_message_bytes
+        self._partitions = PartitionPublisher(broker)
 
     async def publish(
         self, job: Job, headers: Mapping[str, Any] | None = None, due_ms: int | None = None
@@ -52,7 +54,9 @@ class JobPublisher:
 
         Raises a :class:`~amqp_worker.errors.BrokerError` if it was not confirmed.
         """
-        if due_ms is None:
+        if job.partition_key is not None and due_ms is None:
+            await self._partitions.publish(job, headers)  # a delayed one is refused earlier
+        elif due_ms is None:
             await self._publish_now(job, headers)
         else:
             await self._publish_delayed(job, due_ms, headers)
@@ -61,8 +65,15 @@ class JobPublisher:
         """Publish jobs to run now with pipelined confirms.
 
         Raises a :class:`~amqp_worker.errors.PublishError` naming every job
-        that was not confirmed; the others are enqueued.
+        that was not confirmed; the others are enqueued. A batch that holds a
+        job with a ``partition_key`` is published one job at a time, in order,
+        and stops at the first that fails.
         """
+        if any(job.partition_key is not None for job, _ in jobs):
+            # One at a time, in order: each goes to its own partition queue.
+            for job, headers in jobs:
+                await self.publish(job, headers)
+            return
         for queue in dict.fromkeys(job.queue for job, _ in jobs):
             await self._broker.declarations.ensure_work_queue(queue)
         exchange = self._topology.exchange

@@ -35,6 +35,10 @@ from .topology import DelayPlan, QueueType, Topology
 __all__ = ["AMQPSettings", "WorkerOptions", "build_settings"]
 
 
+#: The most partition queues per job queue (each is a quorum queue).
+MAX_PARTITIONS = 256
+
+
 class AMQPSettings(BaseSettings):
     """Everything an ``AMQPWorker`` needs to know; immutable once built."""
 
@@ -125,6 +129,15 @@ class AMQPSettings(BaseSettings):
             "Classic work queues are declared with x-max-priority set to this, so "
             "Job.priority orders them (docs/controls.md); None: no priority queues. "
             "RabbitMQ cannot add it to an existing queue."
+        ),
+    )
+    partitions: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_PARTITIONS,
+        description=(
+            "Partition queues per job queue, for jobs with a partition_key (one at a time "
+            "per key, in order); 0: none. Every publisher and worker must agree."
         ),
     )
     shutdown_timeout_s: float = Field(
@@ -295,6 +308,7 @@ class WorkerOptions(TypedDict, total=False):
     max_deliveries: int
     delivery_limit: int
     max_priority: int | None
+    partitions: int
     shutdown_timeout_s: float
     result_ttl_s: float
     results_max_bytes: int

@@ -1,7 +1,7 @@
 """Deleting what a worker name declared on RabbitMQ: for test suites, never for production.
 
-Everything goes, messages included: each job queue's work, due, failed-jobs
-and quarantine queues, the delay queues, the schedule queues, the results
+Everything goes, messages included: each job queue's work, due, failed-jobs,
+quarantine and partition queues, the delay queues, the schedule queues, the results
 stream and the exchanges (group queues are named by group: a finished group
 deletes its own). A queue or exchange that does not exist is skipped. Shared parts
 (the delay topology, the exchanges) are deleted too, so run it only when no
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .connect import dial
+from .extra_topology import partition_queue
 from .settings import AMQPSettings
 from .topology import Topology
 
@@ -34,6 +35,11 @@ async def delete_topology(
     topology = topology or settings.topology
     wanted = settings.queues if queues is None else tuple(queues)
     names = [name for queue in wanted for name in topology.queues_of(queue)]
+    names += [
+        partition_queue(topology, queue, index)
+        for queue in wanted
+        for index in range(settings.partitions)
+    ]
     names += topology.delay_queues()
     names += [topology.schedule_queue, topology.schedule_status_queue, topology.results_stream]
     connection = await dial(settings, settings.publish_timeout_s, robust=False)

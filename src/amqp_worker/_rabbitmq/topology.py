@@ -323,11 +323,8 @@ class Topology:
 
         Quorum: a job delivered ``delivery_limit`` times is dead-lettered into
         the failed-jobs queue (its ``x-death`` reason says ``delivery_limit``),
-        never dropped, on RabbitMQ 3.10 and 4.x alike.
-
-        With ``max_priority``, classic queues get ``x-max-priority``. Quorum
-        queues take no such argument: RabbitMQ 4.x gives them two priorities
-        of its own (``priority`` 5 and up before the rest); 3.x none.
+        never dropped, on RabbitMQ 3.10 and 4.x alike. ``max_priority`` sets
+        ``x-max-priority`` on classic ones (4.x quorum queues have two levels of their own).
         """
         arguments = queue_arguments(
             self.queue_type,
@@ -357,18 +354,6 @@ class Topology:
             "x-max-length-bytes": max_bytes,
             "x-stream-max-segment-size-bytes": segment,
         }
-
-    def group_queue_arguments(self, callback_queue: str | None) -> dict[str, Any]:
-        """A classic queue (it is consumed exclusively); its callback dead-letters to its work queue.
-
-        No ``x-expires`` and no TTL: it holds the callback job until the group
-        finishes, and a parked member keeps it open until retried or purged.
-        """
-        arguments: dict[str, Any] = {"x-queue-type": "classic"}
-        if callback_queue is not None:
-            arguments["x-dead-letter-exchange"] = ""
-            arguments["x-dead-letter-routing-key"] = self.work_queue(callback_queue)
-        return arguments
 
     def delay_queue_arguments(self, level: int, digit: int) -> dict[str, Any]:
         """Arguments of a delay queue: its TTL, and the next exchange down as dead-letter target."""

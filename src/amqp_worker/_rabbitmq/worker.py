@@ -40,6 +40,7 @@ from .failed_jobs import RabbitFailedJobs
 from .groups import RabbitGroups
 from .intake import Intake, Received
 from .messages import retry_headers
+from .partitions import consume_partitions
 from .publishing import JobPublisher, due_in
 from .results import RabbitResults
 from .schedule_leader import ScheduleLeader
@@ -206,6 +207,11 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
                 consumer = QueueConsumer(channel, consumed.name, functools.partial(callback, queue))
                 await consumer.start()
                 self._consumers.append(consumer)
+        partitioned, consumers = await consume_partitions(
+            self._broker, settings.queues, self._intake.on_partitioned
+        )
+        self._channels += [partitioned] if partitioned is not None else []
+        self._consumers += consumers
         # Declared after the consumers start: its ~100 round trips overlap the first jobs.
         # A retry or perform_in that needs it meanwhile waits for it (Declarations._once).
         await self._broker.declarations.ensure_delays()
