@@ -44,6 +44,7 @@ from .results import JobHandle
 from .retry import RetryPolicy, decide
 from .schedule import MissedPolicy, Schedule
 from .typed import HandlerDecorator
+from .unique import UniqueJobs
 from .watchdog import LoopWatchdog, OnLoop, check_stall_threshold
 from .workflow_worker import WorkflowWorker
 
@@ -55,7 +56,7 @@ logger = logging.getLogger("amqp_worker")
 D = TypeVar("D")
 
 
-class BaseWorker(WorkflowWorker, Worker, Generic[D]):
+class BaseWorker(UniqueJobs, WorkflowWorker, Worker, Generic[D]):
     """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`.
 
     ``D`` is the transport's delivery: what :meth:`_run` settles when an
@@ -186,7 +187,7 @@ class BaseWorker(WorkflowWorker, Worker, Generic[D]):
         return await self._perform(self._outgoing(job), delay_s)
 
     async def _perform(self, job: Job, delay_s: float) -> JobHandle:
-        await self._enqueue(job, delay_s, self.hooks.publishing(job))
+        await self._enqueue_unique(job, delay_s, self.hooks.publishing(job))
         return JobHandle(job.id, self._result_source(), job.enqueued_at)
 
     async def perform_many(self, jobs: Iterable[Job]) -> list[str]:
