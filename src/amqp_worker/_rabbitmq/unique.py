@@ -31,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import aiormq.exceptions as amqp_errors
 from aiormq import spec
@@ -72,6 +74,10 @@ RELEASE_MARGIN_S = 2.0
 MAX_RETURNS = 5
 #: A pause between attempts while the connection is away.
 RETRY_PAUSE_S = 0.1
+
+
+#: What one publish of a token found: the lock taken, the key live, or the queue gone.
+_Outcome = Literal["taken", "live", "lost"]
 
 
 @dataclass(slots=True)
@@ -132,12 +138,9 @@ class RabbitLocks:
         returns = 0
         while True:
             try:
-                confirm = await self._publish_token(name, key, job.id, ttl_ms)
+                outcome = await self._publish_token(name, key, job.id, ttl_ms)
             except amqp_errors.PublishError:
-                returns += 1
-                if returns >= MAX_RETURNS:
-                    raise BrokerUnavailable(f"lock queue {name!r} kept vanishing") from None
-                continue
+                outcome = "lost"  # returned: the queue was deleted between declare and publish
             except Exception as exc:
                 if not (connection_lost(exc) or isinstance(exc, TimeoutError)):
                     raise
@@ -151,15 +154,22 @@ class RabbitLocks:
                     ) from None
                 await asyncio.sleep(RETRY_PAUSE_S)
                 continue
-            if confirm:
+            if outcome == "taken":
                 return
+            if outcome == "lost":
+                uncertain = True  # a stale releaser may hold this job's token for a moment
+                returns += 1
+                if returns >= MAX_RETURNS:
+                    raise BrokerUnavailable(f"lock queue {name!r} kept vanishing")
+                continue
             if uncertain and await self._release_own(name, job.id):
                 uncertain = False  # the nack was this job's own earlier token: take it again
                 continue
             raise DuplicateJob(key)
 
-    async def _publish_token(self, name: str, key: str, job_id: str, ttl_ms: int) -> bool:
-        """Publish the token; True once the broker confirmed it, False if it nacked it (full)."""
+    async def _publish_token(self, name: str, key: str, job_id: str, ttl_ms: int) -> _Outcome:
+        """Publish the token: ``taken`` once confirmed and still there, ``live`` if nacked (full),
+        ``lost`` if the queue was deleted under it."""
         arguments = lock_queue_arguments()
         async with self._errand() as channel:
             try:
@@ -182,18 +192,25 @@ class RabbitLocks:
                 )
             except amqp_errors.DeliveryError as exc:
                 if isinstance(exc.frame, spec.Basic.Nack):
-                    return False  # x-max-length 1, reject-publish: a token is there
+                    return "live"  # x-max-length 1, reject-publish: a token is there
                 raise
             except amqp_errors.ChannelAccessRefused as exc:
                 raise AccessRefused.from_reply(f"publish to lock queue {name!r}", exc) from None
-        if isinstance(confirm, spec.Basic.Ack):
-            return True
-        raise TypeError(f"expected a publisher confirm, got {type(confirm).__name__}")
+            if not isinstance(confirm, spec.Basic.Ack):
+                raise TypeError(f"expected a publisher confirm, got {type(confirm).__name__}")
+            # Fix (seen in tests/amqp/test_unique.py): a release deleted the empty queue while
+            # this token was on its way; RabbitMQ acks a message whose queue was deleted under
+            # it, and the token is gone. So a confirm counts only if the token is still there.
+            try:
+                declared = await channel.queue_declare(name, passive=True)
+            except amqp_errors.ChannelNotFoundEntity:
+                return "lost"  # the 404 closed this channel: the next errand opens another
+            return "taken" if declared.message_count else "lost"
 
     async def take_all(self, jobs: Sequence[Job]) -> None:
         """Hold the keys of all of ``jobs``, or none: on the first refusal, free those taken."""
-        keys = [job.unique_key for job in jobs]
-        repeated = next((key for key in keys if key is not None and keys.count(key) > 1), None)
+        counts = Counter(job.unique_key for job in jobs)
+        repeated = next((key for key, n in counts.items() if key is not None and n > 1), None)
         if repeated is not None:
             raise DuplicateJob(repeated, f"unique_key {repeated!r} is twice in one batch")
         outcomes = await asyncio.gather(*(self.take(job) for job in jobs), return_exceptions=True)
