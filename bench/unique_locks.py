@@ -4,6 +4,7 @@ Usage::
 
     python3 bench/unique_locks.py                 # 10,000 keys (docs/controls.md has a run)
     python3 bench/unique_locks.py --keys 500 --json   # a quick look
+    python3 bench/unique_locks.py --private-node   # on a private node of its own (run as root)
 
 Takes K locks through an AMQPWorker's lock store (``RabbitLocks.take``, the
 step every ``perform`` of a unique job adds; the jobs themselves are not
@@ -15,7 +16,9 @@ before. Then releases every lock (``RabbitLocks.release``: get the token, ack,
 delete the queue) and times that too. Every run uses its own
 ``awbench-uq-<hex>`` name and deletes any lock queue left, also after a failure.
 The node must be one this machine's rabbitmqctl reaches (run as root or the
-rabbitmq user).
+rabbitmq user): ``--node`` names it (default: the local default node), or
+``--private-node`` starts a disposable one (tests/harness/broker_node.py), so
+that 10,000 queues never weigh on a broker others use.
 """
 
 from __future__ import annotations
@@ -41,10 +44,14 @@ from amqp_worker._rabbitmq.unique_names import lock_queue
 URL = os.environ.get("AMQP_WORKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
-def memory_mb() -> dict[str, float]:
+def _node(node: str | None) -> list[str]:
+    return ["-n", node] if node else []
+
+
+def memory_mb(node: str | None) -> dict[str, float]:
     """The node's memory by category, in MB (rabbitmq-diagnostics memory_breakdown)."""
     out = subprocess.run(
-        ["rabbitmq-diagnostics", "memory_breakdown", "--unit", "mb", "-q"],
+        ["rabbitmq-diagnostics", *_node(node), "memory_breakdown", "--unit", "mb", "-q"],
         capture_output=True,
         text=True,
         check=True,
@@ -54,10 +61,10 @@ def memory_mb() -> dict[str, float]:
     return found
 
 
-def queue_count(prefix: str) -> tuple[int, int]:
+def queue_count(node: str | None, prefix: str) -> tuple[int, int]:
     """(all queues, queues whose name starts with ``prefix``) on the node's default vhost."""
     out = subprocess.run(
-        ["rabbitmqctl", "list_queues", "name", "-q", "--no-table-headers"],
+        ["rabbitmqctl", *_node(node), "list_queues", "name", "-q", "--no-table-headers"],
         capture_output=True,
         text=True,
         check=True,
@@ -65,14 +72,14 @@ def queue_count(prefix: str) -> tuple[int, int]:
     return len(out), sum(1 for name in out if name.startswith(prefix))
 
 
-async def settle_memory() -> dict[str, float]:
+async def settle_memory(node: str | None) -> dict[str, float]:
     await asyncio.sleep(2.0)  # let the node's allocators and stats catch up
-    return memory_mb()
+    return memory_mb(node)
 
 
-async def run(keys: int, concurrency: int) -> dict[str, Any]:
+async def run(url: str, node: str | None, keys: int, concurrency: int) -> dict[str, Any]:
     name = f"awbench-uq-{uuid.uuid4().hex[:8]}"
-    worker = AMQPWorker(URL, name=name, queues=["bench"], publish_timeout_s=60)
+    worker = AMQPWorker(url, name=name, queues=["bench"], publish_timeout_s=60)
     jobs = [Job(handler="h", queue="bench", unique_key=f"key-{n}") for n in range(keys)]
     locks = worker._locks
     gate = asyncio.Semaphore(concurrency)
@@ -83,18 +90,18 @@ async def run(keys: int, concurrency: int) -> dict[str, Any]:
 
     try:
         await worker._broker.connect()
-        before = await settle_memory()
-        queues_before, _ = queue_count(name)
+        before = await settle_memory(node)
+        queues_before, _ = queue_count(node, name)
         started = time.perf_counter()
         await asyncio.gather(*(each(locks.take, job) for job in jobs))
         take_s = time.perf_counter() - started
-        after = await settle_memory()
-        queues_after, lock_queues = queue_count(f"{name}.unique.")
+        after = await settle_memory(node)
+        queues_after, lock_queues = queue_count(node, f"{name}.unique.")
         started = time.perf_counter()
         await asyncio.gather(*(each(locks.release, job) for job in jobs))
         release_s = time.perf_counter() - started
-        _, left = queue_count(f"{name}.unique.")
-        released = await settle_memory()
+        _, left = queue_count(node, f"{name}.unique.")
+        released = await settle_memory(node)
     finally:
         channel = await worker._broker.plain_channel()
         for job in jobs:
@@ -116,7 +123,7 @@ async def run(keys: int, concurrency: int) -> dict[str, Any]:
         "memory_mb_after_release": round(released["total"], 1),
         "memory_delta_mb": {k: v for k, v in delta.items() if abs(v) >= 0.1},
         "kb_per_key": round(delta["total"] * 1024 / keys, 1),
-        "environment": await environment(URL),
+        "environment": await environment(url),
     }
 
 
@@ -124,9 +131,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--url", default=URL)
+    parser.add_argument("--node", help="the node rabbitmqctl asks (default: its default)")
+    parser.add_argument("--private-node", action="store_true", help="start a disposable node")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
-    result = asyncio.run(run(args.keys, args.concurrency))
+    if args.private_node:
+        from tests.harness.broker_node import BrokerNode
+
+        with BrokerNode(name_prefix="awbench") as private:
+            result = asyncio.run(run(private.url, private.node_name, args.keys, args.concurrency))
+    else:
+        result = asyncio.run(run(args.url, args.node, args.keys, args.concurrency))
     if args.json:
         print(json.dumps(result))
         return
