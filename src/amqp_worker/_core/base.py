@@ -43,6 +43,7 @@ from .retry import RetryPolicy
 from .running import D, JobRunner
 from .schedule import MissedPolicy, Schedule
 from .typed import HandlerDecorator
+from .unique import UniqueJobs
 from .watchdog import LoopWatchdog, OnLoop, check_stall_threshold
 
 __all__ = ["BaseWorker"]
@@ -50,7 +51,7 @@ __all__ = ["BaseWorker"]
 logger = logging.getLogger("amqp_worker")
 
 
-class BaseWorker(JobRunner[D], Worker, Generic[D]):
+class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
     """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`.
 
     ``D`` is the transport's delivery: what :meth:`_run` settles when an
@@ -188,7 +189,7 @@ class BaseWorker(JobRunner[D], Worker, Generic[D]):
                 f"job {job.id} has a partition_key and cannot be delayed: it would run "
                 "out of its partition's order"
             )
-        await self._enqueue(job, delay_s, self.hooks.publishing(job))
+        await self._enqueue_unique(job, delay_s, self.hooks.publishing(job))
         return JobHandle(job.id, self._result_source(), job.enqueued_at)
 
     async def perform_many(self, jobs: Iterable[Job]) -> list[str]:

@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_NAME",
     "DEFAULT_QUEUE",
     "DEFAULT_STOP_TIMEOUT_S",
+    "DEFAULT_UNIQUE_FOR_S",
 ]
 
 #: The worker name: the namespace of the exchanges and internal queues.
@@ -51,3 +52,7 @@ DEFAULT_RESULT_TTL_S = 24 * 3600.0
 
 #: The most the results stream holds on RabbitMQ unless told otherwise: 1 GiB.
 DEFAULT_RESULTS_MAX_BYTES = 1024**3
+
+#: How long a ``unique_key`` lock lasts at most, for jobs without their own
+#: ``unique_for_s``: an hour (``unique_for_s`` of both workers).
+DEFAULT_UNIQUE_FOR_S = 3600.0

@@ -125,7 +125,9 @@ class Worker(Protocol):
 
         The handle is the id (a ``str``) and can wait for the job's result
         (``await handle.result(timeout_s=...)``) when its handler keeps one.
-        ``job`` is not mutated.
+        ``job`` is not mutated. A ``job.unique_key`` that is live raises
+        :class:`~amqp_worker.errors.DuplicateJob`, and nothing is enqueued
+        (every ``perform*``; docs/controls.md#unique-jobs).
         """
         ...
 
@@ -150,7 +152,8 @@ class Worker(Protocol):
 
         If some are not enqueued, raises :class:`~amqp_worker.errors.PublishError`
         whose ``job_ids`` lists them; the others are enqueued. The ids are
-        :class:`JobHandle` s.
+        :class:`JobHandle` s. Unique keys are all taken first, or none: a live
+        one (or one twice in ``jobs``) raises ``DuplicateJob`` and enqueues nothing.
         """
         ...
 

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from amqp_worker.errors import DuplicateJob
+
 from .job import Job
 from .schedule import Schedule
 
@@ -80,7 +82,12 @@ class Ticker:
         for name, schedule in sorted(self._schedules().items()):
             for tick in schedule.due(last_fired.get(name), led_since, now):
                 job = schedule.tick_job(tick)
-                await self._enqueue(job)
+                try:
+                    await self._enqueue(job)
+                except DuplicateJob as exc:
+                    # A unique key still held by the last tick's job: this tick is skipped
+                    # (it counts as fired), so ticks of a slow job never pile up.
+                    logger.warning("schedule %s skipped its tick of %s: %s", name, tick, exc)
                 last_fired[name] = tick
                 if self._record is not None:
                     await self._record(last_fired)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import abc
 import builtins
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from pydantic import JsonValue
 
-from amqp_worker.errors import InvalidResult, JobTooLarge
+from amqp_worker.errors import DuplicateJob, InvalidResult, JobTooLarge
 
 from .defaults import DEFAULT_MAX_MESSAGE_BYTES
 from .groups import GroupHandle, GroupStatus
@@ -36,6 +37,8 @@ from .results import JobHandle, JobResult, ResultSource, result_json
 from .workflow import Chain, Group, next_step
 
 __all__ = ["WorkflowWorker"]
+
+logger = logging.getLogger("amqp_worker")
 
 
 class WorkflowWorker(abc.ABC):
@@ -54,6 +57,9 @@ class WorkflowWorker(abc.ABC):
 
     @abc.abstractmethod
     def _now(self) -> datetime: ...
+
+    @abc.abstractmethod
+    async def _unique_finished(self, job: Job | None) -> None: ...
 
     # -- the public API -------------------------------------------------------------
 
@@ -149,6 +155,7 @@ class WorkflowWorker(abc.ABC):
             await self._unfinished(delivery, job, exc)
             return None
         await self._succeeded(delivery, job)
+        await self._unique_finished(job)  # after the ack: a crash before it keeps the key
         return None
 
     async def _after_success(
@@ -183,6 +190,10 @@ class WorkflowWorker(abc.ABC):
                 await self.perform(following)
             except JobTooLarge as exc:  # the broker's own limit may be lower
                 raise InvalidResult(str(exc)) from None
+            except DuplicateJob as exc:
+                # Its key is live: this very step, enqueued before a crash redelivered this
+                # job, or another job. Refused like any enqueue; the chain ends here.
+                logger.warning("chain step %s not enqueued: %s", following.id, exc)
 
     async def _after_parked(
         self, spec: HandlerSpec | None, job: Job, queue: str, reason: str, error: BaseException

@@ -30,6 +30,7 @@ from amqp_worker._core.defaults import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_RESULT_TTL_S,
+    DEFAULT_UNIQUE_FOR_S,
 )
 from amqp_worker._core.failures import AttemptRecord, FailedJob, FailureReason, failure_headers
 from amqp_worker._core.groups import GroupStatus
@@ -38,11 +39,13 @@ from amqp_worker._core.job import Job, check_size
 from amqp_worker._core.results import JobResult, ResultSource
 from amqp_worker._core.retry import RetryPolicy
 from amqp_worker._core.ticker import Ticker
+from amqp_worker._core.unique import check_unique_for
 from amqp_worker._core.workflow import Group
 from amqp_worker.errors import ConfigurationError, HandlerNotRegistered
 
 from .failed_jobs import MemoryFailedJobs
 from .partitions import PartitionLocks
+from .unique import MemoryLocks
 from .workflows import MemoryGroups, MemoryResults
 
 __all__ = ["SimpleWorker"]
@@ -78,6 +81,7 @@ class SimpleWorker(BaseWorker[_Entry]):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         loop_stall_warn_s: float = DEFAULT_LOOP_STALL_WARN_S,
         result_ttl_s: float = DEFAULT_RESULT_TTL_S,
+        unique_for_s: float = DEFAULT_UNIQUE_FOR_S,
     ) -> None:
         super().__init__(
             max_concurrency=max_concurrency,
@@ -97,6 +101,9 @@ class SimpleWorker(BaseWorker[_Entry]):
             raise ValueError(f"result_ttl_s must be > 0, got {result_ttl_s}")
         self.result_ttl_s = float(result_ttl_s)
         """How long a kept result stays readable, in seconds."""
+        self.unique_for_s = check_unique_for(unique_for_s)
+        """How long a ``unique_key`` lock lasts at most, for jobs without ``unique_for_s``."""
+        self._unique_locks = self._locks = MemoryLocks(self._now, self.unique_for_s)
         self._results = MemoryResults(self.result_ttl_s)
         self._groups = MemoryGroups(self.perform)
         self._pending: deque[_Entry] = deque()
@@ -125,6 +132,7 @@ class SimpleWorker(BaseWorker[_Entry]):
             "max_message_bytes": self.max_message_bytes,
             "loop_stall_warn_s": self._loop_stall_warn_s,
             "result_ttl_s": self.result_ttl_s,
+            "unique_for_s": self.unique_for_s,
         }
         unknown = sorted(set(overrides) - set(options))
         if unknown:
@@ -172,11 +180,13 @@ class SimpleWorker(BaseWorker[_Entry]):
         return job.id
 
     async def perform_many(self, jobs: Iterable[Job]) -> list[str]:
-        """Enqueue several jobs; all or none, as on RabbitMQ: every size is checked first."""
+        """Enqueue several jobs; all or none, as on RabbitMQ: sizes and unique keys first."""
         batch = list(jobs)
         for job in batch:
             if isinstance(job, Job):  # anything else is perform's TypeError to raise
                 check_size(job.id, len(job.to_json()), self.max_message_bytes)
+        # Then each perform takes its key: nothing awaits in between, so none is taken meanwhile.
+        self._locks.check([job for job in batch if isinstance(job, Job)])
         return await super().perform_many(batch)
 
     def _place(self, entry: _Entry, delay_s: float) -> int | None:
@@ -247,6 +257,7 @@ class SimpleWorker(BaseWorker[_Entry]):
         headers = failure_headers(reason, queue, error, history=history)
         record = FailedJob.from_message(job.to_json(), headers, job.id, queue)
         self._failed.park(record, delivery.headers)
+        await self._unique_finished(job)
         logger.warning("job %s parked: %s", job.id, reason.value)
         await tell_parked(self.hooks, queue, job, job.id, reason, error, delivery.headers)
 

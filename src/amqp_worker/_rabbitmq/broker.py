@@ -129,18 +129,22 @@ class Broker:
             return await connection.channel(publisher_confirms=True, on_return_raises=True)
         return await connection.channel(publisher_confirms=False)
 
-    async def plain_channel(self) -> UnderlyingChannel:
+    async def plain_channel(self, *, publisher_confirms: bool = False) -> UnderlyingChannel:
         """A channel of the underlying aiormq connection, for one short errand.
 
         Not robust: when the broker closes it (a 404 of a passive declare, a
         403 of an exclusive consume), it stays closed; aio-pika does not
         reopen it, or restore its consumers, behind the caller's back. Close it when done.
+        With ``publisher_confirms``, a publish returns the broker's ack or nack,
+        and raises aiormq's ``PublishError`` if it was returned.
         """
         connection = await self.connect()
         transport = getattr(connection, "transport", None)
         if transport is None:
             raise RuntimeError("Connection is not ready")  # reconnecting: connection_lost()
-        channel: UnderlyingChannel = await transport.connection.channel(publisher_confirms=False)
+        channel: UnderlyingChannel = await transport.connection.channel(
+            publisher_confirms=publisher_confirms
+        )
         return channel
 
     @staticmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from amqp_worker._core.job import Job
@@ -61,7 +61,7 @@ class JobPublisher:
         else:
             await self._publish_delayed(job, due_ms, headers)
 
-    async def publish_many(self, jobs: list[tuple[Job, Mapping[str, Any]]]) -> None:
+    async def publish_many(self, jobs: Sequence[tuple[Job, Mapping[str, Any]]]) -> None:
         """Publish jobs to run now with pipelined confirms.
 
         Raises a :class:`~amqp_worker.errors.PublishError` naming every job

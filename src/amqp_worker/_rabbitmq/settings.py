@@ -25,8 +25,10 @@ from amqp_worker._core.defaults import (
     DEFAULT_RESULT_TTL_S,
     DEFAULT_RESULTS_MAX_BYTES,
     DEFAULT_STOP_TIMEOUT_S,
+    DEFAULT_UNIQUE_FOR_S,
 )
 from amqp_worker._core.job import MAX_PRIORITY, validate_name
+from amqp_worker._core.unique import MAX_UNIQUE_FOR_S
 from amqp_worker.errors import ConfigurationError, describe_validation_error
 
 from .redact import describe_url, split_urls
@@ -152,6 +154,16 @@ class AMQPSettings(BaseSettings):
         description=(
             "How long job results (handlers registered with result=True) and finished "
             "groups stay readable: the x-max-age of the results stream."
+        ),
+    )
+    unique_for_s: float = Field(
+        default=DEFAULT_UNIQUE_FOR_S,
+        gt=0,
+        le=MAX_UNIQUE_FOR_S,
+        allow_inf_nan=False,
+        description=(
+            "How long a unique_key lock lasts at most (seconds from the enqueue) for jobs "
+            "without their own unique_for_s; at most 30 days (docs/controls.md)."
         ),
     )
     results_max_bytes: int = Field(
@@ -311,6 +323,7 @@ class WorkerOptions(TypedDict, total=False):
     partitions: int
     shutdown_timeout_s: float
     result_ttl_s: float
+    unique_for_s: float
     results_max_bytes: int
     loop_stall_warn_s: float
 

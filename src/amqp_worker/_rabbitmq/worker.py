@@ -47,6 +47,7 @@ from .schedule_leader import ScheduleLeader
 from .settings import AMQPSettings, WorkerOptions, build_settings
 from .settle import Settler, stale
 from .topology import Topology
+from .unique import RabbitLocks
 from .workflow_transport import RabbitWorkflows
 
 __all__ = ["AMQPWorker"]
@@ -92,6 +93,7 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
         self._publisher = JobPublisher(self._broker)
         self._results = RabbitResults(self._broker)
         self._groups = RabbitGroups(self._broker, self._results)
+        self._unique_locks = self._locks = RabbitLocks(self._broker, self.settings.unique_for_s)
         self._channels: list[AbstractChannel] = []
         self._consumers: list[QueueConsumer] = []
         self._settler = Settler(self._broker, self._publisher)
@@ -167,7 +169,8 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
         jobs; the others are enqueued.
         """
         outgoing = [self._outgoing(job) for job in jobs]
-        await self._publisher.publish_many([(job, self.hooks.publishing(job)) for job in outgoing])
+        publishes = [(job, self.hooks.publishing(job)) for job in outgoing]
+        await self._enqueue_many_unique(outgoing, lambda: self._publisher.publish_many(publishes))
         return [JobHandle(job.id, self._results, job.enqueued_at) for job in outgoing]
 
     # -- failed jobs --------------------------------------------------------------
@@ -261,8 +264,7 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
                 self._settler.hand_back(message)
             await self._drain(timeout_s)
             await self._settler.wait()
-        await self._results.close()
-        await self._groups.close()
+        await self._close_errands()
         channels, self._channels = self._channels, []
         for channel in channels:
             if not channel.is_closed:
@@ -349,5 +351,6 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
     ) -> None:
         """Park ``message`` in ``queue``'s failed-jobs queue; tell the hooks once it is."""
         if await self._settler.park(queue, message, reason, error, job, history, extra_headers):
+            await self._unique_finished(job)
             job_id = job.id if job else (message.message_id or "")
             await tell_parked(self.hooks, queue, job, job_id, reason, error, message.headers or {})

@@ -3,7 +3,8 @@
 :class:`RabbitWorkflows` is a base of ``AMQPWorker``: the transport steps of
 :class:`~amqp_worker._core.workflow_worker.WorkflowWorker`, each handed to
 :mod:`~amqp_worker._rabbitmq.results` (the results stream) or
-:mod:`~amqp_worker._rabbitmq.groups` (group queues).
+:mod:`~amqp_worker._rabbitmq.groups` (group queues). It also closes the kept
+errand channels of those and of the unique-key locks (:mod:`~amqp_worker._rabbitmq.unique`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .groups import RabbitGroups
 from .intake import Received
 from .results import RabbitResults
 from .settle import Settler
+from .unique import RabbitLocks
 
 __all__ = ["RabbitWorkflows"]
 
@@ -33,6 +35,7 @@ class RabbitWorkflows:
     _results: RabbitResults
     _groups: RabbitGroups
     _settler: Settler
+    _locks: RabbitLocks
 
     if TYPE_CHECKING:
 
@@ -57,6 +60,12 @@ class RabbitWorkflows:
         member's check would; a finished group's record is kept for ``result_ttl_s``.
         """
         return await self._groups.status(group_id)
+
+    async def _close_errands(self) -> None:
+        """Close the kept errand channels of results, groups and unique locks."""
+        await self._results.close()
+        await self._groups.close()
+        await self._locks.close()
 
     async def _unfinished(self, delivery: Received, job: Job, error: Exception) -> None:
         logger.warning(

@@ -14,7 +14,7 @@ import click
 from pydantic import ValidationError
 
 from amqp_worker._core.job import Job
-from amqp_worker.errors import describe_validation_error
+from amqp_worker.errors import DuplicateJob, describe_validation_error
 
 from .common import CLIError, ExitCode, Target, connection_options
 
@@ -105,6 +105,18 @@ def _converter(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Pa
     metavar="TIME",
     help="Run at this ISO 8601 time, with an offset: 2026-05-01T09:00:00Z.",
 )
+@click.option(
+    "--unique-key",
+    metavar="KEY",
+    help="Refuse the job (exit 1) while a job with this key is live (docs/controls.md).",
+)
+@click.option(
+    "--unique-for",
+    "unique_for_s",
+    callback=_converter(parse_duration),
+    metavar="DURATION",
+    help="The longest the key is held, e.g. 10m. [default: the worker's unique_for_s]",
+)
 @connection_options
 def enqueue(
     queue: str,
@@ -112,6 +124,8 @@ def enqueue(
     job_args: dict[str, Any],
     delay: float | None,
     when: datetime | None,
+    unique_key: str | None,
+    unique_for_s: float | None,
     target: Target,
 ) -> ExitCode:
     """Enqueue one job and print its id.
@@ -121,8 +135,11 @@ def enqueue(
     """
     if delay is not None and when is not None:
         raise click.UsageError("give --in or --at, not both")
+    if unique_for_s is not None and unique_key is None:
+        raise click.UsageError("--unique-for needs --unique-key")
+    fields: dict[str, Any] = {"unique_key": unique_key, "unique_for_s": unique_for_s}
     try:
-        job = Job(queue=queue, handler=handler, args=job_args)
+        job = Job(queue=queue, handler=handler, args=job_args, **fields)
     except ValidationError as exc:
         raise CLIError(f"invalid job: {describe_validation_error(exc)}", ExitCode.CONFIG) from None
     worker = target.worker()
@@ -137,5 +154,8 @@ def enqueue(
         finally:
             await worker.stop()
 
-    click.echo(asyncio.run(publish()))
+    try:
+        click.echo(asyncio.run(publish()))
+    except DuplicateJob as exc:
+        raise CLIError(f"not enqueued: {exc}", ExitCode.FAILURE) from None
     return ExitCode.OK
