@@ -2,7 +2,7 @@
 
 Everything goes, messages included: each job queue's work, due, failed-jobs
 and quarantine queues, the delay queues, the schedule queues, the results
-stream and the exchanges (group queues are named by group: a finished group
+and cancellations streams and the exchanges (group queues are named by group: a finished group
 deletes its own). A queue or exchange that does not exist is skipped. Shared parts
 (the delay topology, the exchanges) are deleted too, so run it only when no
 other worker of the same ``name`` uses the vhost.
@@ -36,6 +36,7 @@ async def delete_topology(
     names = [name for queue in wanted for name in topology.queues_of(queue)]
     names += topology.delay_queues()
     names += [topology.schedule_queue, topology.schedule_status_queue, topology.results_stream]
+    names.append(topology.cancels_stream)
     connection = await dial(settings, settings.publish_timeout_s, robust=False)
     try:
         channel = await connection.channel()

@@ -35,6 +35,7 @@ from amqp_worker.errors import ConfigurationError
 
 from . import client_logs
 from .broker import Broker
+from .cancels import RabbitCancelling, RabbitCancels
 from .consumer import Delivery, QueueConsumer
 from .failed_jobs import RabbitFailedJobs
 from .groups import RabbitGroups
@@ -53,7 +54,7 @@ __all__ = ["AMQPWorker"]
 logger = logging.getLogger("amqp_worker")
 
 
-class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
+class AMQPWorker(RabbitCancelling, RabbitWorkflows, BaseWorker[Received]):
     """Runs jobs from durable RabbitMQ queues; publishes persistent, confirmed jobs.
 
     ``url``, ``settings`` and keyword options combine: explicit options win,
@@ -85,12 +86,14 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
             timeout_s=timeout_s,
             loop_stall_warn_s=self.settings.loop_stall_warn_s,
             default_queue=self.settings.queues[0],
+            cancel_ttl_s=self.settings.cancel_ttl_s,
         )
         self._max_message_bytes = self.settings.max_message_bytes
         self._broker = Broker(self.settings, connection=connection, ssl_context=ssl_context)
         self._publisher = JobPublisher(self._broker)
         self._results = RabbitResults(self._broker)
         self._groups = RabbitGroups(self._broker, self._results)
+        self._cancel_stream = RabbitCancels(self._broker, self._cancels)
         self._channels: list[AbstractChannel] = []
         self._consumers: list[QueueConsumer] = []
         self._settler = Settler(self._broker, self._publisher)
@@ -188,6 +191,7 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
         due = await self._broker.channel()
         quarantine = await self._broker.channel()
         self._channels = [work, due, quarantine]
+        await self._cancel_stream.listen()  # caught up before any job is taken (cancels.py)
         await work.set_qos(prefetch_count=settings.effective_prefetch)
         # Held jobs wait unacked on their own channel, so they never use up the
         # prefetch of ordinary jobs, and ordinary jobs never delay them.
@@ -257,6 +261,7 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
             await self._settler.wait()
         await self._results.close()
         await self._groups.close()
+        await self._cancel_stream.close()
         channels, self._channels = self._channels, []
         for channel in channels:
             if not channel.is_closed:
