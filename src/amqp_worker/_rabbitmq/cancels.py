@@ -4,8 +4,9 @@ The mechanism (docs/controls.md#cancel):
 
 - ``worker.cancel(ids)`` appends one persistent, confirmed record per id to
   the stream ``<name>.cancels`` (``x-max-age``: ``cancel_ttl_s``;
-  ``x-max-length-bytes``: ``cancels_max_bytes``). One broker object however
-  many cancels; a publisher-only process never reads it.
+  ``x-max-length-bytes``: ``cancels_max_bytes``), through the fanout
+  exchange of the same name. Two broker objects however many cancels; a
+  publisher-only process never reads the stream.
 - A worker that consumes runs one *listener*, a stream consumer from its
   start less ``cancel_ttl_s``, that adds each id to the worker's
   :class:`~amqp_worker._core.cancels.CancelBook` (which also interrupts a
@@ -35,7 +36,7 @@ from aio_pika import DeliveryMode, Message
 from aiormq.abc import AbstractChannel as UnderlyingChannel
 
 from amqp_worker._core.cancels import CancelBook
-from amqp_worker.errors import BrokerUnavailable, TopologyConflict
+from amqp_worker.errors import AccessRefused, BrokerUnavailable, TopologyConflict
 
 from .broker import Broker
 from .publishing import IN_FLIGHT, raise_first
@@ -81,11 +82,21 @@ class RabbitCancels:
             # A kept channel of its own, never the topology channel: see RabbitResults.ensure.
             if self._errand is None or self._errand.is_closed:
                 self._errand = await self._broker.plain_channel()
+            errand, name = self._errand, self._stream
             try:
-                await self._errand.queue_declare(self._stream, durable=True, arguments=arguments)
+                # Cancels go through a fanout exchange of the same name, not the default
+                # exchange: the permissions of docs/security.md cover `<name>.*` only.
+                await errand.exchange_declare(name, exchange_type="fanout", durable=True)
+                await errand.queue_declare(name, durable=True, arguments=arguments)
+                await errand.queue_bind(name, name)
             except amqp_errors.ChannelPreconditionFailed as exc:
                 self._errand = None
-                raise TopologyConflict.from_reply("queue", self._stream, exc, arguments) from None
+                raise TopologyConflict.from_reply("queue", name, exc, arguments) from None
+            except amqp_errors.ChannelAccessRefused as exc:
+                self._errand = None
+                raise AccessRefused.from_reply(
+                    f"declare the cancellations stream {name}", exc
+                ) from None
             self._declared = True
 
     def _message(self, body: bytes, message_id: str, at: datetime) -> Message:
@@ -103,7 +114,7 @@ class RabbitCancels:
         at = datetime.now(UTC)
         ids = list(job_ids)
         publishes = [
-            ("", self._stream, self._message(cancel_record(job_id, at), job_id, at))
+            (self._stream, "", self._message(cancel_record(job_id, at), job_id, at))
             for job_id in ids
         ]
         raise_first(await self._broker.publish_all(publishes, IN_FLIGHT), ids)
@@ -128,7 +139,7 @@ class RabbitCancels:
         try:
             at = datetime.now(UTC)
             body = json.dumps({"sync": token}).encode()
-            await self._broker.publish("", self._stream, self._message(body, f"sync:{token}", at))
+            await self._broker.publish(self._stream, "", self._message(body, f"sync:{token}", at))
             await asyncio.wait_for(caught_up, timeout_s)
         except TimeoutError:
             raise BrokerUnavailable(

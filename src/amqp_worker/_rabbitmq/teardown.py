@@ -43,7 +43,7 @@ async def delete_topology(
         # queue.delete and exchange.delete of a missing name succeed: nothing to check.
         for name in names:
             await channel.queue_delete(name)
-        for name in topology.exchanges():
+        for name in [*topology.exchanges(), topology.cancels_stream]:
             await channel.exchange_delete(name)
     finally:
         await connection.close()
