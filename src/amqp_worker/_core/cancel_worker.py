@@ -23,8 +23,10 @@ class CancelWorker(abc.ABC):
     _cancels: CancelBook
 
     async def cancel(self, job_id: str, *more_ids: str) -> None:
-        # The semantics are the Worker protocol's (interfaces.py); this docstring-less
-        # method inherits them.
+        """Cancel the jobs with these ids, wherever they are; see :meth:`amqp_worker.Worker.cancel`.
+
+        (The semantics are written once, on the protocol in ``interfaces.py``.)
+        """
         ids = check_job_ids((job_id, *more_ids))
         # Here first: a running attempt of this process is interrupted at once, and a
         # job parked by _send_cancels (in memory) finds its id in the book.
