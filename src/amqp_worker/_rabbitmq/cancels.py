@@ -122,25 +122,30 @@ class RabbitCancels:
     async def listen(self) -> None:
         """Start the listener (once) and return when it has read the stream up to now.
 
-        Raises :class:`~amqp_worker.errors.BrokerUnavailable` if it has not
-        within ``max(SYNC_TIMEOUT_S, publish_timeout_s)``: a worker that
-        cannot know the cancels must not take jobs.
+        Raises :class:`~amqp_worker.errors.BrokerUnavailable` if the stream was
+        not declared and read up to a fresh marker within
+        ``max(SYNC_TIMEOUT_S, publish_timeout_s)``: a worker that cannot know
+        the cancels must not take jobs.
         """
-        await self.ensure()
         settings = self._broker.settings
-        if self._listener is None:
-            start = datetime.now(UTC) - timedelta(seconds=settings.cancel_ttl_s) - CLOCK_SKEW
-            self._listener = _StreamReader(self._broker, self._stream, start, self._arrived)
-            self._listener.start()
+        timeout_s = max(SYNC_TIMEOUT_S, settings.publish_timeout_s)
         token = uuid.uuid4().hex
         caught_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._syncs[token] = caught_up
-        timeout_s = max(SYNC_TIMEOUT_S, settings.publish_timeout_s)
         try:
-            at = datetime.now(UTC)
-            body = json.dumps({"sync": token}).encode()
-            await self._broker.publish(self._stream, "", self._message(body, f"sync:{token}", at))
-            await asyncio.wait_for(caught_up, timeout_s)
+            # One bound for all of it: RabbitMQ 3.10 may leave a stream declare unanswered.
+            async with asyncio.timeout(timeout_s):
+                await self.ensure()
+                if self._listener is None:
+                    ttl = timedelta(seconds=settings.cancel_ttl_s)
+                    start = datetime.now(UTC) - ttl - CLOCK_SKEW
+                    self._listener = _StreamReader(self._broker, self._stream, start, self._arrived)
+                    self._listener.start()
+                at = datetime.now(UTC)
+                body = json.dumps({"sync": token}).encode()
+                marker = self._message(body, f"sync:{token}", at)
+                await self._broker.publish(self._stream, "", marker)
+                await caught_up
         except TimeoutError:
             raise BrokerUnavailable(
                 f"the cancellations stream {self._stream} was not read up to now within "
