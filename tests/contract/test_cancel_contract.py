@@ -204,3 +204,22 @@ async def test_cancel_checks_its_ids(kit: WorkerKit, bad: Any, error: type[Excep
     worker = kit.make()
     with pytest.raises(error):
         await worker.cancel(bad)
+
+
+async def test_a_cancel_during_the_before_hooks_stops_the_handler_from_starting(
+    kit: WorkerKit,
+) -> None:
+    worker = kit.make()
+    ran = recording(worker)
+
+    async def cancel_it(event: Any) -> None:
+        await worker.cancel(event.job_id)  # e.g. a hook that checks a kill list
+
+    worker.hooks.before(cancel_it)
+    job = kit.job("work")
+    async with worker:
+        await worker.perform(job)
+        failed = await parked(worker, job.id)
+    assert failed.reason == FailureReason.CANCELLED
+    assert "before it started" in failed.error_message
+    assert ran == []

@@ -17,7 +17,7 @@ from typing import Any
 
 from amqp_worker.errors import HandlerNotRegistered, InvalidArgs
 
-from .cancels import RunningAttempt
+from .cancels import RunningAttempt, refused_error
 from .failures import FailureReason
 from .handler_threads import HandlerThreads
 from .handlers import HandlerSpec
@@ -82,7 +82,7 @@ async def run_attempt(
     signal = None
     if attempt is not None:
         if attempt.requested:  # cancelled since the start gate (during the `before` hooks)
-            return Outcome(attempt.error(), 0.0)
+            return Outcome(refused_error(job.id), 0.0)
         signal = attempt.signal if spec.wants_cancelled else None
         attempt.enter(asyncio.current_task() if spec.is_async else None)
     # Only async handlers run on the loop; sync ones are in threads and cannot stall it.
