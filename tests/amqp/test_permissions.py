@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 #: The regular expressions of docs/security.md, for a worker named ``jobs``
 #: whose work queues are prefixed ``jobs.``: (configure, write, read).
 WORKER = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^jobs(\..*)?$")
-PUBLISHER = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^jobs(\.due|\.delay\..*)?$")
+PUBLISHER = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^jobs(\.due|\.cancels|\.delay\..*)?$")
 #: A user who may declare and publish but read nothing at all.
 WRITE_ONLY = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^$")
 
@@ -70,6 +70,8 @@ async def test_a_publisher_enqueues_what_a_worker_runs_and_cannot_consume(
         # Before any worker ran: the publisher declares what its jobs need.
         await publisher.perform(Job(handler="send", queue="emails", args={"kind": "now"}))
         await publisher.perform_in(Job(handler="send", queue="emails", args={"kind": "later"}), 0.2)
+        # The publisher may cancel too: it binds and writes the cancellations stream.
+        await publisher.cancel("some-job-id")
         async with worker:
             await asyncio.wait_for(both.wait(), 30)
         assert sorted(ran) == ["later", "now"]

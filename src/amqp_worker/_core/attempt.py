@@ -17,6 +17,7 @@ from typing import Any
 
 from amqp_worker.errors import HandlerNotRegistered, InvalidArgs
 
+from .cancels import RunningAttempt, refused_error
 from .failures import FailureReason
 from .handler_threads import HandlerThreads
 from .handlers import HandlerSpec
@@ -58,13 +59,16 @@ async def run_attempt(
     threads: HandlerThreads | None,
     timeout_s: float | None,
     on_loop: OnLoop | None = None,
+    attempt: RunningAttempt | None = None,
 ) -> Outcome:
     """Run one attempt of ``job`` with ``spec`` (None: no such handler) and report how it went.
 
     Invalid args and a missing handler fail before the ``before`` hooks run.
     A cancelled attempt (stop() gave up on it) still tells the ``on_failure``
     hooks, then re-raises. While an async handler runs, it is in ``on_loop``
-    (keyed by this task), for the loop watchdog to name.
+    (keyed by this task), for the loop watchdog to name. A cancel that reaches
+    ``attempt`` (its job's, while it runs) ends it as
+    :class:`~amqp_worker.errors.JobCancelled`, whatever the handler did.
     """
     try:
         if spec is None:
@@ -75,19 +79,27 @@ async def run_attempt(
     if hooks:
         await hooks.emit(JobEvent("before", queue, job, job.id, job.attempt, headers=headers))
     started = time.perf_counter()
+    signal = None
+    if attempt is not None:
+        if attempt.requested:  # cancelled since the start gate (during the `before` hooks)
+            return Outcome(refused_error(job.id), 0.0)
+        signal = attempt.signal if spec.wants_cancelled else None
+        attempt.enter(asyncio.current_task() if spec.is_async else None)
     # Only async handlers run on the loop; sync ones are in threads and cannot stall it.
     task = asyncio.current_task() if on_loop is not None and spec.is_async else None
     try:
         if task is None:
-            value, linger = await spec.run(job, args, threads, timeout_s)
+            value, linger = await spec.run(job, args, threads, timeout_s, signal)
         else:
             assert on_loop is not None
             on_loop[task] = RunningHandler(job.handler, job.id, queue, started)
             try:
-                value, linger = await spec.run(job, args, threads, timeout_s)
+                value, linger = await spec.run(job, args, threads, timeout_s, signal)
             finally:
                 del on_loop[task]
     except asyncio.CancelledError as cancelled:
+        if attempt is not None and attempt.leave(raised_cancelled=True):
+            return Outcome(attempt.error(), time.perf_counter() - started)
         # Hooks that opened something in `before` (a span, an in-progress count)
         # must hear that it ended. The job itself is not settled here; the
         # worker hands it back.
@@ -95,8 +107,13 @@ async def run_attempt(
             await tell_failure(hooks, job, queue, time.perf_counter() - started, cancelled, headers)
         raise
     except Exception as exc:
+        if attempt is not None and attempt.leave():
+            return Outcome(attempt.error(), time.perf_counter() - started)
         return Outcome(exc, time.perf_counter() - started)
     duration = time.perf_counter() - started
+    if attempt is not None and attempt.leave():
+        # The cancel wins over a success: no result kept, no next step, no ack as done.
+        return Outcome(attempt.error(), duration, linger)
     if linger is not None:
         return Outcome(spec.timeout_error(timeout_s), duration, linger)
     if logger.isEnabledFor(logging.DEBUG):

@@ -25,7 +25,9 @@ from pydantic import BaseModel
 
 from amqp_worker.errors import ConfigurationError, InvalidControl
 
+from .cancels import CancelBook
 from .defaults import (
+    DEFAULT_CANCEL_TTL_S,
     DEFAULT_LOOP_STALL_WARN_S,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_QUEUE,
@@ -68,6 +70,7 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
         timeout_s: float | None = None,
         loop_stall_warn_s: float = DEFAULT_LOOP_STALL_WARN_S,
         default_queue: str = DEFAULT_QUEUE,
+        cancel_ttl_s: float = DEFAULT_CANCEL_TTL_S,
     ) -> None:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
@@ -83,6 +86,7 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
         self._on_loop: OnLoop = {}
         self._watchdog: LoopWatchdog | None = None
         self._default_queue = default_queue
+        self._cancels = CancelBook(cancel_ttl_s)
 
     @property
     def max_concurrency(self) -> int:

@@ -7,6 +7,8 @@ from this module, so a default never differs between two places.
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_CANCELS_MAX_BYTES",
+    "DEFAULT_CANCEL_TTL_S",
     "DEFAULT_DELIVERY_LIMIT",
     "DEFAULT_LOOP_STALL_WARN_S",
     "DEFAULT_MAX_CONCURRENCY",
@@ -56,3 +58,11 @@ DEFAULT_RESULTS_MAX_BYTES = 1024**3
 #: How long a ``unique_key`` lock lasts at most, for jobs without their own
 #: ``unique_for_s``: an hour (``unique_for_s`` of both workers).
 DEFAULT_UNIQUE_FOR_S = 3600.0
+
+#: How long a cancel is remembered unless told otherwise (``cancel_ttl_s``): 7 days. A job
+#: that reaches a worker later than this after its cancel runs (docs/controls.md).
+DEFAULT_CANCEL_TTL_S = 7 * 24 * 3600.0
+
+#: The most the cancellations stream holds on RabbitMQ unless told otherwise: 64 MiB
+#: (about 200,000 cancels).
+DEFAULT_CANCELS_MAX_BYTES = 64 * 1024**2

@@ -8,6 +8,9 @@ A handler is ``def handler(args)`` or ``async def handler(args)``.
   Otherwise the handler gets a fresh ``dict`` of the args.
 - If it declares a ``job`` parameter, it also receives the :class:`Job`
   envelope (id, attempt, ...) as that keyword argument.
+- If it declares a ``cancelled`` parameter, it receives a
+  :class:`threading.Event` that is set once its job is cancelled
+  (``worker.cancel``): how a sync handler, which cannot be interrupted, learns of it.
 - Registered with ``result=True``, its return value is kept as the job's
   result, serialised by its return annotation when it has one.
 """
@@ -18,6 +21,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +82,8 @@ class HandlerSpec:
     is_async: bool
     args_model: type[BaseModel] | None
     wants_job: bool
+    wants_cancelled: bool = False
+    """Whether it declares ``cancelled``: it gets its attempt's cancel signal (a threading.Event)."""
     retry: RetryPolicy | None = None
     """This handler's retry policy; None uses the worker's."""
     timeout_s: float | None = None
@@ -144,7 +150,7 @@ class HandlerSpec:
             p
             for p in params
             if p is not first
-            and p.name != "job"
+            and p.name not in ("job", "cancelled")
             and p.default is p.empty
             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         ]
@@ -154,12 +160,14 @@ class HandlerSpec:
                 f"handler {name!r} has required parameters the worker cannot fill: {names}"
             )
         wants_job = "job" in signature.parameters and first.name != "job"
+        wants_cancelled = "cancelled" in signature.parameters and first.name != "cancelled"
         return cls(
             name=name,
             func=func,
             is_async=_is_async(func),
             args_model=_args_model(first),
             wants_job=wants_job,
+            wants_cancelled=wants_cancelled,
             retry=retry,
             timeout_s=timeout_s,
             result=result,
@@ -180,16 +188,24 @@ class HandlerSpec:
             ) from exc
 
     async def run(
-        self, job: Job, args: Any, threads: HandlerThreads | None, timeout_s: float | None
+        self,
+        job: Job,
+        args: Any,
+        threads: HandlerThreads | None,
+        timeout_s: float | None,
+        cancelled: threading.Event | None = None,
     ) -> tuple[Any, asyncio.Future[Any] | None]:
         """Run the handler once, within ``timeout_s`` (None: no limit): (its return value, None).
 
         Raises what the handler raised, or :class:`JobTimeout`. Sync handlers
         run on ``threads`` (the loop's default executor if None), never on the loop. A thread cannot be interrupted:
         when a sync handler times out, this returns ``(None, its still-running future)``,
-        and the caller keeps the job's slot until that future is done.
+        and the caller keeps the job's slot until that future is done. ``cancelled``
+        is the attempt's cancel signal, for a handler that declares that parameter.
         """
         kwargs: dict[str, Any] = {"job": job} if self.wants_job else {}
+        if self.wants_cancelled:
+            kwargs["cancelled"] = cancelled if cancelled is not None else threading.Event()
         if self.is_async:
             if timeout_s is None:
                 return await self.func(args, **kwargs), None

@@ -186,6 +186,34 @@ class Worker(Protocol):
         """Where the group ``group_id`` stands: members succeeded, parked, pending."""
         ...
 
+    async def cancel(self, job_id: str, *more_ids: str) -> None:
+        """Cancel the jobs with these ids, wherever they are; return once the cancel is durable.
+
+        - A queued, delayed or retrying job never runs again: when it reaches
+          a worker, it is parked with reason ``cancelled``
+          (:class:`~amqp_worker.errors.JobCancelled`) instead of starting.
+        - A running job is told: an async handler's task is cancelled; a sync
+          handler (it cannot be interrupted) sees the ``threading.Event`` of
+          its ``cancelled`` parameter set. Either way the attempt ends as
+          cancelled whatever the handler then does: parked ``cancelled``,
+          never counted a success (no result, no next chain step), never retried.
+        - A handler with ``result=True`` leaves a failure record:
+          ``handle.result()`` raises :class:`~amqp_worker.errors.JobFailed`
+          with reason ``cancelled``.
+        - Idempotent, and never an error for an id no worker knows or a job
+          that has finished: nothing happens to those (a finished job keeps
+          its result); the id is remembered for ``cancel_ttl_s`` (7 days), so
+          a job enqueued with it in that time is cancelled too.
+        - Reaches every worker process, and workers started later (AMQPWorker:
+          the cancellations stream; a cancel older than ``cancel_ttl_s`` is
+          forgotten). SimpleWorker parks its queued and delayed copies at once.
+
+        Raises ``TypeError``/``ValueError`` for an id that is not a job id, and a
+        :class:`~amqp_worker.errors.BrokerError` if the cancel was not made
+        durable (then it may have reached this process only: call it again).
+        """
+        ...
+
     def register(
         self,
         name: str,

@@ -3,8 +3,8 @@
 :class:`JobRunner` is a base of :class:`~amqp_worker._core.base.BaseWorker`
 (after :class:`~amqp_worker._core.workflow_worker.WorkflowWorker`). Its
 :meth:`JobRunner._run` takes one delivery from any transport through: the
-start gate (fleet controls that refuse a job before it starts: expiry), one
-attempt, then success (:meth:`_settle_success`), a retry later, or a park.
+start gate (fleet controls that refuse a job before it starts: cancel,
+expiry), one attempt (that a cancel of its job reaches), then success (:meth:`_settle_success`), a retry later, or a park.
 A worker overrides only the transport steps (:meth:`_succeeded`,
 :meth:`_retry_later`, :meth:`_park`).
 """
@@ -19,6 +19,8 @@ from typing import Any, Generic, TypeVar
 from amqp_worker.errors import PermanentError
 
 from .attempt import Outcome, report_failure, run_attempt
+from .cancel_worker import CancelWorker
+from .cancels import refused_error
 from .controls import expiry_error
 from .failures import AttemptRecord, FailureReason
 from .handlers import HandlerSpec
@@ -36,7 +38,7 @@ __all__ = ["D", "JobRunner"]
 D = TypeVar("D")
 
 
-class JobRunner(WorkflowWorker, Generic[D]):
+class JobRunner(CancelWorker, WorkflowWorker, Generic[D]):
     """Runs one attempt of a job and settles its delivery (see the module docstring)."""
 
     # -- provided by BaseWorker -----------------------------------------------------
@@ -52,6 +54,8 @@ class JobRunner(WorkflowWorker, Generic[D]):
         self, job: Job, spec: HandlerSpec | None, headers: Mapping[str, Any]
     ) -> PermanentError | None:
         """Why ``job`` must not start now (it is parked with that error); None: it may."""
+        if job.id in self._cancels:
+            return refused_error(job.id)
         return expiry_error(job, headers, spec.max_age_s if spec is not None else None, self._now())
 
     def _spec(self, job: Job) -> HandlerSpec:
@@ -74,25 +78,32 @@ class JobRunner(WorkflowWorker, Generic[D]):
         (:meth:`_park`); a job with a ``partition_key`` is retried in place,
         after its backoff. A timed-out sync handler keeps its slot until its
         thread returns. A job the start gate refuses (:meth:`_refusal`) is
-        never attempted: it fails with that error (a permanent one: parked).
+        never attempted: it fails with that error (a permanent one: parked). A
+        cancel of the job while it runs ends the attempt as cancelled (parked).
         """
         spec = self._registry.handlers.get(job.handler)
         timeout_s = self._registry.timeout_for(spec, self.timeout_s) if spec is not None else None
-        refused = self._refusal(job, spec, headers)
-        if refused is not None:
-            # Never started: no hook heard a `before`; the failure path parks it.
-            outcome = Outcome(refused, 0.0)
-        else:
-            outcome = await run_attempt(
-                spec,
-                job,
-                queue,
-                headers,
-                hooks=self.hooks,
-                threads=self._pool.threads,
-                timeout_s=timeout_s,
-                on_loop=self._on_loop if self._watchdog is not None else None,
-            )
+        # Registered before the gate: a cancel from now on reaches this attempt.
+        attempt = self._cancels.begin(job.id)
+        try:
+            refused = self._refusal(job, spec, headers)
+            if refused is not None:
+                # Never started: no hook heard a `before`; the failure path parks it.
+                outcome = Outcome(refused, 0.0)
+            else:
+                outcome = await run_attempt(
+                    spec,
+                    job,
+                    queue,
+                    headers,
+                    hooks=self.hooks,
+                    threads=self._pool.threads,
+                    timeout_s=timeout_s,
+                    on_loop=self._on_loop if self._watchdog is not None else None,
+                    attempt=attempt,
+                )
+        finally:
+            self._cancels.end(attempt)
         if outcome.error is None:
             invalid = await self._settle_success(delivery, spec, job, queue, outcome.value)
             if invalid is None:

@@ -213,6 +213,30 @@ class SimpleWorker(BaseWorker[_Entry]):
         _, entry = self._timers.pop(token)
         self._accept(entry)
 
+    def _unplace(self, token: int) -> _Entry:
+        """Take a delayed entry out before it is due: its timer will not fire."""
+        timer, entry = self._timers.pop(token)
+        timer.cancel()
+        return entry
+
+    async def _send_cancels(self, job_ids: list[str]) -> None:
+        """In memory the book is the whole fleet; park queued and delayed copies now.
+
+        A running copy was told by the book, and one waiting for a handler slot
+        meets the start gate; the rest would wait (a delayed one, maybe for
+        hours) before it showed as cancelled, so each goes through the start
+        gate now, running or not: parked ``cancelled``.
+        """
+        wanted = set(job_ids)
+        taken = [entry for entry in self._pending if entry.job.id in wanted]
+        for entry in taken:
+            self._pending.remove(entry)
+        delayed = [t for t, (_, entry) in self._timers.items() if entry.job.id in wanted]
+        taken += [self._unplace(token) for token in delayed]
+        for entry in taken:
+            job = entry.job
+            await self._run(entry, job, job.queue, entry.headers, entry.history)
+
     def _accept(self, entry: _Entry) -> None:
         if self.running:
             self._submit(entry)

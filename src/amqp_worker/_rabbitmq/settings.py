@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from amqp_worker._core.defaults import (
+    DEFAULT_CANCEL_TTL_S,
+    DEFAULT_CANCELS_MAX_BYTES,
     DEFAULT_DELIVERY_LIMIT,
     DEFAULT_LOOP_STALL_WARN_S,
     DEFAULT_MAX_CONCURRENCY,
@@ -174,6 +176,23 @@ class AMQPSettings(BaseSettings):
             "past it the oldest results go before their TTL."
         ),
     )
+    cancel_ttl_s: float = Field(
+        default=DEFAULT_CANCEL_TTL_S,
+        ge=1,
+        allow_inf_nan=False,
+        description=(
+            "How long a cancel (worker.cancel) holds: the x-max-age of the cancellations "
+            "stream, and how long workers remember a cancelled id."
+        ),
+    )
+    cancels_max_bytes: int = Field(
+        default=DEFAULT_CANCELS_MAX_BYTES,
+        ge=1024 * 1024,
+        description=(
+            "The most the cancellations stream holds on the broker (x-max-length-bytes): "
+            "past it the oldest cancels go before cancel_ttl_s."
+        ),
+    )
     loop_stall_warn_s: float = Field(
         default=DEFAULT_LOOP_STALL_WARN_S,
         ge=0,
@@ -325,6 +344,8 @@ class WorkerOptions(TypedDict, total=False):
     result_ttl_s: float
     unique_for_s: float
     results_max_bytes: int
+    cancel_ttl_s: float
+    cancels_max_bytes: int
     loop_stall_warn_s: float
 
 

@@ -2,7 +2,7 @@
 
 Everything goes, messages included: each job queue's work, due, failed-jobs,
 quarantine and partition queues, the delay queues, the schedule queues, the results
-stream and the exchanges (group queues are named by group: a finished group
+and cancellations streams and the exchanges (group queues are named by group: a finished group
 deletes its own). A queue or exchange that does not exist is skipped. Shared parts
 (the delay topology, the exchanges) are deleted too, so run it only when no
 other worker of the same ``name`` uses the vhost.
@@ -42,13 +42,14 @@ async def delete_topology(
     ]
     names += topology.delay_queues()
     names += [topology.schedule_queue, topology.schedule_status_queue, topology.results_stream]
+    names.append(topology.cancels_stream)
     connection = await dial(settings, settings.publish_timeout_s, robust=False)
     try:
         channel = await connection.channel()
         # queue.delete and exchange.delete of a missing name succeed: nothing to check.
         for name in names:
             await channel.queue_delete(name)
-        for name in topology.exchanges():
+        for name in [*topology.exchanges(), topology.cancels_stream]:
             await channel.exchange_delete(name)
     finally:
         await connection.close()

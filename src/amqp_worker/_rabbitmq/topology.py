@@ -282,6 +282,11 @@ class Topology:
         """The stream that keeps job results and finished groups for ``result_ttl_s``."""
         return f"{self.name}.results"
 
+    @property
+    def cancels_stream(self) -> str:
+        """The stream of cancelled job ids, kept for ``cancel_ttl_s`` (docs/controls.md#cancel)."""
+        return f"{self.name}.cancels"
+
     def group_queue(self, group_id: str) -> str:
         """The queue where the members of group ``group_id`` report, holding its callback."""
         return _check_length("queue", f"{self.name}.group.{group_id}")
@@ -341,11 +346,9 @@ class Topology:
         return queue_arguments(self.queue_type, delivery_limit=FAILED_DELIVERY_LIMIT)
 
     def results_stream_arguments(self, ttl_s: float, max_bytes: int) -> dict[str, Any]:
-        """A stream that drops results older than ``ttl_s`` or beyond ``max_bytes``.
+        """A stream (results, cancels) dropping records older than ``ttl_s`` or past ``max_bytes``.
 
-        RabbitMQ applies retention a whole segment at a time, so segments are
-        kept small (1/16 of ``max_bytes``, 1 to 64 MiB): results leave within
-        about one segment's worth of the limits.
+        Retention drops whole segments: they are small (1/16 of ``max_bytes``, 1 to 64 MiB).
         """
         segment = min(max(max_bytes // 16, 1024 * 1024), 64 * 1024 * 1024)
         return {

@@ -35,6 +35,7 @@ from amqp_worker.errors import ConfigurationError
 
 from . import client_logs
 from .broker import Broker
+from .cancels import RabbitCancelling, RabbitCancels
 from .consumer import Delivery, QueueConsumer
 from .failed_jobs import RabbitFailedJobs
 from .groups import RabbitGroups
@@ -55,7 +56,7 @@ __all__ = ["AMQPWorker"]
 logger = logging.getLogger("amqp_worker")
 
 
-class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
+class AMQPWorker(RabbitCancelling, RabbitWorkflows, BaseWorker[Received]):
     """Runs jobs from durable RabbitMQ queues; publishes persistent, confirmed jobs.
 
     ``url``, ``settings`` and keyword options combine: explicit options win,
@@ -87,6 +88,7 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
             timeout_s=timeout_s,
             loop_stall_warn_s=self.settings.loop_stall_warn_s,
             default_queue=self.settings.queues[0],
+            cancel_ttl_s=self.settings.cancel_ttl_s,
         )
         self._max_message_bytes = self.settings.max_message_bytes
         self._broker = Broker(self.settings, connection=connection, ssl_context=ssl_context)
@@ -94,6 +96,7 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
         self._results = RabbitResults(self._broker)
         self._groups = RabbitGroups(self._broker, self._results)
         self._unique_locks = self._locks = RabbitLocks(self._broker, self.settings.unique_for_s)
+        self._cancel_stream = RabbitCancels(self._broker, self._cancels)
         self._channels: list[AbstractChannel] = []
         self._consumers: list[QueueConsumer] = []
         self._settler = Settler(self._broker, self._publisher)
@@ -192,6 +195,7 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
         due = await self._broker.channel()
         quarantine = await self._broker.channel()
         self._channels = [work, due, quarantine]
+        await self._cancel_stream.listen()  # caught up before any job is taken (cancels.py)
         await work.set_qos(prefetch_count=settings.effective_prefetch)
         # Held jobs wait unacked on their own channel, so they never use up the
         # prefetch of ordinary jobs, and ordinary jobs never delay them.
@@ -265,6 +269,7 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
             await self._drain(timeout_s)
             await self._settler.wait()
         await self._close_errands()
+        await self._cancel_stream.close()
         channels, self._channels = self._channels, []
         for channel in channels:
             if not channel.is_closed:
@@ -323,21 +328,6 @@ class AMQPWorker(RabbitWorkflows, BaseWorker[Received]):
         history: list[AttemptRecord],
     ) -> None:
         await self._park_message(queue, delivery[1], reason, error, job, history=history)
-
-    async def _park_undecoded(
-        self,
-        queue: str,
-        message: Delivery,
-        reason: FailureReason,
-        error: BaseException,
-        job: Job | None = None,
-        extra_headers: dict[str, Any] | None = None,
-    ) -> None:
-        """Park what the intake refused (unknown handler, crash loop); its workflow hears of it."""
-        if job is not None:
-            spec = self._registry.handlers.get(job.handler)
-            await self._after_parked(spec, job, queue, reason, error)
-        await self._park_message(queue, message, reason, error, job, extra_headers)
 
     async def _park_message(
         self,

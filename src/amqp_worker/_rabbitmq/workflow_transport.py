@@ -4,20 +4,25 @@
 :class:`~amqp_worker._core.workflow_worker.WorkflowWorker`, each handed to
 :mod:`~amqp_worker._rabbitmq.results` (the results stream) or
 :mod:`~amqp_worker._rabbitmq.groups` (group queues). It also closes the kept
-errand channels of those and of the unique-key locks (:mod:`~amqp_worker._rabbitmq.unique`).
+errand channels of those and of the unique-key locks (:mod:`~amqp_worker._rabbitmq.unique`),
+and parks what the intake refused, telling its workflow first.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from amqp_worker._core.failures import FailureReason
 from amqp_worker._core.groups import GroupStatus
+from amqp_worker._core.handlers import HandlerSpec
 from amqp_worker._core.job import Job
+from amqp_worker._core.registry import Registry
 from amqp_worker._core.results import JobResult, ResultSource
 from amqp_worker._core.workflow import Group
 
+from .consumer import Delivery
 from .groups import RabbitGroups
 from .intake import Received
 from .results import RabbitResults
@@ -38,8 +43,24 @@ class RabbitWorkflows:
     _locks: RabbitLocks
 
     if TYPE_CHECKING:
+        # BaseWorker's and AMQPWorker's: this class comes first in the MRO.
+        _registry: Registry
 
-        def _now(self) -> datetime: ...  # BaseWorker's: this class comes first in the MRO
+        def _now(self) -> datetime: ...
+
+        async def _after_parked(
+            self, spec: HandlerSpec | None, job: Job, queue: str, reason: str, error: BaseException
+        ) -> None: ...
+
+        async def _park_message(
+            self,
+            queue: str,
+            message: Delivery,
+            reason: FailureReason,
+            error: BaseException,
+            job: Job | None = None,
+            extra_headers: dict[str, Any] | None = None,
+        ) -> None: ...
 
     def _result_source(self) -> ResultSource:
         return self._results
@@ -76,3 +97,18 @@ class RabbitWorkflows:
             error,
         )
         self._settler.hand_back(delivery[1])
+
+    async def _park_undecoded(
+        self,
+        queue: str,
+        message: Delivery,
+        reason: FailureReason,
+        error: BaseException,
+        job: Job | None = None,
+        extra_headers: dict[str, Any] | None = None,
+    ) -> None:
+        """Park what the intake refused (unknown handler, crash loop); its workflow hears of it."""
+        if job is not None:
+            spec = self._registry.handlers.get(job.handler)
+            await self._after_parked(spec, job, queue, reason, error)
+        await self._park_message(queue, message, reason, error, job, extra_headers)

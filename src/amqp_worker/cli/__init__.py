@@ -26,6 +26,7 @@ from amqp_worker.errors import (
 
 from . import logs
 from .asyncapi import asyncapi
+from .cancel import cancel
 from .check import check
 from .child import child
 from .common import CLIError, ExitCode, Secrets
@@ -64,6 +65,7 @@ cli.add_command(check)
 cli.add_command(failed)
 cli.add_command(schedules)
 cli.add_command(groups)
+cli.add_command(cancel)
 cli.add_command(dashboard)
 cli.add_command(asyncapi)
 cli.add_command(child)

@@ -91,6 +91,10 @@ class TimeTravelWorker(SimpleWorker):
         del self._due_at[token]
         super()._due(token)
 
+    def _unplace(self, token: int) -> _Entry:
+        del self._due_at[token]
+        return super()._unplace(token)
+
     def _release_due(self) -> None:
         """Run every delayed entry due by now, soonest first."""
         now = self._now()
