@@ -48,6 +48,11 @@ logger = logging.getLogger("amqp_worker")
 
 #: The shortest wait for the listener to read up to the sync marker (publish_timeout_s if longer).
 SYNC_TIMEOUT_S = 60.0
+#: How long to wait before declaring a stream RabbitMQ said was not reachable again.
+RETRY_DECLARE_S = 1.0
+#: How long a starting worker waits for an unreachable cancellations stream before it
+#: takes jobs without it (see RabbitCancels.listen).
+DECLARE_GRACE_S = 5.0
 
 
 def cancel_record(job_id: str, at: datetime) -> bytes:
@@ -67,6 +72,7 @@ class RabbitCancels:
         self._errand: UnderlyingChannel | None = None
         self._listener: _StreamReader | None = None
         self._syncs: dict[str, asyncio.Future[None]] = {}
+        self._late: asyncio.Future[None] | None = None
 
     async def ensure(self) -> None:
         """Declare the cancellations stream, once per process."""
@@ -123,24 +129,34 @@ class RabbitCancels:
         """Start the listener (once) and return when it has read the stream up to now.
 
         Raises :class:`~amqp_worker.errors.BrokerUnavailable` if the stream was
-        not declared and read up to a fresh marker within
-        ``max(SYNC_TIMEOUT_S, publish_timeout_s)``: a worker that cannot know
-        the cancels must not take jobs.
+        not read up to a fresh marker within ``max(SYNC_TIMEOUT_S,
+        publish_timeout_s)``: a worker that cannot know the cancels must not
+        take jobs. One exception, logged at ERROR: a stream RabbitMQ reports
+        unreachable for :data:`DECLARE_GRACE_S` (3.10 leaves one so after a
+        crash of its node, for good). The worker then takes jobs without
+        knowing the cancels, rather than never again, and reads the stream
+        once it is back.
         """
+        try:
+            async with asyncio.timeout(DECLARE_GRACE_S):
+                await self._ensure_until_declared()
+        except TimeoutError:
+            logger.error(
+                "the cancellations stream %s is not reachable; taking jobs without knowing "
+                "the cancels (a job cancelled meanwhile may run) until it is back",
+                self._stream,
+            )
+            self._late = asyncio.ensure_future(self._listen_when_back())
+            return
         settings = self._broker.settings
         timeout_s = max(SYNC_TIMEOUT_S, settings.publish_timeout_s)
         token = uuid.uuid4().hex
         caught_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._syncs[token] = caught_up
         try:
-            # One bound for all of it: RabbitMQ 3.10 may leave a stream declare unanswered.
+            # One bound for all of it: RabbitMQ 3.10 may leave a stream consume unanswered.
             async with asyncio.timeout(timeout_s):
-                await self.ensure()
-                if self._listener is None:
-                    ttl = timedelta(seconds=settings.cancel_ttl_s)
-                    start = datetime.now(UTC) - ttl - CLOCK_SKEW
-                    self._listener = _StreamReader(self._broker, self._stream, start, self._arrived)
-                    self._listener.start()
+                self._start_listener()
                 at = datetime.now(UTC)
                 body = json.dumps({"sync": token}).encode()
                 marker = self._message(body, f"sync:{token}", at)
@@ -153,6 +169,35 @@ class RabbitCancels:
             ) from None
         finally:
             del self._syncs[token]
+
+    def _start_listener(self) -> None:
+        if self._listener is None:
+            ttl = timedelta(seconds=self._broker.settings.cancel_ttl_s)
+            start = datetime.now(UTC) - ttl - CLOCK_SKEW
+            self._listener = _StreamReader(self._broker, self._stream, start, self._arrived)
+            self._listener.start()
+
+    async def _listen_when_back(self) -> None:
+        await self._ensure_until_declared()
+        logger.warning("the cancellations stream %s is back; reading the cancels", self._stream)
+        self._start_listener()
+
+    async def _ensure_until_declared(self) -> None:
+        """:meth:`ensure`, asked again while RabbitMQ says the stream is not reachable.
+
+        Fix: just after a node restart, RabbitMQ 3.10 answers a declare of an
+        existing stream with NOT_FOUND ("home node ... is down or inaccessible")
+        until the stream's member is back; a worker starting then failed at once.
+        The caller bounds the wait (or runs it in the background).
+        """
+        while True:
+            try:
+                await self.ensure()
+                return
+            except amqp_errors.ChannelNotFoundEntity as exc:
+                logger.debug("cancellations stream %s not reachable yet (%s)", self._stream, exc)
+                self._errand = None  # the broker closed it
+                await asyncio.sleep(RETRY_DECLARE_S)
 
     def _arrived(self, message_id: str, body: bytes) -> None:
         """One record from the listener: a cancel into the book, or a sync marker reached."""
@@ -178,6 +223,10 @@ class RabbitCancels:
 
     async def close(self) -> None:
         """Stop the listener and let the errand channel go (the connection is closing)."""
+        late, self._late = self._late, None
+        if late is not None:
+            late.cancel()
+            await asyncio.wait({late}, timeout=STOP_WAIT_S)
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.stop()
