@@ -41,7 +41,6 @@ from amqp_worker.errors import AccessRefused, BrokerUnavailable, TopologyConflic
 from .broker import Broker
 from .publishing import IN_FLIGHT, raise_first
 from .results import CLOCK_SKEW, STOP_WAIT_S, _StreamReader
-from .streams import declare_stream
 
 __all__ = ["RabbitCancelling", "RabbitCancels", "cancel_record"]
 
@@ -87,14 +86,14 @@ class RabbitCancels:
                 settings.cancel_ttl_s, settings.cancels_max_bytes
             )
             # A kept channel of its own, never the topology channel: see RabbitResults.ensure.
-            name = self._stream
+            if self._errand is None or self._errand.is_closed:
+                self._errand = await self._broker.plain_channel()
+            errand, name = self._errand, self._stream
             try:
-                errand = self._errand = await declare_stream(
-                    self._broker, self._errand, name, arguments
-                )
                 # Cancels go through a fanout exchange of the same name, not the default
                 # exchange: the permissions of docs/security.md cover `<name>.*` only.
                 await errand.exchange_declare(name, exchange_type="fanout", durable=True)
+                await errand.queue_declare(name, durable=True, arguments=arguments)
                 await errand.queue_bind(name, name)
             except amqp_errors.ChannelPreconditionFailed as exc:
                 self._errand = None

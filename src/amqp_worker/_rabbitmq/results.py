@@ -37,7 +37,6 @@ from amqp_worker._core.results import JobResult
 from amqp_worker.errors import ResultTimeout, TopologyConflict
 
 from .broker import Broker
-from .streams import declare_stream
 
 __all__ = ["RECENT", "RabbitResults"]
 
@@ -171,9 +170,11 @@ class RabbitResults:
                 # RabbitMQ reports down then, as 3.10 may after a crash, failed the reconnect
                 # with NOT_FOUND over and over: the worker never came back). Kept, not opened
                 # and closed: a channel number reused at once left 3.10 answering nothing.
+                if self._errand is None or self._errand.is_closed:
+                    self._errand = await self._broker.plain_channel()
                 try:
-                    self._errand = await declare_stream(
-                        self._broker, self._errand, self._stream, arguments
+                    await self._errand.queue_declare(
+                        self._stream, durable=True, arguments=arguments
                     )
                 except amqp_errors.ChannelPreconditionFailed as exc:
                     self._errand = None
