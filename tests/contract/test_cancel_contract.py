@@ -14,40 +14,11 @@ from typing import Any
 
 import pytest
 
-from amqp_worker import FailureReason, Job, JobFailed, Worker
+from amqp_worker import FailureReason, Job, JobFailed
 from tests.conftest import WorkerKit
 
-GUARD_S = 30.0
-
-
-async def parked(worker: Worker, job_id: str) -> Any:
-    async def poll() -> Any:
-        while True:
-            found = [job for job in await worker.failed.list() if job.id == job_id]
-            if found:
-                return found[0]
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(poll(), GUARD_S)
-
-
-async def until(predicate: Any) -> None:
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - the handlers set nothing to wait on
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(poll(), GUARD_S)
-
-
-def recording(worker: Worker, **options: Any) -> list[str]:
-    ran: list[str] = []
-
-    async def work(args: dict[str, Any], job: Job) -> str:
-        ran.append(job.id)
-        return "done"
-
-    worker.register("work", work, **options)
-    return ran
+# One copy of the contract suites' waits and recording handler.
+from tests.contract.test_controls_contract import GUARD_S, parked, recording, until
 
 
 async def test_a_queued_job_cancelled_never_runs_and_is_parked_as_cancelled(
