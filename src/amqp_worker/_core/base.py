@@ -131,8 +131,14 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
         timeout_s: float | None = None,
         result: bool = False,
         max_age_s: float | None = None,
+        rate: str | None = None,
+        burst: int | None = None,
+        concurrency: int | None = None,
     ) -> None:
-        self._registry.register(name, handler, retry, timeout_s, result, max_age_s)
+        limits = (rate, burst, concurrency)
+        self._registry.register(
+            name, handler, retry, timeout_s, result, max_age_s, limits, self.running
+        )
 
     def handler(
         self,
@@ -143,9 +149,15 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
         queue: str | None = None,
         result: bool = False,
         max_age_s: float | None = None,
+        rate: str | None = None,
+        burst: int | None = None,
+        concurrency: int | None = None,
     ) -> HandlerDecorator:
         def register(func: Callable[..., Any]) -> type[BaseModel] | None:
-            spec = self._registry.register(name, func, retry, timeout_s, result, max_age_s)
+            limits = (rate, burst, concurrency)
+            spec = self._registry.register(
+                name, func, retry, timeout_s, result, max_age_s, limits, self.running
+            )
             return spec.args_model
 
         return HandlerDecorator(self, name, queue or self.default_queue, register)
@@ -260,6 +272,10 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
         ``was_running`` is False for a worker that was stopped already or
         never started (a publish-only worker still closes its connection).
         """
+
+    def _has_room(self) -> bool:
+        """True if a job submitted now would start at once: a handler slot is free."""
+        return self._pool.running + self._pool.waiting < self._pool.max_concurrency
 
     def _submit_run(self, run: Callable[[], Any], on_abandon: Callable[[], None]) -> None:
         """Queue ``run()`` for a handler slot; ``on_abandon()`` if stop() drops it unstarted."""

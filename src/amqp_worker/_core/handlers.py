@@ -33,6 +33,7 @@ from amqp_worker.errors import InvalidArgs, InvalidHandler, JobTimeout
 from .controls import check_max_age
 from .handler_threads import HandlerThreads
 from .job import Job, validate_name
+from .limits import Limits
 from .retry import RetryPolicy
 
 __all__ = ["Handler", "HandlerSpec", "check_timeout"]
@@ -94,6 +95,8 @@ class HandlerSpec:
     """Serialises the return value by the handler's return annotation (None: none given)."""
     max_age_s: float | None = None
     """Each attempt must start within this many seconds of being due, or it expires."""
+    limits: Limits | None = None
+    """Its fleet-wide rate and concurrency limits; None for none."""
 
     @classmethod
     def inspect(
@@ -105,6 +108,7 @@ class HandlerSpec:
         timeout_s: float | None = None,
         result: bool = False,
         max_age_s: float | None = None,
+        limits: Limits | None = None,
     ) -> HandlerSpec:
         """Check ``name`` and ``func``; raise :class:`InvalidHandler` if either is unusable."""
         if not isinstance(result, bool):
@@ -173,6 +177,7 @@ class HandlerSpec:
             result=result,
             result_adapter=_result_adapter(name, signature) if result else None,
             max_age_s=max_age_s,
+            limits=limits,
         )
 
     def parse_args(self, job: Job) -> Any:

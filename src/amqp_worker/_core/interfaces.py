@@ -223,6 +223,9 @@ class Worker(Protocol):
         timeout_s: float | None = None,
         result: bool = False,
         max_age_s: float | None = None,
+        rate: str | None = None,
+        burst: int | None = None,
+        concurrency: int | None = None,
     ) -> None:
         """Register ``handler`` for jobs whose ``handler`` field is ``name``.
 
@@ -234,7 +237,15 @@ class Worker(Protocol):
         record. With ``max_age_s``, an attempt that has not started within that
         many seconds of being due (enqueued, or its delay or retry backoff
         over) never runs: it is parked with reason ``expired`` (as is a job
-        past its own ``Job.expires_at``; docs/controls.md). Raises
+        past its own ``Job.expires_at``; docs/controls.md).
+
+        ``rate`` (``"50/s"``, ``"10/min"``, ``"100/h"``) and ``burst`` (default
+        1) limit how many attempts start, and ``concurrency`` how many run at
+        once, across every worker of this ``name`` (docs/controls.md): in any
+        window of T seconds at most ``burst + rate * T`` attempts start. Jobs
+        over a limit wait in the broker (in memory for SimpleWorker). Every
+        worker must register the handler with the same limits; a limited
+        handler must be registered before :meth:`start`. Raises
         :class:`~amqp_worker.errors.InvalidHandler` for an empty or illegal
         name, a non-callable or bad options, and
         :class:`~amqp_worker.errors.HandlerAlreadyRegistered` for a name
@@ -251,6 +262,9 @@ class Worker(Protocol):
         queue: str | None = None,
         result: bool = False,
         max_age_s: float | None = None,
+        rate: str | None = None,
+        burst: int | None = None,
+        concurrency: int | None = None,
     ) -> HandlerDecorator:
         """Decorator form of :meth:`register`.
 

@@ -6,10 +6,16 @@ import logging
 import math
 from datetime import timedelta
 
-from amqp_worker.errors import HandlerAlreadyRegistered, HandlerNotRegistered, InvalidSchedule
+from amqp_worker.errors import (
+    HandlerAlreadyRegistered,
+    HandlerNotRegistered,
+    InvalidHandler,
+    InvalidSchedule,
+)
 
 from .handlers import Handler, HandlerSpec
 from .job import Job
+from .limits import Limits
 from .retry import RetryPolicy
 from .schedule import MissedPolicy, Schedule
 from .typed import unwrap
@@ -44,8 +50,24 @@ class Registry:
         timeout_s: float | None,
         result: bool = False,
         max_age_s: float | None = None,
+        limits: tuple[str | None, int | None, int | None] = (None, None, None),
+        running: bool = False,
     ) -> HandlerSpec:
-        """Add ``handler`` as ``name``; see :meth:`amqp_worker.Worker.register` for the errors."""
+        """Add ``handler`` as ``name``; see :meth:`amqp_worker.Worker.register` for the errors.
+
+        ``limits`` is ``(rate, burst, concurrency)``; a limited handler cannot
+        be added to a ``running`` worker (its limit queues are consumed from
+        the start).
+        """
+        try:
+            checked = Limits.of(*limits)
+        except (TypeError, ValueError) as exc:
+            raise InvalidHandler(f"handler {name!r}: {exc}") from None
+        if checked is not None and running:
+            raise InvalidHandler(
+                f"handler {name!r}: register handlers with a rate or concurrency limit "
+                "before start()"
+            )
         spec = HandlerSpec.inspect(
             name,
             unwrap(handler),
@@ -53,6 +75,7 @@ class Registry:
             timeout_s=timeout_s,
             result=result,
             max_age_s=max_age_s,
+            limits=checked,
         )
         if name in self.handlers:
             raise HandlerAlreadyRegistered(name)

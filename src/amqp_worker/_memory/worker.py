@@ -44,6 +44,7 @@ from amqp_worker._core.workflow import Group
 from amqp_worker.errors import ConfigurationError, HandlerNotRegistered
 
 from .failed_jobs import MemoryFailedJobs
+from .limits import MemoryLimits
 from .partitions import PartitionLocks
 from .unique import MemoryLocks
 from .workflows import MemoryGroups, MemoryResults
@@ -109,6 +110,7 @@ class SimpleWorker(BaseWorker[_Entry]):
         self._pending: deque[_Entry] = deque()
         self._ready: list[tuple[int, int, _Entry]] = []
         self._partitions = PartitionLocks()
+        self._limits = MemoryLimits()
         self._timers: dict[int, tuple[asyncio.TimerHandle, _Entry]] = {}
         self._tokens = itertools.count()
         self._dropped = 0
@@ -256,10 +258,13 @@ class SimpleWorker(BaseWorker[_Entry]):
     async def _run_best(self) -> None:
         entry = heapq.heappop(self._ready)[2]
         job = entry.job
-        if job.partition_key is None:
-            await self._run(entry, job, job.queue, entry.headers, entry.history)
-            return
-        async with self._partitions.hold(job.queue, job.partition_key):
+        key = job.partition_key
+        # Its turn in its partition first, then its limits: a token taken while the job
+        # still waited for its turn would let it start beside the next token's job.
+        turn = (
+            self._partitions.hold(job.queue, key) if key is not None else contextlib.nullcontext()
+        )
+        async with turn, self._limits.hold(self._registry.handlers.get(job.handler)):
             await self._run(entry, job, job.queue, entry.headers, entry.history)
 
     # -- settling an attempt (the transport steps of BaseWorker._run) --------------

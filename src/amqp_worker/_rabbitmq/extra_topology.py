@@ -9,6 +9,13 @@ what                        name                                         kind
 group queue                 ``name.group.<id>``                          classic, exclusive use
 partition queue *i* of Q    ``name.partition.`` + work queue + ``.<i>``  quorum, single active
                                                                          consumer
+limit queue of handler H    ``name.limit.`` + work queue + ``.H``        quorum (rate only)
+limit lane *i* of H         ``name.limit.`` + work queue + ``.H.<i>``    quorum, single active
+                                                                         consumer
+token queue of H            ``name.tokens.H``                            quorum, max-length
+                                                                         burst, drop-head
+token leader queue of H     ``name.tokens.H.leader``                     quorum, single active
+                                                                         consumer
 ==========================  ===========================================  ======================
 """
 
@@ -18,7 +25,17 @@ from typing import Any
 
 from .topology import Topology, _check_length, queue_arguments
 
-__all__ = ["group_queue_arguments", "partition_queue", "partition_queue_arguments"]
+__all__ = [
+    "group_queue_arguments",
+    "leader_queue",
+    "leader_queue_arguments",
+    "limit_queue",
+    "limit_queue_arguments",
+    "partition_queue",
+    "partition_queue_arguments",
+    "token_queue",
+    "token_queue_arguments",
+]
 
 
 def group_queue_arguments(topology: Topology, callback_queue: str | None) -> dict[str, Any]:
@@ -59,4 +76,63 @@ def partition_queue_arguments(
             delivery_limit=max_deliveries,
         ),
         "x-single-active-consumer": True,
+    }
+
+
+def limit_queue(topology: Topology, queue: str, handler: str, lane: int | None = None) -> str:
+    """Where jobs of a limited ``handler`` from ``queue`` wait: one queue, or lane ``lane``.
+
+    A handler with a concurrency limit N has N lanes (0 to N-1); one with only
+    a rate limit has the one queue (``lane`` None).
+    """
+    base = f"{topology.name}.limit.{topology.work_queue(queue)}.{handler}"
+    return _check_length("queue", base if lane is None else f"{base}.{lane}")
+
+
+def limit_queue_arguments(
+    topology: Topology, queue: str, max_deliveries: int, *, lane: bool
+) -> dict[str, Any]:
+    """A quorum queue that dead-letters to ``queue``'s failed jobs after ``max_deliveries``.
+
+    Quorum, whatever ``queue_type`` is, because it counts deliveries: a job
+    that kills every worker is parked (reason ``delivery_limit``) instead of
+    quarantined, which would take it out of its lane. A lane has a single
+    active consumer, with a prefetch of 1: one job at a time per lane.
+    """
+    arguments = partition_queue_arguments(topology, queue, max_deliveries)
+    if not lane:
+        del arguments["x-single-active-consumer"]
+    return arguments
+
+
+def token_queue(topology: Topology, handler: str) -> str:
+    """The rate tokens of ``handler``: each start of an attempt takes one."""
+    return _check_length("queue", f"{topology.name}.tokens.{handler}")
+
+
+def token_queue_arguments(burst: int) -> dict[str, Any]:
+    """At most ``burst`` tokens wait; the leader's extra tokens push out the oldest.
+
+    Quorum, so the tokens (and the limit) survive the loss of a cluster node;
+    ``drop-head`` because a token is not a job: dropping one loses nothing.
+    """
+    return {**queue_arguments("quorum"), "x-max-length": burst, "x-overflow": "drop-head"}
+
+
+def leader_queue(topology: Topology, handler: str) -> str:
+    """The baton of ``handler``'s token leader: whoever holds its message writes the tokens."""
+    return _check_length("queue", f"{topology.name}.tokens.{handler}.leader")
+
+
+def leader_queue_arguments() -> dict[str, Any]:
+    """Single active consumer; at most one baton waits (a second publish is refused).
+
+    RabbitMQ counts only ready messages against ``x-max-length``: with the
+    baton held (unacked) by the leader, one more can wait, never more.
+    """
+    return {
+        **queue_arguments("quorum"),
+        "x-single-active-consumer": True,
+        "x-max-length": 1,
+        "x-overflow": "reject-publish",
     }

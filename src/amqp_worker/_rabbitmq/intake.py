@@ -6,7 +6,9 @@ unregistered handler is parked with its reason and never runs. A redelivered
 job (handed out before and never finished) is quarantined or parked as
 crashed (:mod:`amqp_worker._rabbitmq.quarantine`). A job from a due queue
 runs if due, waits unacked in the :class:`~amqp_worker._rabbitmq.due.DueHold`
-if due soon, or goes round the delay topology again. What is left runs:
+if due soon, or goes round the delay topology again. A job of a limited
+handler is moved to its limit queue, and runs from there once its limit is
+met (:mod:`amqp_worker._rabbitmq.limits`). What is left runs:
 ``run(queue, message, job)`` queues it for a handler slot.
 """
 
@@ -24,6 +26,7 @@ from amqp_worker.errors import HandlerNotRegistered, JobTooLarge
 
 from .consumer import Delivery
 from .due import DueAction, DueHold, due_action, due_ms_of
+from .limits import RabbitLimits
 from .messages import DELIVERIES_HEADER, carried_headers
 from .publishing import now_ms
 from .quarantine import VerdictKind, crash_error, verdict
@@ -56,8 +59,10 @@ class Intake:
         run: Callable[[str, Delivery, Job], None],
         park: Park,
         running: Callable[[], bool],
+        limits: RabbitLimits,
     ) -> None:
         self.settings = settings
+        self._limits = limits
         self._registry = registry
         self._settler = settler
         self._run = run
@@ -100,6 +105,21 @@ class Intake:
         self._settler.delivered(message)
         self._accept(queue, message, in_order=True)
 
+    async def on_limited(self, queue: str, handler: str, message: Delivery) -> None:
+        """A delivery from a limit queue: it runs once a token (with a rate) is taken.
+
+        A redelivered one runs as it comes, as in a partition: the limit
+        queue counts deliveries (:mod:`amqp_worker._rabbitmq.limits`).
+        """
+        self._settler.delivered(message)
+        self._settler.track(self._take_then_accept(queue, handler, message))
+
+    async def _take_then_accept(self, queue: str, handler: str, message: Delivery) -> None:
+        if await self._limits.take(handler):
+            self._accept(queue, message, in_order=True, limited=True)
+        else:
+            self._settler.hand_back(message)  # the worker stopped first
+
     async def on_due(self, queue: str, message: Delivery) -> None:
         self._settler.delivered(message)
         self._schedule(queue, message)
@@ -139,7 +159,14 @@ class Intake:
             self._settler.track(self._park_message(queue, message, reason, exc, None, None))
             return None
 
-    def _accept(self, queue: str, message: Delivery, in_order: bool = False) -> None:
+    def _accept(
+        self, queue: str, message: Delivery, in_order: bool = False, limited: bool = False
+    ) -> None:
+        """Run the job ``message`` carries, or park, quarantine or move it.
+
+        ``in_order``: from a queue that counts deliveries (partition, limit
+        queue). ``limited``: its limit was met (token taken, lane held).
+        """
         job = self._decode(queue, message)
         if job is None:
             return
@@ -150,6 +177,12 @@ class Intake:
             return
         if message.redelivered and not in_order:
             self._settler.track(self._came_back(queue, message, job))
+            return
+        if not limited and self._limits.of(job) is not None:
+            if in_order:  # partitioned: moving it would break its order; a token in place
+                self._settler.track(self._take_then_accept(queue, job.handler, message))
+            else:
+                self._settler.track(self._limits.move(queue, message, job))
             return
         self._run(queue, message, job)
 

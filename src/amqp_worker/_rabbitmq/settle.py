@@ -32,6 +32,7 @@ from .connect import connection_lost
 from .consumer import Delivery
 from .messages import (
     DELIVERIES_HEADER,
+    DUE_HEADER,
     ENCODE_ERRORS,
     carried_headers,
     parked_message,
@@ -194,17 +195,19 @@ class Settler:
             if not self._moving:
                 self._no_moves.set()
 
+    async def hold(self, message: Delivery, job: Job, target: str, ensure: Awaitable[Any]) -> bool:
+        """Move ``job`` to the limit queue ``target`` (declared by ``ensure``), then ack it.
+
+        It keeps its due time (``aw-due-ms``): the wait for its limit counts
+        towards its handler's ``max_age_s``. False (handed back) if the move failed.
+        """
+        due = message.headers.get(DUE_HEADER) if message.headers else None
+        moved = _copy(message, job, {} if due is None else {DUE_HEADER: due})
+        return await self._move(message, target, moved, f"job {job.id}", ensure)
+
     async def _quarantine(self, queue: str, message: Delivery, job: Job, deliveries: int) -> bool:
         target = self._broker.topology.quarantine_queue(queue)
-        moved = Message(
-            message.body,
-            headers={**carried_headers(message.headers), DELIVERIES_HEADER: deliveries},
-            content_type=message.content_type,
-            delivery_mode=DeliveryMode.PERSISTENT,
-            message_id=job.id,
-            type=message.type,
-            timestamp=message.timestamp,
-        )
+        moved = _copy(message, job, {DELIVERIES_HEADER: deliveries})
         ensure = self._broker.declarations.ensure_quarantine_queue(queue)
         if not await self._move(message, target, moved, f"job {job.id}", ensure, written=True):
             return False
@@ -224,7 +227,7 @@ class Settler:
         target: str,
         outgoing: Message,
         what: str,
-        ensure: Awaitable[None],
+        ensure: Awaitable[Any],
         *,
         written: bool = False,
     ) -> bool:
@@ -272,6 +275,19 @@ class Settler:
         while self._tasks or self._acks.pending:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._acks.wait()
+
+
+def _copy(message: Delivery, job: Job, headers: Mapping[str, Any]) -> Message:
+    """A persistent copy of ``message`` (its carried headers, and ``headers``) to move it."""
+    return Message(
+        message.body,
+        headers={**carried_headers(message.headers), **headers},
+        content_type=message.content_type,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=job.id,
+        type=message.type,
+        timestamp=message.timestamp,
+    )
 
 
 def stale(message: Delivery) -> bool:

@@ -40,6 +40,7 @@ from .consumer import Delivery, QueueConsumer
 from .failed_jobs import RabbitFailedJobs
 from .groups import RabbitGroups
 from .intake import Intake, Received
+from .limits import RabbitLimits
 from .messages import retry_headers
 from .partitions import consume_partitions
 from .publishing import JobPublisher, due_in
@@ -100,6 +101,13 @@ class AMQPWorker(RabbitCancelling, RabbitWorkflows, BaseWorker[Received]):
         self._channels: list[AbstractChannel] = []
         self._consumers: list[QueueConsumer] = []
         self._settler = Settler(self._broker, self._publisher)
+        self._limits = RabbitLimits(
+            self._broker,
+            self._registry,
+            self._settler,
+            running=lambda: self.running,
+            has_room=self._has_room,
+        )
         self._intake = Intake(
             self.settings,
             self._registry,
@@ -107,6 +115,7 @@ class AMQPWorker(RabbitCancelling, RabbitWorkflows, BaseWorker[Received]):
             run=self._run_later,
             park=self._park_undecoded,
             running=lambda: self.running,
+            limits=self._limits,
         )
         self._leader: ScheduleLeader | None = None
 
@@ -219,6 +228,9 @@ class AMQPWorker(RabbitCancelling, RabbitWorkflows, BaseWorker[Received]):
         )
         self._channels += [partitioned] if partitioned is not None else []
         self._consumers += consumers
+        channels, consumers = await self._limits.start(settings.queues, self._intake.on_limited)
+        self._channels += channels
+        self._consumers += consumers
         # Declared after the consumers start: its ~100 round trips overlap the first jobs.
         # A retry or perform_in that needs it meanwhile waits for it (Declarations._once).
         await self._broker.declarations.ensure_delays()
@@ -260,6 +272,7 @@ class AMQPWorker(RabbitCancelling, RabbitWorkflows, BaseWorker[Received]):
         leader, self._leader = self._leader, None
         if leader is not None:
             await leader.stop()  # first: no tick may fire while the worker stops
+        await self._limits.stop()
         if was_running:
             for consumer in self._consumers:
                 await self._settler.settle(consumer.cancel(), "cancel consumer")

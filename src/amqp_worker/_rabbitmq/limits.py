@@ -1,0 +1,210 @@
+"""Rate and concurrency limits across the fleet, on RabbitMQ alone: where limited jobs wait.
+
+A job of a handler registered with ``rate`` or ``concurrency`` does not wait
+in worker memory. When it reaches a worker through the usual queues (work,
+due, quarantine), the worker moves it, confirmed, to the handler's *limit
+queue* (quorum, counting deliveries), and acks the original:
+
+- with ``concurrency=N``, to one of N *lanes* ``<name>.limit.<queue>.<H>.<i>``
+  (round robin), each with a single active consumer and a prefetch of 1: at
+  most one job per lane runs at a time fleet-wide, so at most N. When the
+  lane's consumer dies, its job goes back to the head and another worker's
+  consumer takes over.
+- with only a ``rate``, to ``<name>.limit.<queue>.<H>``, which every worker
+  consumes with a prefetch of its ``max_concurrency``.
+
+A job from a limit queue (with a ``rate``) starts only once its worker has a
+free handler slot and has taken a token (``basic.get``) from
+``<name>.tokens.<H>``, which one leader fills at the rate
+(:mod:`amqp_worker._rabbitmq.token_leader`). One job per handler waits for
+a token in each worker; the rest wait in the broker. A failed attempt is
+retried through the delay topology as usual, and moved again when due: every
+attempt takes a token and a lane.
+
+A job with a ``partition_key`` is not moved (that would break its order):
+it takes a token in place; its partition already runs one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import aiormq.exceptions as amqp_errors
+from aio_pika.abc import AbstractChannel, AbstractQueue
+
+from amqp_worker._core.job import Job
+from amqp_worker._core.limits import Limits
+from amqp_worker._core.registry import Registry
+from amqp_worker.errors import BrokerError
+
+from .broker import Broker
+from .consumer import Delivery, QueueConsumer
+from .extra_topology import limit_queue, limit_queue_arguments, token_queue
+from .settle import Settler
+from .token_leader import TokenLeader
+
+__all__ = ["RabbitLimits", "limit_queues"]
+
+logger = logging.getLogger("amqp_worker")
+
+#: Longest pause between two looks for a token (or a free handler slot).
+MAX_POLL_S = 0.25
+#: Shortest pause between two looks.
+MIN_POLL_S = 0.005
+#: Pause after a token look failed (a reconnect), before the next.
+RETRY_TAKE_S = 1.0
+
+
+def limit_queues(broker: Broker, queue: str, handler: str, limits: Limits) -> list[str]:
+    """The limit queues of ``handler``'s jobs from ``queue``: its lanes, or its one queue."""
+    topology = broker.topology
+    if limits.concurrency is None:
+        return [limit_queue(topology, queue, handler)]
+    return [limit_queue(topology, queue, handler, i) for i in range(limits.concurrency)]
+
+
+class RabbitLimits:
+    """Moves limited jobs to their limit queues, consumes those, and hands out tokens."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        registry: Registry,
+        settler: Settler,
+        *,
+        running: Callable[[], bool],
+        has_room: Callable[[], bool],
+    ) -> None:
+        self._broker = broker
+        self._registry = registry
+        self._settler = settler
+        self._running = running
+        self._has_room = has_room
+        self._turn = itertools.count()
+        self._leaders: list[TokenLeader] = []
+        self._token_channel: AbstractChannel | None = None
+        self._token_queues: dict[str, AbstractQueue] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def of(self, job: Job) -> Limits | None:
+        """The limits of ``job``'s handler; None if it has none (or is not registered)."""
+        spec = self._registry.handlers.get(job.handler)
+        return spec.limits if spec is not None else None
+
+    async def move(self, queue: str, message: Delivery, job: Job) -> None:
+        """Move ``job`` to its limit queue (a lane, round robin), confirmed; then ack ``message``."""
+        limits = self.of(job)
+        assert limits is not None
+        names = limit_queues(self._broker, queue, job.handler, limits)
+        target = names[next(self._turn) % len(names)]
+        ensure = self._ensure(queue, job.handler, limits)
+        await self._settler.hold(message, job, target, ensure)
+
+    async def _ensure(
+        self, queue: str, handler: str, limits: Limits, channel: AbstractChannel | None = None
+    ) -> list[str]:
+        """Declare the limit queues of ``handler`` from ``queue`` (once, unless ``channel``)."""
+        declarations = self._broker.declarations
+        max_deliveries = self._broker.settings.max_deliveries
+        lane = limits.concurrency is not None
+        arguments = limit_queue_arguments(self._broker.topology, queue, max_deliveries, lane=lane)
+        names = limit_queues(self._broker, queue, handler, limits)
+
+        async def declare() -> None:
+            for name in names:
+                await declarations.declare_queue(name, arguments, channel=channel)
+
+        # Their dead-letter target; first, and outside once(): its lock is not reentrant.
+        await declarations.ensure_failed_queue(queue)
+        if channel is not None:
+            await declare()  # a consumer's channel re-declares them after a reconnect
+        else:
+            await declarations.once(f"limits:{queue}:{handler}", declare)
+        return names
+
+    async def start(
+        self,
+        queues: tuple[str, ...],
+        on_limited: Callable[[str, str, Delivery], Awaitable[None]],
+    ) -> tuple[list[AbstractChannel], list[QueueConsumer]]:
+        """Start the token leaders and consume every limit queue; (channels, consumers).
+
+        Lanes are consumed on a channel with a prefetch of 1 per consumer; the
+        queues of rate-only handlers on one with ``max_concurrency``: a robust
+        channel restores only its last QoS after a reconnect, so each keeps one.
+        """
+        limited = {n: s.limits for n, s in self._registry.handlers.items() if s.limits}
+        if not limited:
+            return [], []
+        self._token_channel = await self._broker.channel()
+        channels = {True: await self._broker.channel(), False: await self._broker.channel()}
+        await channels[True].set_qos(prefetch_count=1)
+        await channels[False].set_qos(prefetch_count=self._broker.settings.max_concurrency)
+        consumers: list[QueueConsumer] = []
+        for handler, limits in sorted(limited.items()):
+            if limits.rate_per_s is not None:
+                leader = TokenLeader(self._broker, handler, limits)
+                await leader.start()
+                self._leaders.append(leader)
+            channel = channels[limits.concurrency is not None]
+            for queue in queues:
+                for name in await self._ensure(queue, handler, limits, channel):
+                    callback = functools.partial(on_limited, queue, handler)
+                    consumer = QueueConsumer(channel, name, callback)
+                    await consumer.start()
+                    consumers.append(consumer)
+        logger.info(
+            "limited handlers: %s",
+            ", ".join(f"{name} ({limits.describe()})" for name, limits in sorted(limited.items())),
+        )
+        return [self._token_channel, *channels.values()], consumers
+
+    async def stop(self) -> None:
+        """Stop the token leaders (each hands its baton on)."""
+        leaders, self._leaders = self._leaders, []
+        for leader in leaders:
+            await leader.stop()
+        self._token_channel = None
+        self._token_queues.clear()
+
+    async def take(self, handler: str) -> bool:
+        """Wait for a free handler slot and a token of ``handler``; False if the worker stopped.
+
+        Without a ``rate``, only the slot. One waiter per handler at a time;
+        the next job waits for this one's token (in the worker, one at most
+        per handler; the rest in the broker).
+        """
+        spec = self._registry.handlers.get(handler)
+        limits = spec.limits if spec is not None else None
+        rate_per_s = limits.rate_per_s if limits is not None else None
+        poll_s = min(max(1.0 / rate_per_s, MIN_POLL_S), MAX_POLL_S) if rate_per_s else MIN_POLL_S
+        async with self._locks.setdefault(handler, asyncio.Lock()):
+            while self._running():
+                # A free slot first: a token taken for a job that then waits for a slot
+                # would let the job start later, beside the next token's: a burst.
+                if self._has_room() and (rate_per_s is None or await self._token(handler)):
+                    return True
+                await asyncio.sleep(
+                    poll_s * random.uniform(0.5, 1.5)
+                )  # jitter: workers do not poll in step
+            return False
+
+    async def _token(self, handler: str) -> bool:
+        """Take one token of ``handler`` (``basic.get``, no ack); False if there is none."""
+        try:
+            queue = self._token_queues.get(handler)
+            if queue is None:
+                assert self._token_channel is not None
+                name = token_queue(self._broker.topology, handler)
+                queue = await self._token_channel.get_queue(name, ensure=False)
+                self._token_queues[handler] = queue
+            return await queue.get(no_ack=True, fail=False) is not None
+        except (BrokerError, amqp_errors.AMQPError, RuntimeError) as exc:
+            logger.warning("could not take a rate token of handler %r: %s", handler, exc)
+            await asyncio.sleep(RETRY_TAKE_S)
+            return False
