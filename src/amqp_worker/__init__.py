@@ -13,6 +13,7 @@ from ._core.handlers import Handler, HandlerSpec
 from ._core.hooks import Hooks, JobEvent
 from ._core.interfaces import FailedJobs, Worker
 from ._core.job import Job
+from ._core.limits import Limits
 from ._core.results import JobHandle, JobResult
 from ._core.retry import RetryPolicy
 from ._core.schedule import Schedule
@@ -102,6 +103,7 @@ __all__ = [
     "JobResult",
     "JobTimeout",
     "JobTooLarge",
+    "Limits",
     "ParkedMember",
     "PermanentError",
     "PublishError",

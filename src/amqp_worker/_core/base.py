@@ -38,6 +38,7 @@ from .handlers import Handler, HandlerSpec, check_timeout
 from .hooks import Hooks
 from .interfaces import FailedJobs, Worker
 from .job import Job, stamped
+from .limits import Limits
 from .pool import DrainReport, TaskPool
 from .registry import Registry
 from .results import JobHandle
@@ -95,6 +96,11 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
     @property
     def handlers(self) -> tuple[str, ...]:
         return tuple(sorted(self._registry.handlers))
+
+    @property
+    def limits(self) -> dict[str, Limits]:
+        """The rate and concurrency limits of each limited handler, by name; a copy."""
+        return {n: s.limits for n, s in sorted(self._registry.handlers.items()) if s.limits}
 
     @property
     def handler_specs(self) -> dict[str, HandlerSpec]:

@@ -1,7 +1,8 @@
 """Deleting what a worker name declared on RabbitMQ: for test suites, never for production.
 
 Everything goes, messages included: each job queue's work, due, failed-jobs,
-quarantine and partition queues, the delay queues, the schedule queues, the results
+quarantine, partition and limit queues (and, for limited handlers, their
+token queues), the delay queues, the schedule queues, the results
 and cancellations streams and the exchanges (group queues are named by group: a finished group
 deletes its own). A queue or exchange that does not exist is skipped. Shared parts
 (the delay topology, the exchanges) are deleted too, so run it only when no
@@ -10,10 +11,12 @@ other worker of the same ``name`` uses the vhost.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from amqp_worker._core.limits import Limits
 
 from .connect import dial
-from .extra_topology import partition_queue
+from .extra_topology import leader_queue, limit_queue, partition_queue, token_queue
 from .settings import AMQPSettings
 from .topology import Topology
 
@@ -25,10 +28,12 @@ async def delete_topology(
     queues: Iterable[str] | None = None,
     *,
     topology: Topology | None = None,
+    limited: Mapping[str, Limits] | None = None,
 ) -> None:
     """Delete the queues and exchanges of ``topology`` (default: the settings') for ``queues``.
 
-    ``queues`` are job queue names (default: ``settings.queues``). Connects
+    ``queues`` are job queue names (default: ``settings.queues``); ``limited``
+    names the limited handlers (their limits) whose queues go too. Connects
     with ``settings`` (URL, TLS, the ``publish_timeout_s`` retry) on a
     connection of its own, closed before it returns.
     """
@@ -40,6 +45,10 @@ async def delete_topology(
         for queue in wanted
         for index in range(settings.partitions)
     ]
+    for handler, limits in (limited or {}).items():
+        lanes = [None] if limits.concurrency is None else range(limits.concurrency)
+        names += [limit_queue(topology, q, handler, lane) for q in wanted for lane in lanes]
+        names += [token_queue(topology, handler), leader_queue(topology, handler)]
     names += topology.delay_queues()
     names += [topology.schedule_queue, topology.schedule_status_queue, topology.results_stream]
     names.append(topology.cancels_stream)

@@ -11,7 +11,10 @@ when it starts; the queue keeps at most one ready (``x-max-length`` 1,
 waiting), and a refused one means a baton exists.
 
 The leader writes ``rate`` tokens per second to ``<name>.tokens.<handler>``,
-a queue of at most ``burst`` messages that drops the oldest when full. A
+but never more than make ``burst`` waiting: before each write it reads how
+many wait (a passive declare; only workers take tokens, so the count can only
+have fallen since). The queue itself keeps at most ``burst`` (drop-head) as a
+second guard. A
 worker takes one token (``basic.get``) before each attempt of the handler
 starts (:mod:`amqp_worker._rabbitmq.limits`). In any window of T seconds,
 at most ``burst + rate * T`` attempts start, fleet-wide: the ``burst``
@@ -28,6 +31,7 @@ import time
 from aio_pika import Message
 from aio_pika.abc import AbstractChannel
 from aiormq.abc import AbstractChannel as UnderlyingChannel
+from aiormq.exceptions import AMQPError
 
 from amqp_worker._core.limits import Limits, feed_interval_s
 from amqp_worker.errors import BrokerError, PublishNacked
@@ -127,13 +131,16 @@ class TokenLeader:
                 continue
             credit -= due
             try:
+                # Never more than `burst` tokens waiting or on their way: a token still in
+                # flight when workers empty the queue would be one over the bound.
+                due = min(due, self._burst - await self._waiting())
                 await asyncio.gather(
                     *(
                         self._broker.publish("", self._tokens, Message(b"", type=TOKEN_TYPE))
                         for _ in range(due)
                     )
                 )
-            except BrokerError as exc:
+            except (BrokerError, AMQPError, RuntimeError) as exc:
                 if not self.leading:
                     return
                 logger.warning(
@@ -144,6 +151,13 @@ class TokenLeader:
                 )
                 await asyncio.sleep(RETRY_WRITE_S)
                 last = time.monotonic()  # no catching up: a burst after an outage is capped
+
+    async def _waiting(self) -> int:
+        """Tokens waiting now (a passive declare); only workers take them, so never more later."""
+        assert self._channel is not None
+        underlay = await self._channel.get_underlay_channel()
+        declared = await underlay.queue_declare(self._tokens, passive=True)
+        return declared.message_count or 0
 
     async def _stop_writing(self) -> None:
         task, self._task = self._task, None

@@ -17,7 +17,8 @@ async def delete_topology(
     """Delete, messages and all, every queue and exchange ``target``'s name declared.
 
     For each job queue in ``queues`` (default: the worker's own ``queues``)
-    its work, due, failed-jobs and quarantine queues; then the delay queues,
+    its work, due, failed-jobs and quarantine queues (and, given a worker, the
+    limit and token queues of its limited handlers); then the delay queues,
     the schedule queues and the exchanges, which every worker of the same
     ``name`` shares. Missing ones are skipped, so it is safe to call twice.
     Stop the worker first. Meant for a test broker or a test vhost: on one
@@ -26,4 +27,5 @@ async def delete_topology(
     settings = target.settings if isinstance(target, AMQPWorker) else target
     if not isinstance(settings, AMQPSettings):
         raise TypeError(f"expected an AMQPWorker or AMQPSettings, got {type(target).__name__}")
-    await teardown.delete_topology(settings, queues)
+    limited = target.limits if isinstance(target, AMQPWorker) else {}
+    await teardown.delete_topology(settings, queues, limited=limited)

@@ -1,0 +1,153 @@
+"""Rate and concurrency limits across three worker processes, with a kill -9 in each."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from amqp_worker import AMQPWorker, Job
+from amqp_worker._rabbitmq.extra_topology import leader_queue, token_queue
+from amqp_worker.testing import delete_topology
+from tests.amqp.limit_worker import BURST, CONCURRENCY, RATE
+from tests.amqp.test_partitions import stop
+from tests.contract.test_limits_contract import most_in_any_window
+from tests.harness.brokertools import BROKER_URL, queue_state
+
+pytestmark = [pytest.mark.broker]
+
+ROOT = Path(__file__).resolve().parents[2]
+GUARD_S = 240.0
+
+
+def starts(runs: Path, kind: str = "start") -> list[tuple[int, float, int]]:
+    """``(n, wall time, pid)`` of every ``kind`` line so far."""
+    found = []
+    for line in runs.read_text().splitlines() if runs.exists() else []:
+        word, n, at, pid = line.split()
+        if word == kind:
+            found.append((int(n), float(at), int(pid)))
+    return found
+
+
+async def spawn(name: str, queue: str, runs: Path, log: Path) -> asyncio.subprocess.Process:
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.amqp.limit_worker",
+            BROKER_URL,
+            name,
+            queue,
+            str(runs),
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error"},
+            stdout=out,
+            stderr=out,
+        )
+
+
+async def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110 - other processes write the file
+            await asyncio.sleep(0.2)
+
+    try:
+        await asyncio.wait_for(poll(), GUARD_S)
+    except TimeoutError:
+        raise AssertionError(f"gave up waiting: {what}") from None
+
+
+async def fleet(
+    tmp_path: Path, handler: str, jobs: int
+) -> tuple[Path, Path, list[asyncio.subprocess.Process], AMQPWorker]:
+    name, queue = f"awtest-limit-{uuid.uuid4().hex[:8]}", "limited"
+    runs, log = tmp_path / "runs", tmp_path / "workers.log"
+    # The first one declares the queues before the others start: RabbitMQ 3.10 closes
+    # the connection of a consumer whose new quorum queue another connection is still
+    # creating (badmatch noproc in rabbit_quorum_queue:consume; docs/controls.md).
+    procs = [await spawn(name, queue, runs, log)]
+    await asyncio.sleep(2)
+    procs += [await spawn(name, queue, runs, log) for _ in range(2)]
+    await asyncio.sleep(3)  # every worker consumes (and offers its baton) first
+    publisher = AMQPWorker(BROKER_URL, name=name, queues=[queue])
+    # Registered (never started) so that delete_topology also deletes the limit queues.
+    publisher.register("rated", lambda args: None, rate=RATE, burst=BURST)
+    publisher.register("capped", lambda args: None, concurrency=CONCURRENCY)
+    await publisher.perform_many(
+        Job(handler=handler, queue=queue, args={"n": n}) for n in range(jobs)
+    )
+    return runs, log, procs, publisher
+
+
+@pytest.mark.timeout(300)
+async def test_2000_jobs_at_50_a_second_never_exceed_rate_plus_burst_fleet_wide(
+    tmp_path: Path,
+) -> None:
+    runs, log, procs, publisher = await fleet(tmp_path, "rated", 2000)
+    try:
+        # The first worker started holds the baton (the first consumer is the active
+        # one): kill -9 it mid-run; another takes the baton and writes on.
+        await wait_for(lambda: len(starts(runs)) >= 500, "500 starts")
+        procs[0].kill()
+        await procs[0].wait()
+        await wait_for(lambda: {n for n, _, _ in starts(runs)} == set(range(2000)), "all jobs")
+    finally:
+        for proc in procs:
+            await stop(proc)
+        await publisher.stop()
+        await delete_topology(publisher)
+    seen = starts(runs)
+    assert most_in_any_window([at for _, at, _ in seen], 1.0) <= 50 + BURST, log.read_text()
+    assert len({pid for _, _, pid in seen}) == 3  # every worker took tokens
+    # A job the killed worker had started may run again (at-least-once); none is lost.
+    assert len(seen) - 2000 <= 8
+
+
+@pytest.mark.timeout(300)
+async def test_a_concurrency_limit_holds_fleet_wide_through_a_kill_9(tmp_path: Path) -> None:
+    runs, log, procs, publisher = await fleet(tmp_path, "capped", 120)
+    try:
+        await wait_for(lambda: len(starts(runs)) >= 30, "30 starts")
+        victim = next(pid for _, _, pid in reversed(starts(runs)))
+        for proc in procs:
+            if proc.pid == victim:
+                proc.kill()
+                await proc.wait()
+        killed_at = time.time()
+        await wait_for(lambda: {n for n, _, _ in starts(runs, "end")} == set(range(120)), "ends")
+    finally:
+        for proc in procs:
+            await stop(proc)
+        await publisher.stop()
+        await delete_topology(publisher)
+    ends = {(n, pid): at for n, at, pid in starts(runs, "end")}
+    # A job the killed worker had started never ended: it ran until the kill at the latest.
+    spans = [(at, ends.get((n, pid), killed_at)) for n, at, pid in starts(runs)]
+    events = sorted([(begin, 1) for begin, _ in spans] + [(end, -1) for _, end in spans])
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    assert most <= CONCURRENCY, log.read_text()
+
+
+async def test_a_rated_worker_declares_its_token_queues_and_teardown_deletes_them() -> None:
+    name = f"awtest-limit-{uuid.uuid4().hex[:8]}"
+    worker = AMQPWorker(BROKER_URL, name=name, queues=["limited"])
+    worker.register("rated", lambda args: None, rate="5/s", burst=3)
+    try:
+        async with worker:
+            topology = worker.topology
+            for queue in (token_queue(topology, "rated"), leader_queue(topology, "rated")):
+                assert await queue_state(queue) is not None
+    finally:
+        await delete_topology(worker)
+    for queue in (token_queue(topology, "rated"), leader_queue(topology, "rated")):
+        assert await queue_state(queue) is None
