@@ -68,6 +68,12 @@ def cases() -> list[Case]:
             lambda n: {"partition_key": f"key-{n % 64}"},
         ),
         Case("unique jobs (a key per job)", {}, lambda n: {"unique_key": f"job-{n}"}),
+        # Limits set above what the worker does without them: what the mechanism costs.
+        Case("concurrency limit (concurrency=32)", handler_options={"concurrency": 32}),
+        Case(
+            "rate limit (rate=20000/s, burst=200)",
+            handler_options={"rate": "20000/s", "burst": 200},
+        ),
     ]
 
 

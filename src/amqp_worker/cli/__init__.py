@@ -34,6 +34,7 @@ from .dashboard import dashboard
 from .enqueue import enqueue
 from .failed import failed
 from .groups import groups
+from .limits import limits
 from .queues import queues
 from .run import run
 from .schedules import schedules
@@ -66,6 +67,7 @@ cli.add_command(failed)
 cli.add_command(schedules)
 cli.add_command(groups)
 cli.add_command(cancel)
+cli.add_command(limits)
 cli.add_command(dashboard)
 cli.add_command(asyncapi)
 cli.add_command(child)
