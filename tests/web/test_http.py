@@ -21,7 +21,7 @@ from tests.web.harness import Served, park, served, unique_name
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 
-PAGES = ("", "api/overview", "failed", "delayed", "schedules", "workers", "failed?text=x")
+PAGES = ("", "api/overview", "failed", "delayed", "schedules", "workers", "limits", "failed?text=x")
 
 
 def token(page: str) -> str:

@@ -7,10 +7,9 @@ import json
 import click
 
 from amqp_worker._rabbitmq.asyncapi import asyncapi_document
-from amqp_worker._rabbitmq.worker import AMQPWorker
 
-from .common import CLIError, ExitCode
-from .loading import load_worker
+from .common import ExitCode
+from .loading import load_amqp_worker
 
 __all__ = ["asyncapi"]
 
@@ -33,13 +32,9 @@ def asyncapi(target: str, title: str | None, api_version: str) -> ExitCode:
     schema, and the AMQP bindings: exchange, routing key, durable, persistent
     delivery. Imports the module like `run` does; connects to nothing.
     """
-    worker = load_worker(target)
-    if not isinstance(worker, AMQPWorker):
-        raise CLIError(
-            f"{target} is a {type(worker).__name__}: the AsyncAPI document describes the "
-            "queues and exchanges of an AMQPWorker",
-            ExitCode.CONFIG,
-        )
+    worker = load_amqp_worker(
+        target, "the AsyncAPI document describes the queues and exchanges of an AMQPWorker"
+    )
     document = asyncapi_document(
         worker.settings, worker.handler_specs, title=title, version=api_version
     )

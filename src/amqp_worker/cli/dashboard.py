@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from .common import CLIError, ExitCode, Target, connection_options, queue_option
+from .limits import LIMITS_NEED
+from .loading import load_amqp_worker
 
 __all__ = ["dashboard"]
 
@@ -47,6 +49,13 @@ __all__ = ["dashboard"]
     metavar="SECONDS",
     help="How often the overview refreshes. [env: AMQP_WORKER_DASHBOARD_REFRESH_S; default: 2]",
 )
+@click.option(
+    "--app",
+    "app_spec",
+    metavar="MODULE:ATTR",
+    help="The AMQPWorker whose handlers' rate and concurrency limits the Limits page shows "
+    "(imported like `run` does; its settings are not used).",
+)
 @queue_option("Show this job queue (the management API adds the ones it finds).")
 @connection_options
 def dashboard(
@@ -56,13 +65,15 @@ def dashboard(
     read_only: bool | None,
     management_url: str | None,
     refresh_s: float | None,
+    app_spec: str | None,
     queues: tuple[str, ...],
     target: Target,
 ) -> ExitCode:
-    """Serve the web dashboard: queues, delayed, failed jobs, schedules and workers.
+    """Serve the web dashboard: queues, delayed, failed jobs, schedules, workers and limits.
 
     Failed jobs can be searched, retried and purged (one, selected, or all
-    matching a search) unless --read-only. Binds 127.0.0.1 by default.
+    matching a search) unless --read-only. The Limits page needs --app, the
+    worker whose handlers have limits. Binds 127.0.0.1 by default.
     Needs the web extra: pip install 'amqp-worker[web]'.
     """
     try:
@@ -85,7 +96,18 @@ def dashboard(
         refresh_s=refresh_s,
     )
     settings = target.settings(queues)
-    app = Dashboard(settings, options)
+    limits = None
+    if app_spec is not None:
+        worker = load_amqp_worker(app_spec, LIMITS_NEED)
+        target.secrets.add(worker.settings.url.get_secret_value())
+        limits = worker.limits
+        if worker.settings.name != settings.name:
+            click.echo(
+                f"warning: {app_spec} is named {worker.settings.name!r}, the dashboard "
+                f"{settings.name!r}: the Limits page shows the dashboard's name",
+                err=True,
+            )
+    app = Dashboard(settings, options, limits=limits)
     mode = ", read-only" if options.read_only else ""
     click.echo(
         f"amqp-worker dashboard on http://{options.host}:{options.port}/ "

@@ -8,12 +8,14 @@ import click
 
 from amqp_worker._rabbitmq.inspection import QueueInspector
 from amqp_worker._rabbitmq.limit_status import LimitStatus, limit_statuses
-from amqp_worker._rabbitmq.worker import AMQPWorker
 
-from .common import CLIError, ExitCode, render_table
-from .loading import load_worker
+from .common import ExitCode, render_table
+from .loading import load_amqp_worker
 
-__all__ = ["limits", "limits_report"]
+__all__ = ["LIMITS_NEED", "limits", "limits_report"]
+
+#: Why `limits` and the dashboard's --app need an AMQPWorker.
+LIMITS_NEED = "fleet-wide limits live on RabbitMQ; name an AMQPWorker"
 
 HEADERS = ("HANDLER", "RATE", "BURST", "CONCURRENCY", "WAITING", "TOKENS", "WORKERS", "LEADER")
 
@@ -52,13 +54,7 @@ def limits(target: str) -> ExitCode:
     no worker of this name runs with this handler). Exits 1 if the worker
     has no limited handler. See docs/controls.md.
     """
-    worker = load_worker(target)
-    if not isinstance(worker, AMQPWorker):
-        raise CLIError(
-            f"{target} is a {type(worker).__name__}: fleet-wide limits live on RabbitMQ; "
-            "name an AMQPWorker",
-            ExitCode.CONFIG,
-        )
+    worker = load_amqp_worker(target, LIMITS_NEED)
     limited = worker.limits
     if not limited:
         click.echo(f"{target} has no handler with a rate or concurrency limit", err=True)

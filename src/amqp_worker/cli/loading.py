@@ -18,7 +18,7 @@ from amqp_worker.errors import ConfigurationError
 
 from .common import CLIError, ExitCode, Target
 
-__all__ = ["AnyWorker", "load_worker", "prepare", "rebuilt"]
+__all__ = ["AnyWorker", "load_amqp_worker", "load_worker", "prepare", "rebuilt"]
 
 AnyWorker = AMQPWorker | SimpleWorker
 
@@ -117,6 +117,14 @@ def load_worker(spec: str) -> AnyWorker:
             ExitCode.IMPORT,
         )
     return made
+
+
+def load_amqp_worker(spec: str, needs: str) -> AMQPWorker:
+    """:func:`load_worker`, which must give an AMQPWorker: ``needs`` says why (a CONFIG error)."""
+    worker = load_worker(spec)
+    if not isinstance(worker, AMQPWorker):
+        raise CLIError(f"{spec} is a {type(worker).__name__}: {needs}", ExitCode.CONFIG)
+    return worker
 
 
 def rebuilt(worker: AnyWorker, **overrides: Any) -> AnyWorker:

@@ -1,4 +1,4 @@
-"""The web dashboard: queues, delayed, failed jobs, schedules and workers, over AMQP.
+"""The web dashboard: queues, delayed, failed jobs, schedules, workers and limits, over AMQP.
 
 Needs the ``web`` extra (``pip install 'amqp-worker[web]'``: Starlette,
 Jinja2, uvicorn, httpx). Run it with ``amqp-worker dashboard``, or mount

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from amqp_worker._core.failures import FailureReason
+from amqp_worker._core.limits import Limits
 from amqp_worker._rabbitmq.broker import Broker
 from amqp_worker._rabbitmq.failed_jobs import RabbitFailedJobs
 from amqp_worker._rabbitmq.inspection import vhost_of
@@ -39,7 +40,7 @@ from .auth import BasicAuth, SecurityHeaders
 from .csrf import CsrfToken
 from .filters import ago, num, when
 from .history import History
-from .inspector import Inspector
+from .inspector import Inspector, limits_json
 from .management import ManagementAPI, ManagementUnavailable
 from .search import FailedQuery, page_of
 from .settings import DashboardSettings
@@ -66,11 +67,21 @@ class Dashboard:
     Starlette/FastAPI app: ``app.mount("/jobs", Dashboard(settings))``; then
     call :meth:`aclose` when your app shuts down (a mounted app's lifespan
     does not run). It connects on the first request.
+
+    ``limits``, the handlers' rate and concurrency limits (``worker.limits``),
+    fills the Limits page: the settings alone cannot tell which handlers have any.
     """
 
-    def __init__(self, settings: AMQPSettings, options: DashboardSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: AMQPSettings,
+        options: DashboardSettings | None = None,
+        *,
+        limits: Mapping[str, Limits] | None = None,
+    ) -> None:
         self.settings = settings
         self.options = options or DashboardSettings()
+        self.limits = None if limits is None else dict(limits)
         self.csrf = CsrfToken()
         self.history = History(every_s=self.options.refresh_s)
         self._broker = Broker(settings)
@@ -94,6 +105,7 @@ class Dashboard:
             Route("/delayed", self.delayed_page, name="delayed"),
             Route("/schedules", self.schedules_page, name="schedules"),
             Route("/workers", self.workers_page, name="workers"),
+            Route("/limits", self.limits_page, name="limits"),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         unreachable = dict.fromkeys(
@@ -176,6 +188,7 @@ class Dashboard:
         data["totals"] = {"ready": int(values["ready"]), "failed": int(values["failed"])}
         data["history"] = self.history.series()
         data["refresh_s"] = self.options.refresh_s
+        data["limits"] = limits_json(await self.inspector.limits(self.limits or {}))
         return data
 
     async def overview_page(self, request: Request) -> Response:
@@ -320,6 +333,10 @@ class Dashboard:
 
     async def schedules_page(self, request: Request) -> Response:
         return self._render(request, "schedules.html", status_data=await self.inspector.schedules())
+
+    async def limits_page(self, request: Request) -> Response:
+        statuses = await self.inspector.limits(self.limits or {})
+        return self._render(request, "limits.html", known=self.limits is not None, rows=statuses)
 
     async def workers_page(self, request: Request) -> Response:
         overview = await self.inspector.overview()

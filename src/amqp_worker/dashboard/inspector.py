@@ -1,4 +1,4 @@
-"""What the dashboard reads from the broker: queue counts, delayed jobs, schedules, consumers.
+"""What the dashboard reads from the broker: queue counts, delayed, schedules, consumers, limits.
 
 Over AMQP alone (passive declares; reading queues without taking anything,
 see :mod:`amqp_worker._rabbitmq.inspection`); richer with the management API, which adds
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -20,14 +20,16 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from amqp_worker._core.job import Job
+from amqp_worker._core.limits import Limits
 from amqp_worker._rabbitmq.broker import Broker
 from amqp_worker._rabbitmq.due import due_at_of
 from amqp_worker._rabbitmq.inspection import QueueInspector, QueueStat, browse, unacked_counts
+from amqp_worker._rabbitmq.limit_status import LimitStatus, limit_statuses
 from amqp_worker._rabbitmq.schedule_status import ScheduleStatus
 
 from .management import ConsumerInfo, ManagementAPI, ManagementUnavailable, QueueInfo
 
-__all__ = ["DelayedJob", "Inspector", "Overview", "QueueRow"]
+__all__ = ["DelayedJob", "Inspector", "Overview", "QueueRow", "limits_json"]
 
 T = TypeVar("T")
 
@@ -269,6 +271,17 @@ class Inspector:
         except ValueError:
             return None
 
+    async def limits(self, limited: Mapping[str, Limits]) -> list[LimitStatus]:
+        """Each handler of ``limited``: jobs waiting in its limit queues, tokens, workers, leader.
+
+        Counted over :meth:`job_queues`, by passive declares; nothing is read at all
+        when ``limited`` is empty.
+        """
+        if not limited:
+            return []
+        settings = self.settings.model_copy(update={"queues": await self.job_queues()})
+        return await self._inspected(lambda inspector: limit_statuses(inspector, settings, limited))
+
     async def consumers(self) -> list[ConsumerInfo] | None:
         """The consumers of the job, due and quarantine queues; None without the management API."""
         if self.management is None:
@@ -286,6 +299,24 @@ class Inspector:
         ours.add(self.topology.schedule_queue)
         rows = await self.management.consumers()
         return sorted((c for c in rows if c.queue in ours), key=lambda c: (c.queue, c.connection))
+
+
+def limits_json(statuses: Sequence[LimitStatus]) -> list[dict[str, Any]]:
+    """``statuses`` as the overview's JSON: one object per handler; None where unknown or unset."""
+    return [
+        {
+            "handler": status.handler,
+            "rate": status.limits.rate,
+            "rate_per_s": status.limits.rate_per_s,
+            "burst": status.limits.burst if status.limits.rate is not None else None,
+            "concurrency": status.limits.concurrency,
+            "waiting": status.waiting,
+            "tokens": status.tokens,
+            "workers": status.consumers,
+            "leader": status.leader,
+        }
+        for status in statuses
+    ]
 
 
 def _delayed(message: AbstractIncomingMessage, where: str) -> DelayedJob:
