@@ -41,6 +41,7 @@ from amqp_worker.errors import AccessRefused, BrokerUnavailable, TopologyConflic
 from .broker import Broker
 from .publishing import IN_FLIGHT, raise_first
 from .results import CLOCK_SKEW, STOP_WAIT_S, _StreamReader
+from .streams import settle_new_stream, stream_exists
 
 __all__ = ["RabbitCancelling", "RabbitCancels", "cancel_record"]
 
@@ -85,6 +86,7 @@ class RabbitCancels:
             arguments = self._broker.topology.results_stream_arguments(
                 settings.cancel_ttl_s, settings.cancels_max_bytes
             )
+            created = not await stream_exists(self._broker, self._stream)
             # A kept channel of its own, never the topology channel: see RabbitResults.ensure.
             if self._errand is None or self._errand.is_closed:
                 self._errand = await self._broker.plain_channel()
@@ -103,6 +105,8 @@ class RabbitCancels:
                 raise AccessRefused.from_reply(
                     f"declare the cancellations stream {name}", exc
                 ) from None
+            if created:
+                await settle_new_stream()
             self._declared = True
 
     def _message(self, body: bytes, message_id: str, at: datetime) -> Message:

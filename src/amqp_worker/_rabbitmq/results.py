@@ -37,6 +37,7 @@ from amqp_worker._core.results import JobResult
 from amqp_worker.errors import ResultTimeout, TopologyConflict
 
 from .broker import Broker
+from .streams import settle_new_stream, stream_exists
 
 __all__ = ["RECENT", "RabbitResults"]
 
@@ -170,6 +171,7 @@ class RabbitResults:
                 # RabbitMQ reports down then, as 3.10 may after a crash, failed the reconnect
                 # with NOT_FOUND over and over: the worker never came back). Kept, not opened
                 # and closed: a channel number reused at once left 3.10 answering nothing.
+                created = not await stream_exists(self._broker, self._stream)
                 if self._errand is None or self._errand.is_closed:
                     self._errand = await self._broker.plain_channel()
                 try:
@@ -181,6 +183,8 @@ class RabbitResults:
                     raise TopologyConflict.from_reply(
                         "queue", self._stream, exc, arguments
                     ) from None
+                if created:
+                    await settle_new_stream()
                 self._declared = True
 
     async def store(self, key: str, body: bytes, kind: str) -> None:
