@@ -69,13 +69,10 @@ async def fleet(
 ) -> tuple[Path, Path, list[asyncio.subprocess.Process], AMQPWorker]:
     name, queue = f"awtest-limit-{uuid.uuid4().hex[:8]}", "limited"
     runs, log = tmp_path / "runs", tmp_path / "workers.log"
-    # The first one declares the queues before the others start: RabbitMQ 3.10 closes
-    # the connection of a consumer whose new quorum queue another connection is still
-    # creating (badmatch noproc in rabbit_quorum_queue:consume; docs/controls.md).
-    procs = [await spawn(name, queue, runs, log)]
-    await asyncio.sleep(2)
-    procs += [await spawn(name, queue, runs, log) for _ in range(2)]
-    await asyncio.sleep(3)  # every worker consumes (and offers its baton) first
+    # All at once on a new name: RabbitMQ 3.10 may end the connection of a worker whose
+    # new quorum queue another one is still creating; start() tries again (base.py).
+    procs = [await spawn(name, queue, runs, log) for _ in range(3)]
+    await asyncio.sleep(4)  # every worker consumes (and offers its baton) first
     publisher = AMQPWorker(BROKER_URL, name=name, queues=[queue])
     # Registered (never started) so that delete_topology also deletes the limit queues.
     publisher.register("rated", lambda args: None, rate=RATE, burst=BURST)

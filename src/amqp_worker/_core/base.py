@@ -53,6 +53,11 @@ __all__ = ["BaseWorker"]
 
 logger = logging.getLogger("amqp_worker")
 
+#: How many times start() tries when a transient broker error ends a try (see start()).
+START_ATTEMPTS = 3
+#: Pause between two tries of start().
+START_RETRY_S = 1.0
+
 
 class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
     """Shared machinery of :class:`SimpleWorker` and :class:`AMQPWorker`.
@@ -240,19 +245,37 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
     async def start(self) -> None:
         # Two concurrent start() calls must not both begin (two consumers per queue).
         async with self._starting:
-            if self._running:
-                return
-            await self._prepare()
-            self._pool.open()
-            self._running = True
-            if self._loop_stall_warn_s > 0:
-                self._watchdog = LoopWatchdog(self._loop_stall_warn_s, self._on_loop)
-                self._watchdog.start()
-            try:
-                await self._begin()
-            except BaseException:
-                await self.stop(timeout_s=0)
-                raise
+            for attempt in range(1, START_ATTEMPTS + 1):
+                if self._running:
+                    return
+                try:
+                    await self._start_once()
+                    return
+                except Exception as exc:
+                    if attempt == START_ATTEMPTS or not self._transient_start_error(exc):
+                        raise
+                    # Fix: RabbitMQ 3.10 ends the connection (541) of a consumer whose new
+                    # quorum queue another worker is still creating; once made, it works.
+                    logger.warning("start failed (%s: %s); starting again", type(exc).__name__, exc)
+                    await asyncio.sleep(START_RETRY_S)
+
+    @staticmethod
+    def _transient_start_error(exc: BaseException) -> bool:
+        """True if a start that failed with ``exc`` may work if tried again (the transport's say)."""
+        return False
+
+    async def _start_once(self) -> None:
+        await self._prepare()
+        self._pool.open()
+        self._running = True
+        if self._loop_stall_warn_s > 0:
+            self._watchdog = LoopWatchdog(self._loop_stall_warn_s, self._on_loop)
+            self._watchdog.start()
+        try:
+            await self._begin()
+        except BaseException:
+            await self.stop(timeout_s=0)
+            raise
 
     async def stop(self, timeout_s: float | None = DEFAULT_STOP_TIMEOUT_S) -> None:
         was_running, self._running = self._running, False

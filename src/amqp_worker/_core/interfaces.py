@@ -106,7 +106,9 @@ class Worker(Protocol):
         """Begin running jobs. Jobs enqueued earlier wait and run now.
 
         Calling it on a running worker does nothing; after :meth:`stop` it
-        starts the worker again.
+        starts the worker again. A start that the broker's connection ends
+        midway (a transient error) is cleaned up and tried again, three
+        tries in all, a second apart; anything else raises at once.
         """
         ...
 

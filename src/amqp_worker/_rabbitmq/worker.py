@@ -36,6 +36,7 @@ from amqp_worker.errors import ConfigurationError
 from . import client_logs
 from .broker import Broker
 from .cancels import RabbitCancelling, RabbitCancels
+from .connect import connection_lost
 from .consumer import Delivery, QueueConsumer
 from .failed_jobs import RabbitFailedJobs
 from .groups import RabbitGroups
@@ -63,12 +64,12 @@ class AMQPWorker(RabbitCancelling, RabbitWorkflows, BaseWorker[Received]):
     ``url``, ``settings`` and keyword options combine: explicit options win,
     then ``settings``, then ``AMQP_WORKER_*`` environment variables, then
     defaults. Bad values raise :class:`~amqp_worker.errors.ConfigurationError`.
-
-    Pass ``connection`` to reuse an aio-pika connection (make it with
-    ``connect_robust`` to keep reconnects); the worker then never closes it.
-    Pass ``ssl_context`` with an ``amqps://`` URL for custom TLS. ``retry``
-    and ``timeout_s`` are the defaults of handlers registered without their own.
+    Pass ``connection`` to reuse an aio-pika connection (``connect_robust`` keeps
+    reconnects); the worker never closes it. Pass ``ssl_context`` with an ``amqps://``
+    URL for custom TLS. ``retry`` and ``timeout_s`` are handlers' defaults.
     """
+
+    _transient_start_error = staticmethod(connection_lost)
 
     def __init__(
         self,
