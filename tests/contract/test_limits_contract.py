@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from amqp_worker import InvalidHandler, RetryPolicy, Worker
+from amqp_worker import InvalidHandler, RetryPolicy, SimpleWorker, Worker
 from tests.conftest import WorkerKit
 from tests.contract.test_controls_contract import until
 
@@ -112,6 +112,11 @@ async def test_unlimited_handlers_of_a_limited_worker_run_as_before(kit: WorkerK
         ({"rate": "5/s", "burst": 0}, "burst must be"),
         ({"concurrency": 0}, "concurrency must be"),
         ({"concurrency": True}, "concurrency must be"),
+        ({"rate": "5/s", "burst": 2, "limit_key": "tenant"}, "burst does not apply"),
+        ({"rate": "2.5/s", "limit_key": "tenant"}, "whole count"),
+        ({"limit_key": "tenant"}, "limit_key needs a rate or a concurrency"),
+        ({"concurrency": 2, "limit_key": 5}, "limit_key must be"),
+        ({"concurrency": 2, "limit_key": ""}, "limit_key must name"),
     ],
 )
 async def test_bad_limits_are_refused_when_the_handler_is_registered(
@@ -130,3 +135,61 @@ async def test_a_limited_handler_cannot_be_registered_once_the_worker_runs(
         with pytest.raises(InvalidHandler, match="before start"):
             worker.register(fresh("late"), lambda args: None, concurrency=1)
         worker.register(fresh("late_free"), lambda args: None)
+
+
+# -- per key --------------------------------------------------------------------------
+
+
+async def test_a_per_key_rate_holds_for_each_key_on_its_own(kit: WorkerKit) -> None:
+    worker = kit.make(max_concurrency=8)
+    name = fresh("keyed")
+    starts: dict[str, list[float]] = {"a": [], "b": []}
+
+    async def work(args: dict[str, Any]) -> None:
+        starts[args["tenant"]].append(time.monotonic())
+
+    worker.register(name, work, rate="4/s", limit_key="tenant")
+    async with worker:
+        for n in range(16):
+            await worker.perform(kit.job(name, {"tenant": "ab"[n % 2]}))
+        await until(lambda: sum(len(s) for s in starts.values()) == 16)
+    # The window is exact on the markers; a start may come a few ms after its marker.
+    slack = 1 if kit.kind == "amqp" else 0
+    for key in "ab":
+        assert len(starts[key]) == 8
+        assert most_in_any_window(starts[key], 1.0) <= 4 + slack
+
+
+async def test_a_per_key_concurrency_limit_caps_each_key_by_a_key_function(
+    kit: WorkerKit,
+) -> None:
+    worker = kit.make(max_concurrency=12)
+    name = fresh("keyed_cap")
+    running: dict[str, int] = {}
+    most: dict[str, int] = {}
+    done: list[int] = []
+
+    async def work(args: dict[str, Any]) -> None:
+        key = args["t"]
+        running[key] = running.get(key, 0) + 1
+        most[key] = max(most.get(key, 0), running[key])
+        await asyncio.sleep(0.05)
+        running[key] -= 1
+        done.append(args["n"])
+
+    worker.register(name, work, concurrency=2, limit_key=lambda job: job.args["t"])
+    async with worker:
+        for n in range(15):
+            await worker.perform(kit.job(name, {"t": f"tenant-{n % 3}", "n": n}))
+        await until(lambda: len(done) == 15)
+    assert sorted(done) == list(range(15))
+    assert set(most) == {"tenant-0", "tenant-1", "tenant-2"}
+    assert max(most.values()) <= 2
+
+
+def test_limits_describe_themselves() -> None:
+    worker = SimpleWorker()
+    worker.register("a", lambda args: None, rate="50/s", burst=5, concurrency=4)
+    worker.register("b", lambda args: None, rate="10/min", limit_key="tenant")
+    assert worker.limits["a"].describe() == "rate=50/s burst=5 concurrency=4"
+    assert worker.limits["b"].describe() == "rate=10/min per tenant"

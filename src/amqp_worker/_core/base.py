@@ -145,8 +145,9 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
         rate: str | None = None,
         burst: int | None = None,
         concurrency: int | None = None,
+        limit_key: str | Callable[[Job], str | None] | None = None,
     ) -> None:
-        limits = (rate, burst, concurrency)
+        limits = (rate, burst, concurrency, limit_key)
         self._registry.register(
             name, handler, retry, timeout_s, result, max_age_s, limits, self.running
         )
@@ -163,9 +164,10 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
         rate: str | None = None,
         burst: int | None = None,
         concurrency: int | None = None,
+        limit_key: str | Callable[[Job], str | None] | None = None,
     ) -> HandlerDecorator:
         def register(func: Callable[..., Any]) -> type[BaseModel] | None:
-            limits = (rate, burst, concurrency)
+            limits = (rate, burst, concurrency, limit_key)
             spec = self._registry.register(
                 name, func, retry, timeout_s, result, max_age_s, limits, self.running
             )

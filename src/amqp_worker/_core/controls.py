@@ -27,10 +27,21 @@ from amqp_worker.errors import JobExpired
 
 from .job import Job
 
-__all__ = ["DUE_HEADER", "check_max_age", "due_at", "expiry_error", "partition_of"]
+__all__ = [
+    "DUE_HEADER",
+    "WAITING_SINCE_HEADER",
+    "check_max_age",
+    "due_at",
+    "expiry_error",
+    "partition_of",
+    "waiting_since_ms",
+]
 
 #: A delayed job's (or delayed retry's) due time, in ms since the Unix epoch.
 DUE_HEADER = "aw-due-ms"
+#: When a job snoozed over its key's rate first became due (ms since the epoch): its
+#: max_age_s counts from there, not from the end of its last snooze.
+WAITING_SINCE_HEADER = "aw-waiting-since-ms"
 
 
 def check_max_age(max_age_s: float | None) -> float | None:
@@ -47,11 +58,12 @@ def check_max_age(max_age_s: float | None) -> float | None:
 def due_at(job: Job, headers: Mapping[str, Any]) -> datetime | None:
     """When this attempt of ``job`` became due; None if that is unknown.
 
-    A delayed attempt carries its due time (``aw-due-ms``); a first attempt
+    A snoozed attempt carries when it first became due
+    (``aw-waiting-since-ms``); a delayed one its due time (``aw-due-ms``); a first attempt
     without one was due when it was enqueued. A retry enqueued at once carries
     neither: its due time is unknown (``enqueued_at`` is the first attempt's).
     """
-    due_ms = headers.get(DUE_HEADER)
+    due_ms = headers.get(WAITING_SINCE_HEADER, headers.get(DUE_HEADER))
     if isinstance(due_ms, int) and not isinstance(due_ms, bool):
         try:
             return datetime.fromtimestamp(due_ms / 1000, UTC)
@@ -79,6 +91,12 @@ def expiry_error(
                 f"max_age_s={max_age_s:g}; its handler did not run"
             )
     return None
+
+
+def waiting_since_ms(job: Job, headers: Mapping[str, Any]) -> int:
+    """When this attempt of ``job`` became due, in ms since the epoch (now if unknown)."""
+    due = due_at(job, headers)
+    return int((due or datetime.now(UTC)).timestamp() * 1000)
 
 
 def partition_of(partition_key: str, partitions: int) -> int:

@@ -21,7 +21,7 @@ rely on nothing else. Parked jobs are reached through ``worker.failed``, a
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -228,6 +228,7 @@ class Worker(Protocol):
         rate: str | None = None,
         burst: int | None = None,
         concurrency: int | None = None,
+        limit_key: str | Callable[[Job], str | None] | None = None,
     ) -> None:
         """Register ``handler`` for jobs whose ``handler`` field is ``name``.
 
@@ -245,7 +246,11 @@ class Worker(Protocol):
         1) limit how many attempts start, and ``concurrency`` how many run at
         once, across every worker of this ``name`` (docs/controls.md): in any
         window of T seconds at most ``burst + rate * T`` attempts start. Jobs
-        over a limit wait in the broker (in memory for SimpleWorker). Every
+        over a limit wait in the broker (in memory for SimpleWorker). With
+        ``limit_key`` (an args field name, or a function of the job) both
+        limits hold per key value: at most the rate's count per key in any
+        window of its unit (no ``burst``), at most ``concurrency`` per key at
+        once; jobs without a key share the key ``""``. Every
         worker must register the handler with the same limits; a limited
         handler must be registered before :meth:`start`. Raises
         :class:`~amqp_worker.errors.InvalidHandler` for an empty or illegal
@@ -267,6 +272,7 @@ class Worker(Protocol):
         rate: str | None = None,
         burst: int | None = None,
         concurrency: int | None = None,
+        limit_key: str | Callable[[Job], str | None] | None = None,
     ) -> HandlerDecorator:
         """Decorator form of :meth:`register`.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from datetime import timedelta
 
 from amqp_worker.errors import (
@@ -20,7 +21,10 @@ from .retry import RetryPolicy
 from .schedule import MissedPolicy, Schedule
 from .typed import unwrap
 
-__all__ = ["Registry"]
+__all__ = ["LimitOptions", "Registry"]
+
+#: A handler's limit options as given: ``(rate, burst, concurrency, limit_key)``.
+LimitOptions = tuple[str | None, int | None, int | None, str | Callable[[Job], str | None] | None]
 
 logger = logging.getLogger("amqp_worker")
 
@@ -50,12 +54,12 @@ class Registry:
         timeout_s: float | None,
         result: bool = False,
         max_age_s: float | None = None,
-        limits: tuple[str | None, int | None, int | None] = (None, None, None),
+        limits: LimitOptions = (None, None, None, None),
         running: bool = False,
     ) -> HandlerSpec:
         """Add ``handler`` as ``name``; see :meth:`amqp_worker.Worker.register` for the errors.
 
-        ``limits`` is ``(rate, burst, concurrency)``; a limited handler cannot
+        ``limits`` is ``(rate, burst, concurrency, limit_key)``; a limited handler cannot
         be added to a ``running`` worker (its limit queues are consumed from
         the start).
         """

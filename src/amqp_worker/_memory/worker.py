@@ -264,7 +264,7 @@ class SimpleWorker(BaseWorker[_Entry]):
         turn = (
             self._partitions.hold(job.queue, key) if key is not None else contextlib.nullcontext()
         )
-        async with turn, self._limits.hold(self._registry.handlers.get(job.handler)):
+        async with turn, self._limits.hold(self._registry.handlers.get(job.handler), job):
             await self._run(entry, job, job.queue, entry.headers, entry.history)
 
     # -- settling an attempt (the transport steps of BaseWorker._run) --------------

@@ -12,6 +12,10 @@ partition queue *i* of Q    ``name.partition.`` + work queue + ``.<i>``  quorum,
 limit queue of handler H    ``name.limit.`` + work queue + ``.H``        quorum (rate only)
 limit lane *i* of H         ``name.limit.`` + work queue + ``.H.<i>``    quorum, single active
                                                                          consumer
+key lane *i* of H           ``name.limit.`` + work queue + ``.H.k<i>``   quorum, single active
+                                                                         consumer
+key window of H, key K      ``name.keyrate.H.<rate>.`` + SHA-256 of K    classic, max-length
+                                                                         count, TTL window
 token queue of H            ``name.tokens.H``                            quorum, max-length
                                                                          burst, drop-head
 token leader queue of H     ``name.tokens.H.leader``                     quorum, single active
@@ -21,16 +25,28 @@ token leader queue of H     ``name.tokens.H.leader``                     quorum,
 
 from __future__ import annotations
 
+import hashlib
+import math
 from typing import Any
+
+from amqp_worker._core.limits import KEY_LANES, Limits
 
 from .topology import Topology, _check_length, queue_arguments
 
+#: The shortest ``x-expires`` of a key window queue (see :func:`key_window_arguments`).
+KEY_WINDOW_EXPIRES_MIN_MS = 60_000
+
 __all__ = [
+    "KEY_WINDOW_EXPIRES_MIN_MS",
     "group_queue_arguments",
+    "key_lane_queue",
+    "key_window_arguments",
+    "key_window_queue",
     "leader_queue",
     "leader_queue_arguments",
     "limit_queue",
     "limit_queue_arguments",
+    "limit_queue_names",
     "partition_queue",
     "partition_queue_arguments",
     "token_queue",
@@ -89,6 +105,15 @@ def limit_queue(topology: Topology, queue: str, handler: str, lane: int | None =
     return _check_length("queue", base if lane is None else f"{base}.{lane}")
 
 
+def limit_queue_names(topology: Topology, queue: str, handler: str, limits: Limits) -> list[str]:
+    """Every limit queue of ``handler``'s jobs from ``queue``: its lanes, or its one queue."""
+    if limits.concurrency is None:
+        return [limit_queue(topology, queue, handler)]
+    if limits.key is not None:
+        return [key_lane_queue(topology, queue, handler, i) for i in range(KEY_LANES)]
+    return [limit_queue(topology, queue, handler, i) for i in range(limits.concurrency)]
+
+
 def limit_queue_arguments(
     topology: Topology, queue: str, max_deliveries: int, *, lane: bool
 ) -> dict[str, Any]:
@@ -135,4 +160,43 @@ def leader_queue_arguments() -> dict[str, Any]:
         "x-single-active-consumer": True,
         "x-max-length": 1,
         "x-overflow": "reject-publish",
+    }
+
+
+def key_lane_queue(topology: Topology, queue: str, handler: str, lane: int) -> str:
+    """Key lane ``lane`` of ``handler``: jobs whose key hashes there, at most N of them running."""
+    return _check_length(
+        "queue", f"{topology.name}.limit.{topology.work_queue(queue)}.{handler}.k{lane}"
+    )
+
+
+def key_window_queue(
+    topology: Topology, handler: str, key: str, count: int, window_s: float
+) -> str:
+    """The start markers of ``key`` for ``handler``'s per-key rate of ``count`` per ``window_s``.
+
+    Named by a hash of the key, and by the rate: a fleet that changes the rate
+    starts new windows (the old ones expire) instead of failing to declare.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    rate = f"{count}per{math.ceil(window_s * 1000)}ms"
+    return _check_length("queue", f"{topology.name}.keyrate.{handler}.{rate}.{digest}")
+
+
+def key_window_arguments(count: int, window_s: float) -> dict[str, Any]:
+    """At most ``count`` markers, each gone after ``window_s``: a sliding window of starts.
+
+    A publish over ``count`` is refused (nacked): the key is over its rate.
+    Classic, whatever ``queue_type``: a quorum queue per key would cost a Raft
+    group each. ``x-expires`` is safe here: the queue holds markers, never a
+    job, and a worker declares it again (restarting its idle clock) at least
+    every half of it, while its markers live at most ``window_s``.
+    """
+    ttl_ms = max(1, math.ceil(window_s * 1000))
+    return {
+        "x-queue-type": "classic",
+        "x-max-length": count,
+        "x-overflow": "reject-publish",
+        "x-message-ttl": ttl_ms,
+        "x-expires": max(2 * ttl_ms, KEY_WINDOW_EXPIRES_MIN_MS),
     }

@@ -115,10 +115,10 @@ class Intake:
         self._settler.track(self._take_then_accept(queue, handler, message))
 
     async def _take_then_accept(self, queue: str, handler: str, message: Delivery) -> None:
-        if await self._limits.take(handler):
-            self._accept(queue, message, in_order=True, limited=True)
-        else:
+        if not await self._limits.take(handler):
             self._settler.hand_back(message)  # the worker stopped first
+        elif await self._limits.admit(queue, message):  # else snoozed over its key's rate
+            self._accept(queue, message, in_order=True, limited=True)
 
     async def on_due(self, queue: str, message: Delivery) -> None:
         self._settler.delivered(message)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from amqp_worker._core.limits import Limits
 
-from .extra_topology import leader_queue, limit_queue, token_queue
+from .extra_topology import leader_queue, limit_queue_names, token_queue
 from .inspection import QueueInspector, QueueStat
 from .settings import AMQPSettings
 
@@ -27,7 +27,7 @@ class LimitStatus:
     waiting: int | None
     """Jobs in its limit queues (all its lanes, all ``queues``), not started yet."""
     tokens: int | None
-    """Rate tokens ready to take (at most ``burst``); None without a rate."""
+    """Rate tokens ready to take (at most ``burst``); None without a per-handler rate."""
     consumers: int | None
     """Workers consuming its limit queues (the first lane's or the one queue's)."""
     leader: bool | None
@@ -46,14 +46,13 @@ async def limit_statuses(
     topology = settings.topology
     statuses: list[LimitStatus] = []
     for handler, limits in sorted(limited.items()):
-        lanes = [None] if limits.concurrency is None else list(range(limits.concurrency))
         stats = [
-            await inspector.stat(limit_queue(topology, queue, handler, lane))
+            await inspector.stat(name)
             for queue in settings.queues
-            for lane in lanes
+            for name in limit_queue_names(topology, queue, handler, limits)
         ]
         tokens = leader = None
-        if limits.rate is not None:
+        if limits.rate is not None and limits.key is None:
             token_stat = await inspector.stat(token_queue(topology, handler))
             leader_stat = await inspector.stat(leader_queue(topology, handler))
             tokens = token_stat.ready if token_stat is not None else None

@@ -21,8 +21,19 @@ a token in each worker; the rest wait in the broker. A failed attempt is
 retried through the delay topology as usual, and moved again when due: every
 attempt takes a token and a lane.
 
+With ``limit_key``, the limits hold per key value. ``concurrency=N``: the
+job goes to key lane ``crc32(key) % 16`` (``<name>.limit.<queue>.<H>.k<i>``),
+single active consumer with a prefetch of N: at most N jobs of a lane, so of
+a key, run at once (keys that share a lane share its N). ``rate``: before it
+starts, the job takes a start in its key's window
+(:mod:`amqp_worker._rabbitmq.key_windows`); over the rate, it is snoozed:
+re-published through the delay topology (``aw-snoozes`` doubles its wait up
+to the window; ``aw-waiting-since-ms`` keeps its first due time for
+``max_age_s``), and acked.
+
 A job with a ``partition_key`` is not moved (that would break its order):
-it takes a token in place; its partition already runs one at a time.
+it takes a token in place; its partition already runs one at a time. Per-key
+limits do not apply to it.
 """
 
 from __future__ import annotations
@@ -32,23 +43,32 @@ import functools
 import itertools
 import logging
 import random
+import zlib
 from collections.abc import Awaitable, Callable
 
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractChannel, AbstractQueue
+from pydantic import ValidationError
 
+from amqp_worker._core.controls import WAITING_SINCE_HEADER, waiting_since_ms
 from amqp_worker._core.job import Job
-from amqp_worker._core.limits import Limits
+from amqp_worker._core.limits import Limits, snooze_s
 from amqp_worker._core.registry import Registry
 from amqp_worker.errors import BrokerError
 
 from .broker import Broker
 from .consumer import Delivery, QueueConsumer
-from .extra_topology import limit_queue, limit_queue_arguments, token_queue
+from .extra_topology import limit_queue_arguments, limit_queue_names, token_queue
+from .key_windows import KeyWindows
+from .messages import carried_headers
+from .publishing import now_ms
 from .settle import Settler
 from .token_leader import TokenLeader
 
-__all__ = ["RabbitLimits", "limit_queues"]
+#: How many times a job was snoozed over its key's rate (its snooze doubles each time).
+SNOOZES_HEADER = "aw-snoozes"
+
+__all__ = ["SNOOZES_HEADER", "RabbitLimits", "lane_prefetch"]
 
 logger = logging.getLogger("amqp_worker")
 
@@ -60,12 +80,11 @@ MIN_POLL_S = 0.005
 RETRY_TAKE_S = 1.0
 
 
-def limit_queues(broker: Broker, queue: str, handler: str, limits: Limits) -> list[str]:
-    """The limit queues of ``handler``'s jobs from ``queue``: its lanes, or its one queue."""
-    topology = broker.topology
+def lane_prefetch(limits: Limits, max_concurrency: int) -> int:
+    """Jobs in flight per consumer of a limit queue: one per lane, N per key lane, else many."""
     if limits.concurrency is None:
-        return [limit_queue(topology, queue, handler)]
-    return [limit_queue(topology, queue, handler, i) for i in range(limits.concurrency)]
+        return max_concurrency
+    return limits.concurrency if limits.key is not None else 1
 
 
 class RabbitLimits:
@@ -90,6 +109,7 @@ class RabbitLimits:
         self._token_channel: AbstractChannel | None = None
         self._token_queues: dict[str, AbstractQueue] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._windows = KeyWindows(broker)
 
     def of(self, job: Job) -> Limits | None:
         """The limits of ``job``'s handler; None if it has none (or is not registered)."""
@@ -100,8 +120,13 @@ class RabbitLimits:
         """Move ``job`` to its limit queue (a lane, round robin), confirmed; then ack ``message``."""
         limits = self.of(job)
         assert limits is not None
-        names = limit_queues(self._broker, queue, job.handler, limits)
-        target = names[next(self._turn) % len(names)]
+        names = limit_queue_names(self._broker.topology, queue, job.handler, limits)
+        if limits.key is not None:
+            # A key's jobs share one lane, whose N in flight bound that key (and the
+            # keys hashed beside it) to N running at once.
+            target = names[zlib.crc32(limits.key_of(job).encode("utf-8")) % len(names)]
+        else:
+            target = names[next(self._turn) % len(names)]
         ensure = self._ensure(queue, job.handler, limits)
         await self._settler.hold(message, job, target, ensure)
 
@@ -113,7 +138,7 @@ class RabbitLimits:
         max_deliveries = self._broker.settings.max_deliveries
         lane = limits.concurrency is not None
         arguments = limit_queue_arguments(self._broker.topology, queue, max_deliveries, lane=lane)
-        names = limit_queues(self._broker, queue, handler, limits)
+        names = limit_queue_names(self._broker.topology, queue, handler, limits)
 
         async def declare() -> None:
             for name in names:
@@ -134,24 +159,25 @@ class RabbitLimits:
     ) -> tuple[list[AbstractChannel], list[QueueConsumer]]:
         """Start the token leaders and consume every limit queue; (channels, consumers).
 
-        Lanes are consumed on a channel with a prefetch of 1 per consumer; the
-        queues of rate-only handlers on one with ``max_concurrency``: a robust
-        channel restores only its last QoS after a reconnect, so each keeps one.
+        Each prefetch gets a channel of its own (:func:`lane_prefetch`): a
+        robust channel restores only its last QoS after a reconnect.
         """
         limited = {n: s.limits for n, s in self._registry.handlers.items() if s.limits}
         if not limited:
             return [], []
         self._token_channel = await self._broker.channel()
-        channels = {True: await self._broker.channel(), False: await self._broker.channel()}
-        await channels[True].set_qos(prefetch_count=1)
-        await channels[False].set_qos(prefetch_count=self._broker.settings.max_concurrency)
+        channels: dict[int, AbstractChannel] = {}
         consumers: list[QueueConsumer] = []
         for handler, limits in sorted(limited.items()):
-            if limits.rate_per_s is not None:
+            if limits.rate_per_s is not None and limits.key is None:
                 leader = TokenLeader(self._broker, handler, limits)
                 await leader.start()
                 self._leaders.append(leader)
-            channel = channels[limits.concurrency is not None]
+            prefetch = lane_prefetch(limits, self._broker.settings.max_concurrency)
+            channel = channels.get(prefetch)
+            if channel is None:
+                channel = channels[prefetch] = await self._broker.channel()
+                await channel.set_qos(prefetch_count=prefetch)
             for queue in queues:
                 for name in await self._ensure(queue, handler, limits, channel):
                     callback = functools.partial(on_limited, queue, handler)
@@ -181,7 +207,9 @@ class RabbitLimits:
         """
         spec = self._registry.handlers.get(handler)
         limits = spec.limits if spec is not None else None
-        rate_per_s = limits.rate_per_s if limits is not None else None
+        # A per-key rate is taken in the key's window (admit), not from the tokens.
+        keyed = limits is not None and limits.key is not None
+        rate_per_s = limits.rate_per_s if limits is not None and not keyed else None
         poll_s = min(max(1.0 / rate_per_s, MIN_POLL_S), MAX_POLL_S) if rate_per_s else MIN_POLL_S
         async with self._locks.setdefault(handler, asyncio.Lock()):
             while self._running():
@@ -193,6 +221,33 @@ class RabbitLimits:
                     poll_s * random.uniform(0.5, 1.5)
                 )  # jitter: workers do not poll in step
             return False
+
+    async def admit(self, queue: str, message: Delivery) -> bool:
+        """False if the job is over its key's rate: then it is snoozed (re-published, acked).
+
+        A job without a per-key rate, with a ``partition_key`` (its order
+        comes first), or that is not a job (it is parked after) is let go.
+        """
+        try:
+            job = Job.from_json(message.body)
+        except ValidationError:
+            return True
+        limits = self.of(job)
+        if limits is None or limits.key is None or limits.rate is None or job.partition_key:
+            return True
+        try:
+            if await self._windows.try_start(job.handler, limits.key_of(job), limits):
+                return True
+        except BrokerError as exc:
+            logger.warning("could not take a start of job %s in its key's window: %s", job.id, exc)
+        headers = carried_headers(message.headers)
+        snoozes = headers.get(SNOOZES_HEADER)
+        snoozes = snoozes if isinstance(snoozes, int) and not isinstance(snoozes, bool) else 0
+        headers[SNOOZES_HEADER] = snoozes + 1
+        headers.setdefault(WAITING_SINCE_HEADER, waiting_since_ms(job, message.headers))
+        delay_ms = int(snooze_s(limits, snoozes) * random.uniform(1.0, 1.5) * 1000)
+        await self._settler.republish(message, job, headers, int(now_ms()) + delay_ms, pause=False)
+        return False
 
     async def _token(self, handler: str) -> bool:
         """Take one token of ``handler`` (``basic.get``, no ack); False if there is none."""

@@ -2,7 +2,7 @@
 
 Everything goes, messages included: each job queue's work, due, failed-jobs,
 quarantine, partition and limit queues (and, for limited handlers, their
-token queues), the delay queues, the schedule queues, the results
+token queues; per-key rate windows expire on their own), the delay queues, the schedule queues, the results
 and cancellations streams and the exchanges (group queues are named by group: a finished group
 deletes its own). A queue or exchange that does not exist is skipped. Shared parts
 (the delay topology, the exchanges) are deleted too, so run it only when no
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from amqp_worker._core.limits import Limits
 
 from .connect import dial
-from .extra_topology import leader_queue, limit_queue, partition_queue, token_queue
+from .extra_topology import leader_queue, limit_queue_names, partition_queue, token_queue
 from .settings import AMQPSettings
 from .topology import Topology
 
@@ -46,8 +46,7 @@ async def delete_topology(
         for index in range(settings.partitions)
     ]
     for handler, limits in (limited or {}).items():
-        lanes = [None] if limits.concurrency is None else range(limits.concurrency)
-        names += [limit_queue(topology, q, handler, lane) for q in wanted for lane in lanes]
+        names += [n for q in wanted for n in limit_queue_names(topology, q, handler, limits)]
         names += [token_queue(topology, handler), leader_queue(topology, handler)]
     names += topology.delay_queues()
     names += [topology.schedule_queue, topology.schedule_status_queue, topology.results_stream]
