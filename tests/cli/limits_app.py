@@ -19,4 +19,5 @@ def _nothing(args: dict[str, Any]) -> None:
 
 worker.register("rated", _nothing, rate="5/s", burst=2)
 worker.register("capped", _nothing, concurrency=1)
+worker.register("keyed", _nothing, rate="10/min", limit_key="tenant")
 worker.register("free", _nothing)

@@ -32,8 +32,9 @@ async def test_limits_shows_each_limited_handler_and_the_jobs_waiting_for_it(
     before = await asyncio.to_thread(broker, "limits", APP, **env)
     assert before.returncode == ExitCode.OK, before.stderr
     assert rows(before.stdout) == {
-        "capped": ["-", "-", "1", "-", "-", "-", "-"],
-        "rated": ["5/s", "2", "-", "-", "-", "-", "-"],
+        "capped": ["-", "-", "1", "-", "-", "-", "-", "-"],
+        "keyed": ["10/min", "-", "-", "tenant", "-", "-", "-", "-"],
+        "rated": ["5/s", "2", "-", "-", "-", "-", "-", "-"],
     }
     worker = AMQPWorker(BROKER_URL, name=broker.name, queues=[broker.queue])
     release = asyncio.Event()
@@ -50,13 +51,13 @@ async def test_limits_shows_each_limited_handler_and_the_jobs_waiting_for_it(
             # One runs (its lane's one unacked job); two wait in the broker.
             for _ in range(200):
                 out = (await asyncio.to_thread(broker, "limits", APP, **env)).stdout
-                if rows(out)["capped"][3] == "2":
+                if rows(out)["capped"][4] == "2":
                     break
                 await asyncio.sleep(0.1)
             capped_row, rated_row = rows(out)["capped"], rows(out)["rated"]
-            assert capped_row == ["-", "-", "1", "2", "-", "1", "-"]
-            assert rated_row[:4] == ["5/s", "2", "-", "0"]
-            assert rated_row[5:] == ["1", "yes"]
+            assert capped_row == ["-", "-", "1", "-", "2", "-", "1", "-"]
+            assert rated_row[:5] == ["5/s", "2", "-", "-", "0"]
+            assert rated_row[6:] == ["1", "yes"]
             release.set()
     finally:
         await delete_topology(worker)

@@ -78,8 +78,8 @@ async def test_the_page_shows_each_limit_and_the_jobs_waiting_for_it() -> None:
     try:
         async with client(dashboard) as http:
             before = (await http.get("/limits")).text
-            assert cells(before, "capped") == ["capped", "—", "—", "2", "—", "—", "—", "—"]
-            assert cells(before, "rated") == ["rated", "5/s", "2", "—", "—", "—", "—", "—"]
+            assert cells(before, "capped") == ["capped", "—", "—", "2", "—", "—", "—", "—", "—"]
+            assert cells(before, "rated") == ["rated", "5/s", "2", "—", "—", "—", "—", "—", "—"]
             assert 'data-handler="free"' not in before
             async with worker:
                 for _ in range(4):
@@ -87,13 +87,13 @@ async def test_the_page_shows_each_limit_and_the_jobs_waiting_for_it() -> None:
                 # Two run (one per lane), two wait in the broker.
                 for _ in range(200):
                     page = (await http.get("/limits")).text
-                    if cells(page, "capped")[4] == "2":
+                    if cells(page, "capped")[5] == "2":
                         break
                     await asyncio.sleep(0.1)
-                assert cells(page, "capped") == ["capped", "—", "—", "2", "2", "—", "1", "—"]
+                assert cells(page, "capped") == ["capped", "—", "—", "2", "—", "2", "—", "1", "—"]
                 rated = cells(page, "rated")
-                assert rated[:5] == ["rated", "5/s", "2", "—", "0"]
-                assert rated[6:] == ["1", "yes"]
+                assert rated[:6] == ["rated", "5/s", "2", "—", "—", "0"]
+                assert rated[7:] == ["1", "yes"]
                 overview = (await http.get("/api/overview")).json()
                 by_handler = {row["handler"]: row for row in overview["limits"]}
                 assert by_handler["capped"]["concurrency"] == 2

@@ -148,6 +148,11 @@ class Limits:
             raise ValueError(f"concurrency must be an int of at least 1, got {concurrency!r}")
         return cls(rate, per_s, burst, concurrency, key, key_name)
 
+    @property
+    def token_burst(self) -> int | None:
+        """The burst of a per-handler rate (its token bucket's size); None otherwise."""
+        return self.burst if self.rate is not None and self.key is None else None
+
     def key_of(self, job: Job) -> str:
         """The key ``job`` is limited under; jobs without one share the key ``""``."""
         assert self.key is not None

@@ -17,7 +17,17 @@ __all__ = ["LIMITS_NEED", "limits", "limits_report"]
 #: Why `limits` and the dashboard's --app need an AMQPWorker.
 LIMITS_NEED = "fleet-wide limits live on RabbitMQ; name an AMQPWorker"
 
-HEADERS = ("HANDLER", "RATE", "BURST", "CONCURRENCY", "WAITING", "TOKENS", "WORKERS", "LEADER")
+HEADERS = (
+    "HANDLER",
+    "RATE",
+    "BURST",
+    "CONCURRENCY",
+    "PER KEY",
+    "WAITING",
+    "TOKENS",
+    "WORKERS",
+    "LEADER",
+)
 
 
 def _shown(value: int | None) -> str:
@@ -30,8 +40,9 @@ def limits_report(statuses: list[LimitStatus]) -> str:
         (
             status.handler,
             status.limits.rate or "-",
-            str(status.limits.burst) if status.limits.rate else "-",
+            _shown(status.limits.token_burst),
             _shown(status.limits.concurrency),
+            status.limits.key_name or "-",
             _shown(status.waiting),
             _shown(status.tokens),
             _shown(status.consumers),
@@ -48,7 +59,8 @@ def limits(target: str) -> ExitCode:
     """The rate and concurrency limits of the worker MODULE:ATTR names, and what waits.
 
     Imports the module like `run` does and connects with the worker's own
-    settings. WAITING counts jobs in the handler's limit queues (over the
+    settings. PER KEY names what a per-key limit is keyed by (an args field,
+    or a function). WAITING counts jobs in the handler's limit queues (over the
     worker's queues), TOKENS the rate tokens ready to take, WORKERS the
     workers consuming them, LEADER whether a worker writes the tokens (NONE:
     no worker of this name runs with this handler). Exits 1 if the worker
