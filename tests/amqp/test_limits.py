@@ -15,7 +15,7 @@ import pytest
 from amqp_worker import AMQPWorker, Job
 from amqp_worker._rabbitmq.extra_topology import leader_queue, token_queue
 from amqp_worker.testing import delete_topology
-from tests.amqp.limit_worker import BURST, CONCURRENCY, RATE
+from tests.amqp.limit_worker import BURST, CONCURRENCY, KEY_CONCURRENCY, KEY_RATE, RATE
 from tests.amqp.test_partitions import stop
 from tests.contract.test_limits_contract import most_in_any_window
 from tests.harness.brokertools import BROKER_URL, queue_state
@@ -26,14 +26,26 @@ ROOT = Path(__file__).resolve().parents[2]
 GUARD_S = 240.0
 
 
-def starts(runs: Path, kind: str = "start") -> list[tuple[int, float, int]]:
-    """``(n, wall time, pid)`` of every ``kind`` line so far."""
+def starts(runs: Path, kind: str = "start", tenant: str = "") -> list[tuple[int, float, int]]:
+    """``(n, wall time, pid)`` of every ``kind`` line so far (of ``tenant``'s jobs, if given)."""
     found = []
     for line in runs.read_text().splitlines() if runs.exists() else []:
-        word, n, at, pid = line.split()
-        if word == kind:
+        word, n, at, pid, *rest = line.split()
+        if word == kind and (not tenant or rest == [tenant]):
             found.append((int(n), float(at), int(pid)))
     return found
+
+
+def most_running(runs: Path, killed_at: float, tenant: str = "") -> int:
+    """The most jobs running at once; one the killed worker started ran until the kill."""
+    ends = {(n, pid): at for n, at, pid in starts(runs, "end", tenant)}
+    spans = [(at, ends.get((n, pid), killed_at)) for n, at, pid in starts(runs, "start", tenant)]
+    events = sorted([(begin, 1) for begin, _ in spans] + [(end, -1) for _, end in spans])
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
 
 
 async def spawn(name: str, queue: str, runs: Path, log: Path) -> asyncio.subprocess.Process:
@@ -77,8 +89,11 @@ async def fleet(
     # Registered (never started) so that delete_topology also deletes the limit queues.
     publisher.register("rated", lambda args: None, rate=RATE, burst=BURST)
     publisher.register("capped", lambda args: None, concurrency=CONCURRENCY)
+    publisher.register(
+        "keyed", lambda args: None, rate=KEY_RATE, concurrency=KEY_CONCURRENCY, limit_key="tenant"
+    )
     await publisher.perform_many(
-        Job(handler=handler, queue=queue, args={"n": n}) for n in range(jobs)
+        Job(handler=handler, queue=queue, args={"n": n, "tenant": f"t{n % 3}"}) for n in range(jobs)
     )
     return runs, log, procs, publisher
 
@@ -128,15 +143,27 @@ async def test_a_concurrency_limit_holds_fleet_wide_through_a_kill_9(tmp_path: P
             await stop(proc)
         await publisher.stop()
         await delete_topology(publisher)
-    ends = {(n, pid): at for n, at, pid in starts(runs, "end")}
-    # A job the killed worker had started never ended: it ran until the kill at the latest.
-    spans = [(at, ends.get((n, pid), killed_at)) for n, at, pid in starts(runs)]
-    events = sorted([(begin, 1) for begin, _ in spans] + [(end, -1) for _, end in spans])
-    running = most = 0
-    for _, change in events:
-        running += change
-        most = max(most, running)
+    most = most_running(runs, killed_at)
     assert most <= CONCURRENCY, log.read_text()
+
+
+@pytest.mark.timeout(300)
+async def test_per_key_limits_hold_for_each_key_across_three_workers(tmp_path: Path) -> None:
+    runs, log, procs, publisher = await fleet(tmp_path, "keyed", 60)
+    killed_at = float("inf")
+    try:
+        await wait_for(lambda: {n for n, _, _ in starts(runs, "end")} == set(range(60)), "ends")
+    finally:
+        for proc in procs:
+            await stop(proc)
+        await publisher.stop()
+        await delete_topology(publisher)
+    for tenant in ("t0", "t1", "t2"):
+        seen = [at for _, at, _ in starts(runs, "start", tenant)]
+        assert len(seen) == 20
+        # The key's window is exact on its markers; one start of jitter, as above.
+        assert most_in_any_window(seen, 1.0) <= 5 + 1, log.read_text()
+        assert most_running(runs, killed_at, tenant) <= KEY_CONCURRENCY, log.read_text()
 
 
 async def test_a_rated_worker_declares_its_token_queues_and_teardown_deletes_them() -> None:
