@@ -74,6 +74,14 @@ def cases() -> list[Case]:
             "rate limit (rate=20000/s, burst=200)",
             handler_options={"rate": "20000/s", "burst": 200},
         ),
+        Case(
+            "per-key limits (1000000/min, 32 at once, 8 keys)",
+            handler_options={
+                "rate": "1000000/min",
+                "concurrency": 32,
+                "limit_key": lambda job: str(job.args["n"] % 8),
+            },
+        ),
     ]
 
 

@@ -67,13 +67,21 @@ def test_list_shows_a_table_and_removes_nothing(parked: Parked) -> None:
     result = parked("failed", "list")
     assert result.returncode == ExitCode.OK, result.stderr
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["ID", "HANDLER", "QUEUE", "ATTEMPTS", "LAST", "ERROR", "FAILED", "AT"]
+    assert header.split() == [
+        "ID", "HANDLER", "QUEUE", "ATTEMPTS", "REASON", "LAST", "ERROR", "FAILED", "AT"
+    ]  # fmt: skip
     assert [row.split()[0] for row in rows] == parked.ids  # oldest first
     for n, row in enumerate(rows, 1):
-        assert row.split()[1:4] == ["boom", parked.broker.queue, "1"]
+        assert row.split()[1:5] == ["boom", parked.broker.queue, "1", "handler_error"]
         assert f"PermanentError: boom: {n}" in row
     limited = parked("failed", "list", "--limit", "2")
     assert len(limited.stdout.splitlines()) == 3
+    by_reason = parked("failed", "list", "--reason", "handler_error", "--limit", "1")
+    assert len(by_reason.stdout.splitlines()) == 2
+    none = parked("failed", "list", "--reason", "cancelled")
+    assert none.stdout.strip() == "no failed jobs"
+    bad = parked("failed", "list", "--reason", "bored")
+    assert bad.returncode == ExitCode.CONFIG
     as_json = json.loads(parked("failed", "list", "--json").stdout)
     assert [r["id"] for r in as_json] == parked.ids
     assert as_json[0]["handler"] == "boom"

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from amqp_worker._core.failures import FailedJob
+from amqp_worker._core.failures import FailedJob, FailureReason
 from amqp_worker._rabbitmq.worker import AMQPWorker
 
 from .common import (
@@ -81,11 +81,21 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, 
 @failed.command("list")
 @queue_option("List the failed jobs of this job queue.")
 @click.option("-n", "--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N jobs.")
+@click.option(
+    "--reason",
+    type=click.Choice([reason.value for reason in FailureReason]),
+    help="Only the jobs parked for this reason (cancelled, expired, crashed...).",
+)
 @json_option
 @connection_options
-def list_(queues: tuple[str, ...], limit: int | None, as_json: bool, target: Target) -> ExitCode:
+def list_(
+    queues: tuple[str, ...], limit: int | None, reason: str | None, as_json: bool, target: Target
+) -> ExitCode:
     """List parked jobs, oldest first; nothing is removed or reordered."""
-    records = _with_worker(target, queues, lambda w: w.failed.list(limit=limit))
+    # With a reason, read them all: the first N of the queue may all have another one.
+    records = _with_worker(target, queues, lambda w: w.failed.list(limit=None if reason else limit))
+    if reason is not None:
+        records = [record for record in records if record.reason.value == reason][:limit]
     if as_json:
         click.echo(json.dumps([_record_json(r) for r in records], indent=2))
         return ExitCode.OK
@@ -98,13 +108,16 @@ def list_(queues: tuple[str, ...], limit: int | None, as_json: bool, target: Tar
             r.handler or "-",
             r.queue,
             r.attempts,
+            r.reason.value,
             shorten(r.last_error, ERROR_WIDTH),
             _time(r.failed_at),
         )
         for r in records
     ]
     click.echo(
-        render_table(("ID", "HANDLER", "QUEUE", "ATTEMPTS", "LAST ERROR", "FAILED AT"), rows)
+        render_table(
+            ("ID", "HANDLER", "QUEUE", "ATTEMPTS", "REASON", "LAST ERROR", "FAILED AT"), rows
+        )
     )
     return ExitCode.OK
 
