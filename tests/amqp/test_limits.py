@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -16,13 +14,12 @@ from amqp_worker import AMQPWorker, Job
 from amqp_worker._rabbitmq.extra_topology import leader_queue, token_queue
 from amqp_worker.testing import delete_topology
 from tests.amqp.limit_worker import BURST, CONCURRENCY, KEY_CONCURRENCY, KEY_RATE, RATE
-from tests.amqp.test_partitions import stop
 from tests.contract.test_limits_contract import most_in_any_window
 from tests.harness.brokertools import BROKER_URL, queue_state
+from tests.harness.processes import spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.broker]
 
-ROOT = Path(__file__).resolve().parents[2]
 GUARD_S = 240.0
 
 
@@ -49,20 +46,7 @@ def most_running(runs: Path, killed_at: float, tenant: str = "") -> int:
 
 
 async def spawn(name: str, queue: str, runs: Path, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.amqp.limit_worker",
-            BROKER_URL,
-            name,
-            queue,
-            str(runs),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error"},
-            stdout=out,
-            stderr=out,
-        )
+    return await spawn_worker("tests.amqp.limit_worker", log, name, queue, str(runs))
 
 
 async def wait_for(predicate: Callable[[], bool], what: str) -> None:
@@ -112,7 +96,7 @@ async def test_2000_jobs_at_50_a_second_never_exceed_rate_plus_burst_fleet_wide(
         await wait_for(lambda: {n for n, _, _ in starts(runs)} == set(range(2000)), "all jobs")
     finally:
         for proc in procs:
-            await stop(proc)
+            await stop_worker(proc)
         await publisher.stop()
         await delete_topology(publisher)
     seen = starts(runs)
@@ -140,7 +124,7 @@ async def test_a_concurrency_limit_holds_fleet_wide_through_a_kill_9(tmp_path: P
         await wait_for(lambda: {n for n, _, _ in starts(runs, "end")} == set(range(120)), "ends")
     finally:
         for proc in procs:
-            await stop(proc)
+            await stop_worker(proc)
         await publisher.stop()
         await delete_topology(publisher)
     most = most_running(runs, killed_at)
@@ -155,7 +139,7 @@ async def test_per_key_limits_hold_for_each_key_across_three_workers(tmp_path: P
         await wait_for(lambda: {n for n, _, _ in starts(runs, "end")} == set(range(60)), "ends")
     finally:
         for proc in procs:
-            await stop(proc)
+            await stop_worker(proc)
         await publisher.stop()
         await delete_topology(publisher)
     for tenant in ("t0", "t1", "t2"):

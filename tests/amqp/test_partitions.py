@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -16,10 +14,10 @@ from amqp_worker import AMQPWorker, InvalidControl, Job
 from amqp_worker._rabbitmq.settings import AMQPSettings
 from amqp_worker.testing import delete_topology
 from tests.harness.brokertools import BROKER_URL
+from tests.harness.processes import spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.broker]
 
-ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 KEYS = [f"customer-{i}" for i in range(6)]
 PER_KEY = 40
@@ -31,31 +29,13 @@ def lines(runs: Path) -> list[list[str]]:
 
 
 async def spawn(name: str, queue: str, runs: Path, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.amqp.partition_worker",
-            BROKER_URL,
-            name,
-            queue,
-            str(PARTITIONS),
-            str(runs),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error"},
-            stdout=out,
-            stderr=out,
-        )
+    return await spawn_worker(
+        "tests.amqp.partition_worker", log, name, queue, str(PARTITIONS), str(runs)
+    )
 
 
 async def stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> None:
-    if proc.returncode is None:
-        proc.send_signal(sig)
-        try:
-            await asyncio.wait_for(proc.wait(), 60)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+    await stop_worker(proc, sig)
 
 
 async def test_a_partition_key_without_partitions_is_refused_at_perform() -> None:

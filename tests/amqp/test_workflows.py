@@ -8,10 +8,8 @@ with the ``workers`` fixture.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -28,10 +26,9 @@ from amqp_worker.errors import GroupExists, JobFailed
 from tests.amqp.conftest import Workers
 from tests.harness.broker_node import BrokerNode, rabbitmq_available
 from tests.harness.brokertools import BROKER_URL, delete_queues, queue_state
+from tests.harness.processes import spawn_worker, stop_worker
 
 pytestmark = pytest.mark.broker
-
-ROOT = Path(__file__).parent.parent.parent
 
 
 # The session's results stream is deleted with the session's topology (tests/conftest.py),
@@ -83,30 +80,12 @@ def unsettled(names: list[str]) -> int:
 
 async def spawn(workers: Workers, runs: Path, log: Path) -> asyncio.subprocess.Process:
     """A group worker process; its log (INFO and up) goes to ``log``."""
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.amqp.group_worker",
-            BROKER_URL,
-            workers.topology.name,
-            workers.queue,
-            str(runs),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error"},
-            stdout=out,
-            stderr=out,
-        )
+    name, queue = workers.topology.name, workers.queue
+    return await spawn_worker("tests.amqp.group_worker", log, name, queue, str(runs))
 
 
 async def stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
-    if proc.returncode is None:
-        proc.send_signal(sig)
-        try:
-            await asyncio.wait_for(proc.wait(), 60)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+    await stop_worker(proc, sig)
 
 
 @pytest.mark.timeout(900)

@@ -213,6 +213,31 @@ class Declarations:
 
         await self._once(f"failed:{queue}", declare)
 
+    async def declare_dead_lettering(
+        self,
+        key: str,
+        queue: str,
+        names: Iterable[str],
+        arguments: dict[str, Any],
+        channel: AbstractChannel | None = None,
+    ) -> None:
+        """Declare ``names``, queues that dead-letter into ``queue``'s failed jobs, and that one.
+
+        Once per process under ``key``; with ``channel`` (a consumer's, which
+        re-declares its queues after a reconnect) every time, on that channel.
+        """
+
+        async def declare() -> None:
+            for name in names:
+                await self.declare_queue(name, arguments, channel=channel)
+
+        # Their dead-letter target first, and outside once(): its lock is not reentrant.
+        await self.ensure_failed_queue(queue)
+        if channel is not None:
+            await declare()
+        else:
+            await self._once(key, declare)
+
     async def ensure_quarantine_queue(self, queue: str) -> None:
         """Make sure the quarantine queue of ``queue`` exists."""
         topology = self.topology

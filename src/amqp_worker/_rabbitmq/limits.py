@@ -134,22 +134,14 @@ class RabbitLimits:
         self, queue: str, handler: str, limits: Limits, channel: AbstractChannel | None = None
     ) -> list[str]:
         """Declare the limit queues of ``handler`` from ``queue`` (once, unless ``channel``)."""
-        declarations = self._broker.declarations
         max_deliveries = self._broker.settings.max_deliveries
         lane = limits.concurrency is not None
         arguments = limit_queue_arguments(self._broker.topology, queue, max_deliveries, lane=lane)
         names = limit_queue_names(self._broker.topology, queue, handler, limits)
-
-        async def declare() -> None:
-            for name in names:
-                await declarations.declare_queue(name, arguments, channel=channel)
-
-        # Their dead-letter target; first, and outside once(): its lock is not reentrant.
-        await declarations.ensure_failed_queue(queue)
-        if channel is not None:
-            await declare()  # a consumer's channel re-declares them after a reconnect
-        else:
-            await declarations.once(f"limits:{queue}:{handler}", declare)
+        key = f"limits:{queue}:{handler}"
+        await self._broker.declarations.declare_dead_lettering(
+            key, queue, names, arguments, channel
+        )
         return names
 
     async def start(

@@ -82,21 +82,10 @@ async def ensure_partitions(
 ) -> list[str]:
     """Declare every partition queue of ``queue`` (once per process unless ``channel``)."""
     topology = broker.topology
-    declarations = broker.declarations
     arguments = partition_queue_arguments(topology, queue, max_deliveries)
     names = [partition_queue(topology, queue, i) for i in range(broker.settings.partitions)]
-
-    async def declare() -> None:
-        for name in names:
-            await declarations.declare_queue(name, arguments, channel=channel)
-
-    # Their dead-letter target; first, and outside once(): its lock is not reentrant.
-    await declarations.ensure_failed_queue(queue)
-
-    if channel is not None:
-        await declare()  # a consumer's channel re-declares them after a reconnect
-    else:
-        await declarations.once(f"partitions:{queue}", declare)
+    key = f"partitions:{queue}"
+    await broker.declarations.declare_dead_lettering(key, queue, names, arguments, channel)
     return names
 
 
