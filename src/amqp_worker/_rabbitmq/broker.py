@@ -35,6 +35,7 @@ from amqp_worker.errors import (
 )
 
 from . import lenient_decode
+from .channel_numbers import ChannelNumbers
 from .confirmed import ConfirmedPublisher, Publish, Publishable
 from .connect import dial
 from .declarations import Declarations
@@ -73,6 +74,7 @@ class Broker:
         """The connection the user passed in (never closed here), or None."""
         self._connection: AbstractConnection | None = connection
         self._connect_lock = asyncio.Lock()
+        self._numbers = ChannelNumbers()
         self.declarations = Declarations(settings.topology, self.channel)
         """Exchanges, queues and bindings, declared once per process (declarations.py)."""
         self._confirmed = ConfirmedPublisher(
@@ -123,11 +125,26 @@ class Broker:
         return connection
 
     async def channel(self, *, publisher_confirms: bool = False) -> AbstractChannel:
-        """A new channel on the connection."""
+        """A new channel on the connection (its number from :mod:`.channel_numbers`)."""
         connection = await self.connect()
+        number = self._channel_number(connection)
         if publisher_confirms:
-            return await connection.channel(publisher_confirms=True, on_return_raises=True)
-        return await connection.channel(publisher_confirms=False)
+            channel = await connection.channel(
+                channel_number=number, publisher_confirms=True, on_return_raises=True
+            )
+        else:
+            channel = await connection.channel(channel_number=number, publisher_confirms=False)
+        self._numbers.keep(channel)
+        return channel
+
+    def _channel_number(self, connection: AbstractConnection) -> int | None:
+        """The next number for a channel on ``connection``; None lets aiormq choose."""
+        transport = getattr(connection, "transport", None)
+        if transport is None:
+            return None  # reconnecting: the open fails as it would have
+        underlying = transport.connection
+        tune = getattr(underlying, "connection_tune", None)
+        return self._numbers.next(underlying.channels, getattr(tune, "channel_max", None))
 
     async def plain_channel(self, *, publisher_confirms: bool = False) -> UnderlyingChannel:
         """A channel of the underlying aiormq connection, for one short errand.
@@ -143,7 +160,7 @@ class Broker:
         if transport is None:
             raise RuntimeError("Connection is not ready")  # reconnecting: connection_lost()
         channel: UnderlyingChannel = await transport.connection.channel(
-            publisher_confirms=publisher_confirms
+            channel_number=self._channel_number(connection), publisher_confirms=publisher_confirms
         )
         return channel
 
