@@ -11,7 +11,7 @@ from amqp_worker import AMQPWorker
 from amqp_worker._rabbitmq import results as results_module
 from amqp_worker._rabbitmq.broker import Broker
 from amqp_worker._rabbitmq.settings import AMQPSettings
-from amqp_worker._rabbitmq.streams import stream_exists
+from amqp_worker._rabbitmq.streams import stream_exists, stream_readable
 from amqp_worker.testing import delete_topology
 from tests.harness.brokertools import BROKER_URL
 
@@ -63,3 +63,20 @@ async def test_a_results_stream_this_process_creates_settles_before_its_first_re
     finally:
         await worker.stop()
         await delete_topology(worker)
+
+
+async def test_stream_readable_says_whether_a_consume_is_answered() -> None:
+    name = f"awtest-streams-{uuid.uuid4().hex[:8]}"
+    broker = Broker(AMQPSettings(url=BROKER_URL, name=name))
+    try:
+        assert not await stream_readable(broker, f"{name}.results")  # no such stream
+        connection = await aio_pika.connect(BROKER_URL)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(
+                f"{name}.results", durable=True, arguments={"x-queue-type": "stream"}
+            )
+            assert await stream_readable(broker, f"{name}.results")
+            await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await broker.close()

@@ -37,7 +37,7 @@ from amqp_worker._core.results import JobResult
 from amqp_worker.errors import ResultTimeout, TopologyConflict
 
 from .broker import Broker
-from .streams import settle_new_stream, stream_exists
+from .streams import settle_new_stream, stream_exists, stream_readable
 
 __all__ = ["RECENT", "RabbitResults"]
 
@@ -98,8 +98,12 @@ class _StreamReader:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a reconnect, a deleted stream: read again shortly
-                logger.debug("results stream reader: %s; reading again", exc)
+                logger.debug("stream reader of %s: %s; reading again", self._stream, exc)
             await asyncio.sleep(1.0)
+            # Asked on a connection of its own first: a stream that is not back yet would
+            # end the worker's connection (streams.stream_readable).
+            while not await stream_readable(self._broker, self._stream):  # noqa: ASYNC110
+                await asyncio.sleep(1.0)
             if self.last_seen is not None:
                 self.offset = self.last_seen - CLOCK_SKEW
 

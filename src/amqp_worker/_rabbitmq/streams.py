@@ -24,13 +24,20 @@ import contextlib
 import logging
 
 import aiormq.exceptions as amqp_errors
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from amqp_worker.errors import AmqpWorkerError
 
 from .broker import Broker
 from .connect import dial
 
-__all__ = ["PROBE_TIMEOUT_S", "SETTLE_S", "settle_new_stream", "stream_exists"]
+__all__ = [
+    "PROBE_TIMEOUT_S",
+    "SETTLE_S",
+    "settle_new_stream",
+    "stream_exists",
+    "stream_readable",
+]
 
 logger = logging.getLogger("amqp_worker")
 
@@ -40,12 +47,12 @@ SETTLE_S = 1.0
 PROBE_TIMEOUT_S = 5.0
 
 
-async def stream_exists(broker: Broker, name: str) -> bool:
-    """False only if RabbitMQ says there is no queue ``name`` (see the module docstring)."""
+async def _probe(broker: Broker, name: str) -> AbstractConnection | None:
+    """A short connection of its own to ask about stream ``name``; None if there is none."""
     if broker.given_connection is not None:
-        return True
+        return None
     try:
-        connection = await dial(
+        return await dial(
             broker.settings,
             PROBE_TIMEOUT_S,
             robust=False,
@@ -53,7 +60,14 @@ async def stream_exists(broker: Broker, name: str) -> bool:
             connection_name="amqp-worker stream probe",
         )
     except (AmqpWorkerError, OSError, amqp_errors.AMQPError) as exc:
-        logger.debug("could not ask whether stream %s exists: %s", name, exc)
+        logger.debug("could not ask about stream %s: %s", name, exc)
+        return None
+
+
+async def stream_exists(broker: Broker, name: str) -> bool:
+    """False only if RabbitMQ says there is no queue ``name`` (see the module docstring)."""
+    connection = await _probe(broker, name)
+    if connection is None:
         return True
     try:
         channel = await connection.channel(publisher_confirms=False)
@@ -72,3 +86,37 @@ async def stream_exists(broker: Broker, name: str) -> bool:
 async def settle_new_stream() -> None:
     """Wait :data:`SETTLE_S`: a stream just created takes no publish before its writer is up."""
     await asyncio.sleep(SETTLE_S)
+
+
+async def stream_readable(broker: Broker, name: str) -> bool:
+    """True if a consumer on stream ``name`` is answered now; asked on a probe connection.
+
+    Fix: just after a node restart, RabbitMQ 4.x answers a consume of a
+    stream whose member is not back yet by closing the whole *connection*
+    (506 RESOURCE_ERROR "Stream not found"): a stream reader that asked on
+    the worker's connection, again and again, took the worker's jobs down
+    with it each time. A reader whose consume failed asks here before it
+    consumes again. True as well when it cannot be asked.
+    """
+    connection = await _probe(broker, name)
+    if connection is None:
+        return True
+    try:
+        channel = await connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=1)
+        queue = await channel.get_queue(name, ensure=False)
+        tag = await queue.consume(
+            _ignore, arguments={"x-stream-offset": "next"}, timeout=PROBE_TIMEOUT_S
+        )
+        await queue.cancel(tag)
+        return True
+    except (AmqpWorkerError, OSError, TimeoutError, amqp_errors.AMQPError) as exc:
+        logger.debug("stream %s is not readable yet: %s", name, exc)
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()
+
+
+async def _ignore(message: AbstractIncomingMessage) -> None:
+    """A probe's consumer: its deliveries go back when its connection closes."""
