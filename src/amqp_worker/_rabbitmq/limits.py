@@ -16,8 +16,9 @@ queue* (quorum, counting deliveries), and acks the original:
 A job from a limit queue (with a ``rate``) starts only once its worker has a
 free handler slot and has taken a token (``basic.get``) from
 ``<name>.tokens.<H>``, which one leader fills at the rate
-(:mod:`amqp_worker._rabbitmq.token_leader`). One job per handler waits for
-a token in each worker; the rest wait in the broker. A failed attempt is
+(:mod:`amqp_worker._rabbitmq.token_leader`). A worker holds at most its
+prefetch of a limit queue, one job per handler at a time waiting for a
+token; the rest wait in the broker. A failed attempt is
 retried through the delay topology as usual, and moved again when due: every
 attempt takes a token and a lane.
 
