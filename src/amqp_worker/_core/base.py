@@ -250,6 +250,8 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
             for attempt in range(1, START_ATTEMPTS + 1):
                 if self._running:
                     return
+                # Connecting has its own retries and errors: a failure there is final.
+                await self._prepare()
                 try:
                     await self._start_once()
                     return
@@ -267,7 +269,6 @@ class BaseWorker(UniqueJobs, JobRunner[D], Worker, Generic[D]):
         return False
 
     async def _start_once(self) -> None:
-        await self._prepare()
         self._pool.open()
         self._running = True
         if self._loop_stall_warn_s > 0:

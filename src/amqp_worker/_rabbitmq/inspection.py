@@ -180,6 +180,11 @@ async def unacked_counts(settings: AMQPSettings) -> dict[str, int] | None:
             proc.kill()
         await proc.wait()
         return None
+    except asyncio.CancelledError:
+        # Ctrl-C of `queues --watch`: do not leave an Erlang VM starting up behind.
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
     if proc.returncode != 0:
         return None
     try:
