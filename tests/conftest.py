@@ -86,6 +86,8 @@ class WorkerKit:
             await worker.stop(timeout_s=0)
         if self.kind == "amqp":
             await delete_topology_queues(self.queue)
+            for worker in self.workers:
+                await delete_limit_queues(worker, self.queue)
 
 
 async def start_two_stuck_copies(kit: WorkerKit, worker: Worker) -> None:
@@ -109,6 +111,22 @@ async def start_two_stuck_copies(kit: WorkerKit, worker: Worker) -> None:
     await worker.perform(job)
     await worker.perform(job)  # the same id twice, running at once
     await asyncio.wait_for(both.wait(), 30)
+
+
+async def delete_limit_queues(worker: Any, queue: str) -> None:
+    """Delete the limit, token and leader queues of ``worker``'s limited handlers on ``queue``.
+
+    Per-key rate windows are left to expire (``x-expires``): their names hold the keys.
+    """
+    from amqp_worker._rabbitmq.extra_topology import leader_queue, limit_queue_names, token_queue
+    from tests.harness.brokertools import delete_queues
+
+    topology = Topology(name=SESSION_NAME)
+    names: list[str] = []
+    for handler, limits in getattr(worker, "limits", {}).items():
+        names += limit_queue_names(topology, queue, handler, limits)
+        names += [token_queue(topology, handler), leader_queue(topology, handler)]
+    await delete_queues(names)
 
 
 async def delete_topology_queues(*queues: str, prefix: str = "") -> None:
