@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from datetime import datetime
 
 import click
@@ -78,20 +79,34 @@ def queues(queues: tuple[str, ...], watch: bool, interval: float, target: Target
     """
     settings = target.settings(queues)
 
-    async def show() -> None:
-        async with QueueInspector(settings) as inspector:
-            while True:
-                report = await queues_report(inspector, settings)
-                if not watch:
-                    click.echo(report)
-                    return
-                stamp = datetime.now().astimezone().strftime("%H:%M:%S")
-                click.echo(f"{CLEAR_SCREEN}{report}\n(every {interval:g}s, {stamp}; Ctrl-C quits)")
-                await asyncio.sleep(interval)
+    async def show(inspector: QueueInspector) -> None:
+        while True:
+            report = await queues_report(inspector, settings)
+            if not watch:
+                click.echo(report)
+                return
+            stamp = datetime.now().astimezone().strftime("%H:%M:%S")
+            click.echo(f"{CLEAR_SCREEN}{report}\n(every {interval:g}s, {stamp}; Ctrl-C quits)")
+            await asyncio.sleep(interval)
 
-    try:
-        asyncio.run(show())
-    except KeyboardInterrupt:
-        if not watch:
-            raise
+    async def until_ctrl_c() -> None:
+        # Ctrl-C ends the watch between two awaits of our own, not wherever asyncio's
+        # default handler would cancel it (mid-close, mid-rabbitmqctl: a traceback and a
+        # slow exit); the connection then closes as usual.
+        interrupted = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if watch:
+            loop.add_signal_handler(signal.SIGINT, interrupted.set)
+        async with QueueInspector(settings) as inspector:
+            showing = asyncio.ensure_future(show(inspector))
+            waiting = asyncio.ensure_future(interrupted.wait())
+            await asyncio.wait({showing, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (showing, waiting):
+                task.cancel()
+            await asyncio.gather(showing, waiting, return_exceptions=True)
+            error = None if showing.cancelled() else showing.exception()
+            if error is not None:
+                raise error  # a lost connection, say: the CLI reports it as always
+
+    asyncio.run(until_ctrl_c())
     return ExitCode.OK
