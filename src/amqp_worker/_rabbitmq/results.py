@@ -93,17 +93,21 @@ class _StreamReader:
     async def _run(self) -> None:
         # Read until stopped; after a lost channel, read again from where it was.
         while True:
+            connection_closed = False
             try:
                 await self._consume()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a reconnect, a deleted stream: read again shortly
                 logger.debug("stream reader of %s: %s; reading again", self._stream, exc)
+                connection_closed = isinstance(exc, amqp_errors.AMQPConnectionError)
             await asyncio.sleep(1.0)
-            # Asked on a connection of its own first: a stream that is not back yet would
-            # end the worker's connection (streams.stream_readable).
-            while not await stream_readable(self._broker, self._stream):  # noqa: ASYNC110
-                await asyncio.sleep(1.0)
+            # After the connection itself was closed, asked on a connection of its own
+            # first: a stream that is not back yet would end the worker's connection again
+            # (streams.stream_readable). A consume that was only slow is asked again at once.
+            if connection_closed:
+                while not await stream_readable(self._broker, self._stream):  # noqa: ASYNC110
+                    await asyncio.sleep(1.0)
             if self.last_seen is not None:
                 self.offset = self.last_seen - CLOCK_SKEW
 
