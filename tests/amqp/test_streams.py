@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 import pytest
@@ -18,18 +19,22 @@ from tests.harness.brokertools import BROKER_URL
 pytestmark = [pytest.mark.broker]
 
 
-async def test_stream_exists_says_false_only_for_a_missing_queue() -> None:
+Probe = Callable[[Broker, str], Awaitable[bool]]
+
+
+@pytest.mark.parametrize("probe", [stream_exists, stream_readable])
+async def test_a_probe_says_false_for_a_missing_stream_and_true_for_one_there(probe: Probe) -> None:
     name = f"awtest-streams-{uuid.uuid4().hex[:8]}"
     broker = Broker(AMQPSettings(url=BROKER_URL, name=name))
     try:
-        assert not await stream_exists(broker, f"{name}.results")
+        assert not await probe(broker, f"{name}.results")
         connection = await aio_pika.connect(BROKER_URL)
         async with connection:
             channel = await connection.channel()
             queue = await channel.declare_queue(
                 f"{name}.results", durable=True, arguments={"x-queue-type": "stream"}
             )
-            assert await stream_exists(broker, f"{name}.results")
+            assert await probe(broker, f"{name}.results")
             await queue.delete(if_unused=False, if_empty=False)
     finally:
         await broker.close()
@@ -63,20 +68,3 @@ async def test_a_results_stream_this_process_creates_settles_before_its_first_re
     finally:
         await worker.stop()
         await delete_topology(worker)
-
-
-async def test_stream_readable_says_whether_a_consume_is_answered() -> None:
-    name = f"awtest-streams-{uuid.uuid4().hex[:8]}"
-    broker = Broker(AMQPSettings(url=BROKER_URL, name=name))
-    try:
-        assert not await stream_readable(broker, f"{name}.results")  # no such stream
-        connection = await aio_pika.connect(BROKER_URL)
-        async with connection:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(
-                f"{name}.results", durable=True, arguments={"x-queue-type": "stream"}
-            )
-            assert await stream_readable(broker, f"{name}.results")
-            await queue.delete(if_unused=False, if_empty=False)
-    finally:
-        await broker.close()
