@@ -111,6 +111,7 @@ class RabbitLimits:
         self._token_queues: dict[str, AbstractQueue] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._windows = KeyWindows(broker)
+        self._keyed_rates = False
 
     def of(self, job: Job) -> Limits | None:
         """The limits of ``job``'s handler; None if it has none (or is not registered)."""
@@ -156,6 +157,8 @@ class RabbitLimits:
         robust channel restores only its last QoS after a reconnect.
         """
         limited = {n: s.limits for n, s in self._registry.handlers.items() if s.limits}
+        # Fixed from here: a limited handler cannot be registered on a running worker.
+        self._keyed_rates = any(x.key is not None and x.rate is not None for x in limited.values())
         if not limited:
             return [], []
         self._token_channel = await self._broker.channel()
@@ -221,6 +224,8 @@ class RabbitLimits:
         A job without a per-key rate, with a ``partition_key`` (its order
         comes first), or that is not a job (it is parked after) is let go.
         """
+        if not self._keyed_rates:
+            return True  # no handler has one: no second parse of every limited job's body
         try:
             job = Job.from_json(message.body)
         except ValidationError:
