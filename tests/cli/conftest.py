@@ -23,6 +23,8 @@ ROOT = Path(__file__).parent.parent.parent
 #: The installed console script runs the same code as ``python -m amqp_worker.cli``.
 COMMAND = [sys.executable, "-m", "amqp_worker.cli"]
 UNREACHABLE_URL = "amqp://guest:s3cret-pw@127.0.0.1:1/"
+#: How long a test waits for a daemon to start: the start's own bound (SYNC_TIMEOUT_S), and more.
+START_WAIT_S = 75.0
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -125,6 +127,15 @@ class Broker:
             assert proc.poll() is None, f"the daemon exited {proc.returncode}:\n{log}"
             assert time.monotonic() < deadline, f"no {text!r} in the daemon's log:\n{log}"
             time.sleep(0.05)
+
+    def wait_started(self, proc: subprocess.Popen[str]) -> str:
+        """Wait for the daemon's "worker started", as long as a start may take.
+
+        A start waits up to ``SYNC_TIMEOUT_S`` (60 s) to read the cancellations
+        stream up to now before it takes jobs; on a loaded machine RabbitMQ 4.x
+        once took over 30 s to answer (CI, stop 27).
+        """
+        return self.wait_for_log(proc, "worker started", timeout=START_WAIT_S)
 
     def wait_for_file(self, name: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

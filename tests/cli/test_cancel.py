@@ -25,7 +25,7 @@ def parked_reasons(broker: Broker, want: set[str], timeout: float = 60) -> dict[
         time.sleep(0.2)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_cancel_stops_a_running_job_and_one_queued_before_the_daemon_started(
     broker: Broker,
 ) -> None:
@@ -34,7 +34,7 @@ def test_cancel_stops_a_running_job_and_one_queued_before_the_daemon_started(
     out = broker.ok("cancel", queued, delayed)
     assert out.splitlines() == [f"cancelled {queued}", f"cancelled {delayed}"]
     daemon = broker.daemon()  # started after the cancel: it must not run either job
-    broker.wait_for_log(daemon, "worker started")
+    broker.wait_started(daemon)
     running = broker.enqueue("touch", {"sleep": 3600})
     broker.wait_for_file(f"{running}.started")
     data = json.loads(broker.ok("cancel", running, "--json"))

@@ -85,7 +85,7 @@ def test_queues_watch_refreshes_until_ctrl_c(broker: Broker) -> None:
     assert "Traceback" not in text
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_check_passes_only_once_a_worker_declared_the_queues(broker: Broker) -> None:
     topology = broker.topology
     work, due, failed = (
@@ -108,7 +108,7 @@ def test_check_passes_only_once_a_worker_declared_the_queues(broker: Broker) -> 
     )
 
     proc = broker.daemon()
-    broker.wait_for_log(proc, "worker started")
+    broker.wait_started(proc)
     assert broker.stop(proc) == ExitCode.OK
     assert broker.ok("check", "-q", broker.queue).splitlines()[1] == f"{broker.queue}: ok"
     # AMQP_WORKER_QUEUES is the default, and every queue is checked.

@@ -21,10 +21,10 @@ from tests.harness.brokertools import BROKER_ADDRESS, queue_state
 
 
 @pytest.mark.broker
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_run_processes_jobs_and_finishes_the_running_one_on_sigterm(broker: Broker) -> None:
     proc = broker.daemon("-c", "2", "--shutdown-timeout", "20")
-    log = broker.wait_for_log(proc, "worker started")
+    log = broker.wait_started(proc)
     banner = log.splitlines()[0]
     assert banner == (
         f"amqp-worker {__version__}: amqp://{BROKER_ADDRESS} vhost=/ name={broker.name} "
@@ -48,10 +48,10 @@ def test_run_processes_jobs_and_finishes_the_running_one_on_sigterm(broker: Brok
 
 
 @pytest.mark.broker
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_a_second_signal_stops_at_once_and_the_job_goes_back(broker: Broker) -> None:
     proc = broker.daemon("--shutdown-timeout", "60")
-    broker.wait_for_log(proc, "worker started")
+    broker.wait_started(proc)
     stuck = broker.enqueue("block", {"sleep": 120})  # a sync handler: its thread can't be cancelled
     broker.wait_for_file(f"{stuck}.started")
     proc.send_signal(signal.SIGTERM)
@@ -73,10 +73,10 @@ def test_a_second_signal_stops_at_once_and_the_job_goes_back(broker: Broker) -> 
 
 
 @pytest.mark.broker
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_json_logs_carry_the_job_fields(broker: Broker) -> None:
     proc = broker.daemon("--log-format", "json")
-    broker.wait_for_log(proc, "worker started")
+    broker.wait_started(proc)
     job_id = broker.enqueue("flaky")  # fails, is retried once, fails again and is parked
     broker.wait_for_log(proc, "parked in")
     assert broker.stop(proc) == ExitCode.OK
@@ -106,7 +106,7 @@ def _serving(broker: Broker, endpoint: str) -> tuple[subprocess.Popen[str], int]
     """A started daemon serving ``endpoint`` (health or metrics) on a free loopback port."""
     port = _free_port()
     proc = broker.daemon(f"--{endpoint}-port", str(port), f"--{endpoint}-host", "127.0.0.1")
-    broker.wait_for_log(proc, "worker started")
+    broker.wait_started(proc)
     return proc, port
 
 
@@ -119,7 +119,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 @pytest.mark.broker
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_health_check(broker: Broker) -> None:
     proc, port = _serving(broker, "health")
     assert _get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
@@ -137,7 +137,7 @@ def _sample(metrics: str, name: str, **labels: str) -> float:
 
 
 @pytest.mark.broker
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_a_metrics_scrape_shows_the_counters_move(broker: Broker) -> None:
     proc, port = _serving(broker, "metrics")
     url = f"http://127.0.0.1:{port}/metrics"
@@ -185,10 +185,10 @@ def test_a_metrics_port_in_use_is_a_config_error(broker: Broker) -> None:
 
 
 @pytest.mark.broker
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_options_override_a_factory_made_worker_and_keep_its_handlers(broker: Broker) -> None:
     proc = broker.daemon("-c", "3", "--prefetch", "7", target="tests.cli.app:make_worker")
-    log = broker.wait_for_log(proc, "worker started")
+    log = broker.wait_started(proc)
     assert f"queues={broker.queue} handlers=block,boom,flaky,touch concurrency=3 prefetch=7" in log
     job_id = broker.enqueue("touch")
     broker.wait_for_file(f"{job_id}.done")
@@ -196,10 +196,10 @@ def test_options_override_a_factory_made_worker_and_keep_its_handlers(broker: Br
 
 
 @pytest.mark.broker
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_the_example_daemon(broker: Broker) -> None:
     proc = broker.daemon(target="examples.daemon:worker")
-    broker.wait_for_log(proc, "worker started")
+    broker.wait_started(proc)
     broker.enqueue("send_email", {"user_id": 7})
     broker.enqueue("send_digest", {"user_id": 8, "items": 3})
     broker.wait_for_log(proc, "sent email to user 7")
@@ -251,7 +251,7 @@ def test_sigterm_while_waiting_for_the_broker_stops_cleanly() -> None:
 
 
 @pytest.mark.broker
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_daemon_options_come_from_the_environment_and_the_command_line_wins(
     broker: Broker,
 ) -> None:
@@ -259,7 +259,7 @@ def test_daemon_options_come_from_the_environment_and_the_command_line_wins(
     broker.env["AMQP_WORKER_LOG_LEVEL"] = "WARNING"
     from_env = broker.daemon()
     overridden = broker.daemon("--log-format", "text", "--log-level", "INFO")
-    log = broker.wait_for_log(overridden, "worker started")
+    log = broker.wait_started(overridden)
     assert log.startswith("amqp-worker ")  # text, and INFO lines shown
     assert broker.stop(overridden) == ExitCode.OK
     assert broker.stop(from_env) == ExitCode.OK

@@ -18,8 +18,8 @@ The mechanism (docs/controls.md#cancel):
   that job.
 
 The stream is declared on a channel kept for it, never the shared topology
-channel, and read with the results stream's bounded-consume reader: the
-same RabbitMQ 3.10 quirks apply (see results.py).
+channel, and read with the bounded-consume reader of stream_reader.py, like the
+results stream.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from amqp_worker.errors import AccessRefused, BrokerUnavailable, TopologyConflic
 
 from .broker import Broker
 from .publishing import IN_FLIGHT, raise_first
-from .results import CLOCK_SKEW, STOP_WAIT_S, _StreamReader
+from .stream_reader import CLOCK_SKEW, STOP_WAIT_S, StreamReader
 from .streams import settle_new_stream, stream_exists
 
 __all__ = ["RabbitCancelling", "RabbitCancels", "cancel_record"]
@@ -49,6 +49,8 @@ logger = logging.getLogger("amqp_worker")
 
 #: The shortest wait for the listener to read up to the sync marker (publish_timeout_s if longer).
 SYNC_TIMEOUT_S = 60.0
+#: How often a starting worker that waits for the sync marker says so.
+SYNC_WARN_S = 10.0
 #: How long to wait before declaring a stream RabbitMQ said was not reachable again.
 RETRY_DECLARE_S = 1.0
 #: How long a starting worker waits for an unreachable cancellations stream before it
@@ -71,7 +73,7 @@ class RabbitCancels:
         self._declared = False
         self._lock = asyncio.Lock()
         self._errand: UnderlyingChannel | None = None
-        self._listener: _StreamReader | None = None
+        self._listener: StreamReader | None = None
         self._syncs: dict[str, asyncio.Future[None]] = {}
         self._late: asyncio.Future[None] | None = None
 
@@ -165,7 +167,7 @@ class RabbitCancels:
                 body = json.dumps({"sync": token}).encode()
                 marker = self._message(body, f"sync:{token}", at)
                 await self._broker.publish(self._stream, "", marker)
-                await caught_up
+                await self._until_read(caught_up)
         except TimeoutError:
             raise BrokerUnavailable(
                 f"the cancellations stream {self._stream} was not read up to now within "
@@ -174,11 +176,24 @@ class RabbitCancels:
         finally:
             del self._syncs[token]
 
+    async def _until_read(self, caught_up: asyncio.Future[None]) -> None:
+        """Wait for the sync marker, with a WARNING every :data:`SYNC_WARN_S` it is not read."""
+        started = asyncio.get_running_loop().time()
+        while not caught_up.done():
+            await asyncio.wait({caught_up}, timeout=SYNC_WARN_S)
+            if not caught_up.done():
+                logger.warning(
+                    "the cancellations stream %s is not read up to now after %.0fs; "
+                    "no job is taken before it is",
+                    self._stream,
+                    asyncio.get_running_loop().time() - started,
+                )
+
     def _start_listener(self) -> None:
         if self._listener is None:
             ttl = timedelta(seconds=self._broker.settings.cancel_ttl_s)
             start = datetime.now(UTC) - ttl - CLOCK_SKEW
-            self._listener = _StreamReader(self._broker, self._stream, start, self._arrived)
+            self._listener = StreamReader(self._broker, self._stream, start, self._arrived)
             self._listener.start()
 
     async def _listen_when_back(self) -> None:

@@ -25,19 +25,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiormq.exceptions as amqp_errors
 from aio_pika import DeliveryMode, Message
 from aiormq.abc import AbstractChannel as UnderlyingChannel
-from aiormq.abc import DeliveredMessage
 
 from amqp_worker._core.results import JobResult
 from amqp_worker.errors import ResultTimeout, TopologyConflict
 
 from .broker import Broker
-from .streams import settle_new_stream, stream_exists, stream_readable
+from .stream_reader import CLOCK_SKEW, STOP_WAIT_S, StreamReader
+from .streams import settle_new_stream, stream_exists
 
 __all__ = ["RECENT", "RabbitResults"]
 
@@ -45,105 +44,12 @@ logger = logging.getLogger("amqp_worker")
 
 #: Records the listener remembers, for waits that begin just after their record passed.
 RECENT = 10_000
-#: Stream deliveries in flight per consumer (streams require a prefetch).
-STREAM_PREFETCH = 2000
-#: How long a stream reader waits for its consume to be answered before it asks again.
-CONSUME_TIMEOUT_S = 5.0
-#: The longest a stopping stream reader is waited for (a stuck channel's close is abandoned).
-STOP_WAIT_S = 2.0
-#: How often a stream reader acks what it read (acks only move a stream's window).
-ACK_EVERY_S = 0.02
-#: Start reading this much before the time asked for: clocks of publishers and workers differ.
-CLOCK_SKEW = timedelta(seconds=5)
 #: The kind header of a result record, and of a finished group's record.
 KIND_HEADER = "aw-kind"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class _StreamReader:
-    """One consumer on the results stream from ``offset``; each delivery to ``on_record``."""
-
-    def __init__(
-        self,
-        broker: Broker,
-        stream: str,
-        offset: datetime | str,
-        on_record: Callable[[str, bytes], None],
-    ) -> None:
-        self._broker = broker
-        self._stream = stream
-        self.offset = offset
-        self._on_record = on_record
-        self._task: asyncio.Task[None] | None = None
-        self.last_seen: datetime | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        """Cancel the reader; wait for it at most :data:`STOP_WAIT_S` (its channel may be stuck)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=STOP_WAIT_S)
-
-    async def _run(self) -> None:
-        # Read until stopped; after a lost channel, read again from where it was.
-        while True:
-            connection_closed = False
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a reconnect, a deleted stream: read again shortly
-                logger.debug("stream reader of %s: %s; reading again", self._stream, exc)
-                connection_closed = isinstance(exc, amqp_errors.AMQPConnectionError)
-            await asyncio.sleep(1.0)
-            # After the connection itself was closed, asked on a connection of its own
-            # first: a stream that is not back yet would end the worker's connection again
-            # (streams.stream_readable). A consume that was only slow is asked again at once.
-            if connection_closed:
-                while not await stream_readable(self._broker, self._stream):  # noqa: ASYNC110
-                    await asyncio.sleep(1.0)
-            if self.last_seen is not None:
-                self.offset = self.last_seen - CLOCK_SKEW
-
-    async def _consume(self) -> None:
-        channel = await self._broker.plain_channel()
-        # The delivery callback never writes: acks go out from this task, so none can
-        # follow the channel's close (a frame on a closed channel ends the connection).
-        unacked: list[int] = []
-
-        async def deliver(message: DeliveredMessage) -> None:
-            properties = message.header.properties
-            if properties.timestamp is not None:
-                self.last_seen = properties.timestamp.replace(tzinfo=UTC)
-            if properties.message_id:
-                self._on_record(properties.message_id, message.body)
-            if message.delivery_tag is not None:
-                unacked.append(message.delivery_tag)
-
-        try:
-            await channel.basic_qos(prefetch_count=STREAM_PREFETCH, timeout=CONSUME_TIMEOUT_S)
-            # Bounded: RabbitMQ 3.10 now and then never answers a stream consume (seen
-            # under load); the loop in _run then opens another channel and asks again.
-            await channel.basic_consume(
-                self._stream,
-                deliver,
-                arguments={"x-stream-offset": self.offset},
-                timeout=CONSUME_TIMEOUT_S,
-            )
-            while not channel.is_closed:
-                if unacked:
-                    last = max(unacked)
-                    unacked.clear()
-                    await channel.basic_ack(last, multiple=True)
-                await asyncio.sleep(ACK_EVERY_S)
-        finally:
-            await Broker.close_plain_channel(channel, STOP_WAIT_S)
 
 
 class RabbitResults:
@@ -157,10 +63,10 @@ class RabbitResults:
         self._waiters: dict[str, list[asyncio.Future[bytes]]] = {}
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._horizon: datetime | None = None
-        self._listener: _StreamReader | None = None
+        self._listener: StreamReader | None = None
         # Catch-up reads from earlier offsets, shared by every wait they cover; they
         # end when nobody waits any more.
-        self._scans: list[_StreamReader] = []
+        self._scans: list[StreamReader] = []
         self._stopping: set[asyncio.Future[None]] = set()
         self._errand: UnderlyingChannel | None = None
 
@@ -255,7 +161,7 @@ class RabbitResults:
         if self._listener is None:
             start = _now() - CLOCK_SKEW
             self._horizon = start
-            self._listener = _StreamReader(self._broker, self._stream, start, self._arrived)
+            self._listener = StreamReader(self._broker, self._stream, start, self._arrived)
             self._listener.start()
 
     def _arrived(self, key: str, body: bytes) -> None:
@@ -278,7 +184,7 @@ class RabbitResults:
             start = scan.offset
             if isinstance(start, str) or (isinstance(offset, datetime) and start <= offset):
                 return  # "first", or earlier: it covers this wait
-        scan = _StreamReader(self._broker, self._stream, offset, self._arrived)
+        scan = StreamReader(self._broker, self._stream, offset, self._arrived)
         self._scans.append(scan)
         scan.start()
 
