@@ -16,15 +16,22 @@ import aio_pika
 import aiormq.exceptions
 import pytest
 
-from amqp_worker import AccessRefused, AMQPWorker, Job
+from amqp_worker import AccessRefused, AMQPWorker, Job, RetryPolicy
 from tests.harness.brokertools import broker_url, rabbitmqctl
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 
 #: The regular expressions of docs/security.md, for a worker named ``jobs``
 #: whose work queues are prefixed ``jobs.``: (configure, write, read).
-WORKER = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^jobs(\..*)?$")
-PUBLISHER = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^jobs(\.due|\.cancels|\.delay\..*)?$")
+#: Both write to ``amq.default``, the default exchange: the worker parks jobs
+#: and the publisher sends partition_key jobs through it.
+WRITE = r"^(jobs(\..*)?|amq\.default)$"
+WORKER = (r"^jobs(\..*)?$", WRITE, r"^jobs(\..*)?$")
+PUBLISHER = (
+    r"^jobs(\..*)?$",
+    WRITE,
+    r"^jobs(\.due|\.cancels|\.delay\..*|\.partition\..*)?$",
+)
 #: A user who may declare and publish but read nothing at all.
 WRITE_ONLY = (r"^jobs(\..*)?$", r"^jobs(\..*)?$", r"^$")
 
@@ -81,6 +88,42 @@ async def test_a_publisher_enqueues_what_a_worker_runs_and_cannot_consume(
             queue = await channel.declare_queue("jobs.emails", passive=True)
             with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
                 await queue.get(fail=False)
+    finally:
+        await publisher.stop()
+
+
+async def test_with_them_a_worker_parks_a_failing_job_and_runs_a_partition_key_job(
+    vhost: dict[str, str],
+) -> None:
+    options: dict[str, Any] = {
+        "name": "jobs",
+        "queue_prefix": "jobs.",
+        "publish_timeout_s": 10,
+        "partitions": 2,
+    }
+    publisher = AMQPWorker(vhost["publisher"], **options)
+    worker = AMQPWorker(
+        vhost["worker"], queues=["emails"], retry=RetryPolicy(max_retries=0), **options
+    )
+    ordered = asyncio.Event()
+
+    async def boom(args: dict[str, Any]) -> None:
+        raise ValueError("no such mailbox")
+
+    async def send(args: dict[str, Any]) -> None:
+        ordered.set()
+
+    worker.register("boom", boom)
+    worker.register("send", send)
+    try:
+        failing = await publisher.perform(Job(handler="boom", queue="emails"))
+        await publisher.perform(Job(handler="send", queue="emails", partition_key="account-1"))
+        async with worker:
+            await asyncio.wait_for(ordered.wait(), 30)
+            while not (parked := await worker.failed.list("emails")):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert [job.id for job in parked] == [failing.id]
+        assert parked[0].error_message == "no such mailbox"
     finally:
         await publisher.stop()
 
