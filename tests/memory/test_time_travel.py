@@ -223,3 +223,32 @@ async def test_delayed_jobs_dropped_by_stop_are_gone_after_a_restart() -> None:
         await later.perform_in(Ping(n=2), timedelta(hours=1))
         await worker.advance(timedelta(hours=2))
     assert ran == [2]
+
+
+async def test_a_cancelled_job_is_listed_not_raised_by_advance_and_drain(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = TimeTravelWorker()
+    ran: list[int] = []
+
+    @worker.handler("later")
+    async def later(args: Ping) -> None:
+        ran.append(args.n)
+
+    async with worker:
+        cancelled = await later.perform_in(Ping(n=1), timedelta(hours=1))
+        await worker.cancel(cancelled)
+        events = await worker.advance(timedelta(hours=2))
+        assert [(event.moment, event.job_id) for event in events] == [
+            ("on_failure", cancelled),
+            ("on_parked", cancelled),
+        ]
+        assert events[-1].reason == "cancelled"
+        queued = await later.perform(Ping(n=2))
+        await worker.cancel(queued)
+        parked = [event for event in await worker.drain() if event.moment == "on_parked"]
+        assert [event.job_id for event in parked] == [queued]
+    assert ran == []
+    # A cancel is logged as a WARNING without a traceback, not as an ERROR.
+    cancels = [r for r in caplog.records if "JobCancelled" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in cancels] == [("WARNING", None)] * 2

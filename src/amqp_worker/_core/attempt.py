@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from amqp_worker.errors import HandlerNotRegistered, InvalidArgs
+from amqp_worker.errors import HandlerNotRegistered, InvalidArgs, JobCancelled
 
 from .cancels import RunningAttempt, refused_error
 from .failures import FailureReason
@@ -154,7 +154,10 @@ async def report_failure(
     exc = outcome.error
     assert exc is not None
     then = f"retrying in {decision.delay_s:.3g}s" if decision.retry else "parking it"
-    logger.error(
+    # A cancel is somebody's decision, not a fault: a WARNING, and no traceback.
+    cancelled = isinstance(exc, JobCancelled)
+    logger.log(
+        logging.WARNING if cancelled else logging.ERROR,
         "job %s failed: handler=%s queue=%s attempt=%d duration=%.3fs: %s: %s; %s",
         job.id,
         job.handler,
@@ -164,7 +167,7 @@ async def report_failure(
         type(exc).__name__,
         exc,
         then,
-        exc_info=exc,
+        exc_info=None if cancelled else exc,
         extra={
             "job_id": job.id,
             "handler": job.handler,
