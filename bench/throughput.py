@@ -135,7 +135,9 @@ def topology_names(topology: Topology, queues: list[str]) -> tuple[list[str], li
         )
     ]
     queue_names += topology.delay_queues()
-    exchanges = [topology.exchange, topology.due_exchange]
+    # A consuming worker declares its cancellations stream (and its fanout exchange).
+    queue_names += [topology.results_stream, topology.cancels_stream]
+    exchanges = [topology.exchange, topology.due_exchange, topology.cancels_stream]
     exchanges += [topology.delay_exchange(level) for level in range(topology.delay.levels)]
     return queue_names, exchanges
 

@@ -76,11 +76,12 @@ class Names:
 
 
 async def cleanup(url: str, names: Names, group_ids: list[str]) -> None:
-    """Delete the worker's queues, delay topology, results stream and group queues."""
+    """Delete the worker's queues, delay topology, streams and group queues."""
     topology = names.topology
     queues = list(topology.queues_of(names.queue)) + topology.delay_queues()
-    queues += [topology.results_stream] + [topology.group_queue(g) for g in group_ids]
-    await delete_all(url, queues, topology.exchanges())
+    queues += [topology.results_stream, topology.cancels_stream]
+    queues += [topology.group_queue(g) for g in group_ids]
+    await delete_all(url, queues, [*topology.exchanges(), topology.cancels_stream])
 
 
 class Tally:

@@ -11,8 +11,9 @@ The mechanism (docs/controls.md#cancel):
   start less ``cancel_ttl_s``, that adds each id to the worker's
   :class:`~amqp_worker._core.cancels.CancelBook` (which also interrupts a
   running attempt of it). Per job, a worker pays one dict lookup.
-- Before its consumers start, the worker appends a private *sync marker* and
-  waits until its listener has read it: the stream is ordered, so every
+- Before its consumers start, once its listener is attached, the worker
+  appends a private *sync marker* and waits until the listener has read it
+  (writing it again every :data:`SYNC_WARN_S`): the stream is ordered, so every
   cancel confirmed before the worker started is in the book before the
   worker takes its first job. A worker started after a cancel never runs
   that job.
@@ -162,12 +163,11 @@ class RabbitCancels:
         try:
             # One bound for all of it: RabbitMQ 3.10 may leave a stream consume unanswered.
             async with asyncio.timeout(timeout_s):
-                self._start_listener()
-                at = datetime.now(UTC)
-                body = json.dumps({"sync": token}).encode()
-                marker = self._message(body, f"sync:{token}", at)
-                await self._broker.publish(self._stream, "", marker)
-                await self._until_read(caught_up)
+                listener = self._start_listener()
+                # Written only once the listener is attached: a marker written while it
+                # attaches may be missed (stream_reader.py), and the start would wait in vain.
+                await listener.attached.wait()
+                await self._until_read(caught_up, token)
         except TimeoutError:
             raise BrokerUnavailable(
                 f"the cancellations stream {self._stream} was not read up to now within "
@@ -176,10 +176,17 @@ class RabbitCancels:
         finally:
             del self._syncs[token]
 
-    async def _until_read(self, caught_up: asyncio.Future[None]) -> None:
-        """Wait for the sync marker, with a WARNING every :data:`SYNC_WARN_S` it is not read."""
+    async def _until_read(self, caught_up: asyncio.Future[None], token: str) -> None:
+        """Write the sync marker and wait until it is read.
+
+        Every :data:`SYNC_WARN_S` it is not, a WARNING, and the marker once
+        more (should RabbitMQ have lost the reader's place, the next one is read).
+        """
         started = asyncio.get_running_loop().time()
+        body = json.dumps({"sync": token}).encode()
         while not caught_up.done():
+            marker = self._message(body, f"sync:{token}", datetime.now(UTC))
+            await self._broker.publish(self._stream, "", marker)
             await asyncio.wait({caught_up}, timeout=SYNC_WARN_S)
             if not caught_up.done():
                 logger.warning(
@@ -189,12 +196,13 @@ class RabbitCancels:
                     asyncio.get_running_loop().time() - started,
                 )
 
-    def _start_listener(self) -> None:
+    def _start_listener(self) -> StreamReader:
         if self._listener is None:
             ttl = timedelta(seconds=self._broker.settings.cancel_ttl_s)
             start = datetime.now(UTC) - ttl - CLOCK_SKEW
             self._listener = StreamReader(self._broker, self._stream, start, self._arrived)
             self._listener.start()
+        return self._listener
 
     async def _listen_when_back(self) -> None:
         await self._ensure_until_declared()

@@ -64,6 +64,7 @@ class RabbitResults:
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._horizon: datetime | None = None
         self._listener: StreamReader | None = None
+        self._rescan: asyncio.Future[None] | None = None
         # Catch-up reads from earlier offsets, shared by every wait they cover; they
         # end when nobody waits any more.
         self._scans: list[StreamReader] = []
@@ -163,6 +164,18 @@ class RabbitResults:
             self._horizon = start
             self._listener = StreamReader(self._broker, self._stream, start, self._arrived)
             self._listener.start()
+            self._rescan = asyncio.ensure_future(self._rescan_when_attached(self._listener))
+
+    async def _rescan_when_attached(self, listener: StreamReader) -> None:
+        """Once the listener is attached, read from its start once more for those still waiting.
+
+        A record written while the listener (and a scan beside it) attached may
+        be missed by both (stream_reader.py); one written after is not. So a
+        scan that starts after the listener attached closes that window.
+        """
+        await listener.attached.wait()
+        if self._waiters and self._listener is listener:
+            self._scan_from(listener.offset, again=True)
 
     def _arrived(self, key: str, body: bytes) -> None:
         self._recent[key] = body
@@ -174,13 +187,13 @@ class RabbitResults:
                 self._horizon = self._listener.last_seen
         self._resolve(key, body)
 
-    def _scan_from(self, offset: datetime | str) -> None:
+    def _scan_from(self, offset: datetime | str, *, again: bool = False) -> None:
         """Read the stream from ``offset`` unless a running scan started there or earlier.
 
         What a scan reads is remembered with the listener's records, so a wait
-        that begins after its record passed still finds it.
+        that begins after its record passed still finds it. ``again``: even so.
         """
-        for scan in self._scans:
+        for scan in [] if again else self._scans:
             start = scan.offset
             if isinstance(start, str) or (isinstance(offset, datetime) and start <= offset):
                 return  # "first", or earlier: it covers this wait
@@ -195,6 +208,10 @@ class RabbitResults:
 
     async def close(self) -> None:
         """Stop reading the stream (the worker's connection is closing)."""
+        rescan, self._rescan = self._rescan, None
+        if rescan is not None:
+            rescan.cancel()
+            await asyncio.wait({rescan}, timeout=STOP_WAIT_S)
         listener, self._listener = self._listener, None
         scans, self._scans = self._scans, []
         self._horizon = None

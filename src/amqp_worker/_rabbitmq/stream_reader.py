@@ -15,6 +15,11 @@ Two RabbitMQ quirks shape it:
 - After its connection was closed, the reader asks on a probe connection
   whether the stream is readable before it consumes again
   (:func:`~amqp_worker._rabbitmq.streams.stream_readable`).
+- A record written *while* a consumer with a timestamp offset attaches may
+  be missed by it: RabbitMQ 4.0 resolved the offset past a record confirmed
+  a few milliseconds before its ``consume-ok`` (a new cancellations stream,
+  about one start in 150 here). What is written after ``consume-ok`` is
+  always read, so :attr:`StreamReader.attached` tells when that is.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class StreamReader:
         self._on_record = on_record
         self._task: asyncio.Task[None] | None = None
         self.last_seen: datetime | None = None
+        self.attached = asyncio.Event()
+        """Set once RabbitMQ answered the first consume: what is written after is read."""
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -132,6 +139,7 @@ class StreamReader:
                 arguments={"x-stream-offset": self.offset},
                 timeout=CONSUME_TIMEOUT_S,
             )
+            self.attached.set()
             while not channel.is_closed:
                 if unacked:
                     last = max(unacked)
