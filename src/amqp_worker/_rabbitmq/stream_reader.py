@@ -6,7 +6,7 @@ record's ``message_id`` and body; the reader remembers the newest record's
 timestamp so that, after a lost channel or connection, it reads again from
 a little before it instead of from the start.
 
-Two RabbitMQ quirks shape it:
+RabbitMQ's quirks shape it:
 
 - RabbitMQ 3.10 now and then never answers a stream consume (seen under
   load): every consume is bounded by :data:`CONSUME_TIMEOUT_S`, then asked
@@ -20,6 +20,8 @@ Two RabbitMQ quirks shape it:
   a few milliseconds before its ``consume-ok`` (a new cancellations stream,
   about one start in 150 here). What is written after ``consume-ok`` is
   always read, so :attr:`StreamReader.attached` tells when that is.
+- A reader stopped while its consume is unanswered lets the answer come
+  before it closes its channel (:func:`_answered`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiormq.exceptions as amqp_errors
 from aiormq.abc import DeliveredMessage
@@ -83,11 +86,15 @@ class StreamReader:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        """Cancel the reader; wait for it at most :data:`STOP_WAIT_S` (its channel may be stuck)."""
+        """Cancel the reader and wait for it (its channel may be stuck: a bounded wait).
+
+        A reader stopped while its consume is unanswered waits for the answer
+        (at most :data:`CONSUME_TIMEOUT_S`) before it closes its channel.
+        """
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.wait({task}, timeout=STOP_WAIT_S)
+            await asyncio.wait({task}, timeout=CONSUME_TIMEOUT_S + STOP_WAIT_S)
 
     async def _run(self) -> None:
         # Read until stopped; after a lost channel, read again from where it was.
@@ -133,12 +140,19 @@ class StreamReader:
 
         try:
             await channel.basic_qos(prefetch_count=STREAM_PREFETCH, timeout=CONSUME_TIMEOUT_S)
-            await channel.basic_consume(
-                self._stream,
-                deliver,
-                arguments={"x-stream-offset": self.offset},
-                timeout=CONSUME_TIMEOUT_S,
+            consume = asyncio.ensure_future(
+                channel.basic_consume(
+                    self._stream,
+                    deliver,
+                    arguments={"x-stream-offset": self.offset},
+                    timeout=CONSUME_TIMEOUT_S,
+                )
             )
+            try:
+                await asyncio.shield(consume)
+            except asyncio.CancelledError:
+                await _answered(consume)
+                raise
             self.attached.set()
             while not channel.is_closed:
                 if unacked:
@@ -148,3 +162,17 @@ class StreamReader:
                 await asyncio.sleep(ACK_EVERY_S)
         finally:
             await Broker.close_plain_channel(channel, STOP_WAIT_S)
+
+
+async def _answered(consume: asyncio.Future[Any]) -> None:
+    """Wait until a consume that its reader gave up on is answered (or timed out).
+
+    Fix: a consume RPC cancelled in flight (a result scan stopped as its
+    record arrived) made aiormq close the channel before RabbitMQ's
+    ``consume-ok`` and the first deliveries, and RabbitMQ 3.10's connection
+    then went silent: no frame for three minutes, every job on it stuck.
+    The channel is closed once the consume is answered, in the usual way.
+    """
+    await asyncio.wait({consume})
+    if not consume.cancelled():
+        consume.exception()  # retrieved: the reader is stopping either way
