@@ -31,7 +31,7 @@ from typing import Any
 
 from amqp_worker._core.limits import KEY_LANES, Limits
 
-from .topology import Topology, _check_length, queue_arguments
+from .topology import Topology, checked_name, queue_arguments
 
 #: The shortest ``x-expires`` of a key window queue (see :func:`key_window_arguments`).
 KEY_WINDOW_EXPIRES_MIN_MS = 60_000
@@ -69,7 +69,7 @@ def group_queue_arguments(topology: Topology, callback_queue: str | None) -> dic
 
 def partition_queue(topology: Topology, queue: str, index: int) -> str:
     """Partition ``index`` of ``queue``: jobs with a ``partition_key`` that hashes there."""
-    return _check_length("queue", f"{topology.name}.partition.{topology.work_queue(queue)}.{index}")
+    return checked_name("queue", f"{topology.name}.partition.{topology.work_queue(queue)}.{index}")
 
 
 def partition_queue_arguments(
@@ -102,7 +102,7 @@ def limit_queue(topology: Topology, queue: str, handler: str, lane: int | None =
     a rate limit has the one queue (``lane`` None).
     """
     base = f"{topology.name}.limit.{topology.work_queue(queue)}.{handler}"
-    return _check_length("queue", base if lane is None else f"{base}.{lane}")
+    return checked_name("queue", base if lane is None else f"{base}.{lane}")
 
 
 def limit_queue_names(topology: Topology, queue: str, handler: str, limits: Limits) -> list[str]:
@@ -132,7 +132,7 @@ def limit_queue_arguments(
 
 def token_queue(topology: Topology, handler: str) -> str:
     """The rate tokens of ``handler``: each start of an attempt takes one."""
-    return _check_length("queue", f"{topology.name}.tokens.{handler}")
+    return checked_name("queue", f"{topology.name}.tokens.{handler}")
 
 
 def token_queue_arguments(burst: int) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def token_queue_arguments(burst: int) -> dict[str, Any]:
 
 def leader_queue(topology: Topology, handler: str) -> str:
     """The baton of ``handler``'s token leader: whoever holds its message writes the tokens."""
-    return _check_length("queue", f"{topology.name}.tokens.{handler}.leader")
+    return checked_name("queue", f"{topology.name}.tokens.{handler}.leader")
 
 
 def leader_queue_arguments() -> dict[str, Any]:
@@ -165,7 +165,7 @@ def leader_queue_arguments() -> dict[str, Any]:
 
 def key_lane_queue(topology: Topology, queue: str, handler: str, lane: int) -> str:
     """Key lane ``lane`` of ``handler``: jobs whose key hashes there, at most N of them running."""
-    return _check_length(
+    return checked_name(
         "queue", f"{topology.name}.limit.{topology.work_queue(queue)}.{handler}.k{lane}"
     )
 
@@ -180,7 +180,7 @@ def key_window_queue(
     """
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
     rate = f"{count}per{math.ceil(window_s * 1000)}ms"
-    return _check_length("queue", f"{topology.name}.keyrate.{handler}.{rate}.{digest}")
+    return checked_name("queue", f"{topology.name}.keyrate.{handler}.{rate}.{digest}")
 
 
 def key_window_arguments(count: int, window_s: float) -> dict[str, Any]:

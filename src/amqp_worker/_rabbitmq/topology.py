@@ -39,6 +39,7 @@ __all__ = [
     "DelayRoute",
     "QueueType",
     "Topology",
+    "checked_name",
     "queue_arguments",
 ]
 
@@ -58,7 +59,8 @@ def _power(level: int) -> int:
     return int(DELAY_RADIX**level)
 
 
-def _check_length(kind: str, value: str) -> str:
+def checked_name(kind: str, value: str) -> str:
+    """``value`` if it is a legal ``kind`` (queue, exchange) name, else ValueError saying why."""
     if not QUEUE_NAME_CHARS.fullmatch(value):
         raise ValueError(
             f"the {kind} name {value[:60]!r} may only hold letters, digits, space "
@@ -228,8 +230,8 @@ class Topology:
 
     def __post_init__(self) -> None:
         # The longest derived name must still be a legal AMQP short string.
-        _check_length("exchange", self.delay_exchange(self.delay.levels - 1))
-        _check_length("queue", self.delay_queue(self.delay.levels - 1, DELAY_RADIX - 1))
+        checked_name("exchange", self.delay_exchange(self.delay.levels - 1))
+        checked_name("queue", self.delay_queue(self.delay.levels - 1, DELAY_RADIX - 1))
 
     # -- names ----------------------------------------------------------------
 
@@ -245,15 +247,15 @@ class Topology:
 
     def work_queue(self, queue: str) -> str:
         """The RabbitMQ queue that holds jobs for ``Job.queue == queue``."""
-        return _check_length("queue", self.queue_prefix + queue)
+        return checked_name("queue", self.queue_prefix + queue)
 
     def failed_queue(self, queue: str) -> str:
         """Where jobs of ``queue`` that cannot run are parked, with the reason."""
-        return _check_length("queue", f"{self.name}.failed.{self.work_queue(queue)}")
+        return checked_name("queue", f"{self.name}.failed.{self.work_queue(queue)}")
 
     def due_queue(self, queue: str) -> str:
         """Where delayed jobs of ``queue`` arrive shortly before they are due."""
-        return _check_length("queue", f"{self.name}.due.{self.work_queue(queue)}")
+        return checked_name("queue", f"{self.name}.due.{self.work_queue(queue)}")
 
     @property
     def schedule_queue(self) -> str:
@@ -275,7 +277,7 @@ class Topology:
 
     def quarantine_queue(self, queue: str) -> str:
         """Where jobs of ``queue`` that came back unfinished (a worker died) run one at a time."""
-        return _check_length("queue", f"{self.name}.quarantine.{self.work_queue(queue)}")
+        return checked_name("queue", f"{self.name}.quarantine.{self.work_queue(queue)}")
 
     @property
     def results_stream(self) -> str:
@@ -289,7 +291,7 @@ class Topology:
 
     def group_queue(self, group_id: str) -> str:
         """The queue where the members of group ``group_id`` report, holding its callback."""
-        return _check_length("queue", f"{self.name}.group.{group_id}")
+        return checked_name("queue", f"{self.name}.group.{group_id}")
 
     def delay_exchange(self, level: int) -> str:
         """The headers exchange of delay ``level``."""
