@@ -120,7 +120,7 @@ async def test_max_batch_acks_are_written_without_waiting_for_the_loop_pass() ->
 async def test_unrecorded_messages_and_closed_channels_are_not_queued() -> None:
     batcher, channel = AckBatcher(), FakeChannel()
     stranger = FakeMessage(channel, 7)
-    assert not batcher.ack(stranger)  # type: ignore[arg-type]  - the caller acks it alone
+    assert not batcher.ack(stranger)  # type: ignore[arg-type]  # the caller acks it alone
     messages = deliver(batcher, channel, range(1, 3))
     channel.is_closed = True
     assert not batcher.ack(messages[0])  # type: ignore[arg-type]
@@ -153,3 +153,37 @@ async def test_acking_twice_queues_once() -> None:
     await settle(batcher)
     assert channel.frames == [(1, False)]
     assert not batcher.queued(messages[0])  # type: ignore[arg-type]
+
+
+class SlowChannel(FakeChannel):
+    """A channel whose first ack waits until the test lets it through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
+        await self.gate.wait()
+        await super().basic_ack(delivery_tag, multiple, wait)
+
+
+async def test_a_later_pass_never_overtakes_an_earlier_one_on_a_channel() -> None:
+    # Found in the controls bench: pass 1 wrote channel A's acks and yielded before
+    # channel B's; pass 2's multiple ack on B then covered pass 1's, and RabbitMQ
+    # closed B ("unknown delivery tag"): its jobs ran twice.
+    batcher, slow, channel = AckBatcher(), SlowChannel(), FakeChannel()
+    first = deliver(batcher, slow, range(1, 2))
+    messages = deliver(batcher, channel, range(1, 7))
+    for message in first + messages[:3]:
+        batcher.ack(message)  # type: ignore[arg-type]
+    batcher.flush()  # pass 1: slow's 1, then channel's 1-3
+    for message in messages[3:]:
+        batcher.ack(message)  # type: ignore[arg-type]
+    batcher.flush()  # pass 2: channel's 4-6
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert channel.frames == []  # pass 2 waits for pass 1, which waits for slow
+    slow.gate.set()
+    await settle(batcher)
+    assert slow.frames == [(1, False)]
+    assert channel.frames == [(3, True), (6, True)]

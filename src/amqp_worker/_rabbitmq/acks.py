@@ -22,6 +22,12 @@ exactly like a job whose single ack was still on the wire; how many is bounded
 by the prefetch. RabbitMQ counts a delivery against the prefetch until its ack
 arrives, which is why the window is one loop pass and not a few milliseconds.
 
+**In order.** Each pass's acks are written by a task of its own, and each
+such task writes only once the one before it is done. Fix: a pass that
+wrote the acks of two channels yielded between them, and the next pass's
+multiple ack overtook its ack on the second channel; RabbitMQ closed that
+channel ("unknown delivery tag"), and every job in flight on it ran twice.
+
 Delivery tags belong to one channel. A channel that closed (a reconnect, a
 stop) is forgotten with all its tags: RabbitMQ has requeued those deliveries,
 and a tag must never be acked on the channel that replaced it.
@@ -80,6 +86,7 @@ class AckBatcher:
         self._queued = 0
         self._scheduled: asyncio.Handle | None = None
         self._writing: set[asyncio.Task[None]] = set()
+        self._last_write: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
@@ -140,7 +147,8 @@ class AckBatcher:
             for channel, tags in self._channels.items()
             if tags.queued
         ]
-        task = asyncio.get_running_loop().create_task(_write(batches))
+        task = asyncio.get_running_loop().create_task(_write(batches, self._last_write))
+        self._last_write = task
         self._writing.add(task)
         task.add_done_callback(self._writing.discard)
 
@@ -167,8 +175,17 @@ def _channel(message: Delivery) -> AbstractChannel | None:
         return None  # closed: RabbitMQ has taken the delivery back
 
 
-async def _write(batches: list[tuple[AbstractChannel, int, int | None, list[int]]]) -> None:
-    """Write each channel's acks: (channel, jobs, multiple-ack tag or None, single tags)."""
+async def _write(
+    batches: list[tuple[AbstractChannel, int, int | None, list[int]]],
+    after: asyncio.Task[None] | None,
+) -> None:
+    """Write each channel's acks (channel, jobs, multiple-ack tag or None, single tags).
+
+    Only once ``after``, the previous pass's write, is done: a later multiple
+    ack must never reach a channel before an earlier ack it covers.
+    """
+    if after is not None:
+        await asyncio.wait({after})
     for channel, count, multiple, singles in batches:
         try:
             async with asyncio.timeout(ACK_WRITE_TIMEOUT_S):
