@@ -39,8 +39,9 @@ from _shared import delete_all, describe, environment
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from pydantic import BaseModel
 
-from amqp_worker import AMQPWorker, Job
+from amqp_worker import AMQPSettings, AMQPWorker, Job
 from amqp_worker._rabbitmq.topology import QueueType, Topology, queue_arguments
+from amqp_worker.testing import delete_topology
 
 DEFAULT_URL = os.environ.get("AMQP_WORKER_BENCH_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_FLIGHT = 256
@@ -122,33 +123,11 @@ class Names:
         return f"{self.prefix}.jobs"
 
 
-def topology_names(topology: Topology, queues: list[str]) -> tuple[list[str], list[str]]:
-    """(queues, exchanges) that a worker with ``topology`` may declare for ``queues``."""
-    queue_names = [
-        name
-        for queue in queues
-        for name in (
-            topology.work_queue(queue),
-            topology.due_queue(queue),
-            topology.failed_queue(queue),
-            topology.quarantine_queue(queue),
-        )
-    ]
-    queue_names += topology.delay_queues()
-    # A consuming worker declares its cancellations stream (and its fanout exchange).
-    queue_names += [topology.results_stream, topology.cancels_stream]
-    exchanges = [topology.exchange, topology.due_exchange, topology.cancels_stream]
-    exchanges += [topology.delay_exchange(level) for level in range(topology.delay.levels)]
-    return queue_names, exchanges
-
-
 async def cleanup(url: str, names: Names) -> None:
     """Delete the round's raw queue and exchange and the worker's whole topology."""
-    topology = Topology(name=names.worker_name, queue_type=names.queue_type)
-    queues, exchanges = topology_names(topology, [names.worker_queue])
-    queues.append(names.raw_queue)
-    exchanges.append(names.raw_exchange)
-    await delete_all(url, queues, exchanges)
+    settings = AMQPSettings(url=url, name=names.worker_name, queue_type=names.queue_type)
+    await delete_topology(settings, [names.worker_queue])
+    await delete_all(url, [names.raw_queue], [names.raw_exchange])
 
 
 async def ready_messages(channel: AbstractChannel, queue: str) -> int:

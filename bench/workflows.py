@@ -44,8 +44,9 @@ from typing import Any
 
 from _shared import delete_all, describe, environment
 
-from amqp_worker import AMQPWorker, Job, group
+from amqp_worker import AMQPSettings, AMQPWorker, Job, group
 from amqp_worker._rabbitmq.topology import Topology
+from amqp_worker.testing import delete_topology
 
 DEFAULT_URL = os.environ.get("AMQP_WORKER_BENCH_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MAX_CONCURRENCY = 25
@@ -76,12 +77,9 @@ class Names:
 
 
 async def cleanup(url: str, names: Names, group_ids: list[str]) -> None:
-    """Delete the worker's queues, delay topology, streams and group queues."""
-    topology = names.topology
-    queues = list(topology.queues_of(names.queue)) + topology.delay_queues()
-    queues += [topology.results_stream, topology.cancels_stream]
-    queues += [topology.group_queue(g) for g in group_ids]
-    await delete_all(url, queues, [*topology.exchanges(), topology.cancels_stream])
+    """Delete the worker's whole topology (streams included) and the group queues."""
+    await delete_topology(AMQPSettings(url=url, name=names.name), [names.queue])
+    await delete_all(url, [names.topology.group_queue(g) for g in group_ids], [])
 
 
 class Tally:

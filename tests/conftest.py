@@ -118,15 +118,11 @@ async def delete_limit_queues(worker: Any, queue: str) -> None:
 
     Per-key rate windows are left to expire (``x-expires``): their names hold the keys.
     """
-    from amqp_worker._rabbitmq.extra_topology import leader_queue, limit_queue_names, token_queue
+    from amqp_worker._rabbitmq.extra_topology import limited_queues
     from tests.harness.brokertools import delete_queues
 
     topology = Topology(name=SESSION_NAME)
-    names: list[str] = []
-    for handler, limits in getattr(worker, "limits", {}).items():
-        names += limit_queue_names(topology, queue, handler, limits)
-        names += [token_queue(topology, handler), leader_queue(topology, handler)]
-    await delete_queues(names)
+    await delete_queues(limited_queues(topology, [queue], getattr(worker, "limits", {})))
 
 
 async def delete_topology_queues(*queues: str, prefix: str = "") -> None:

@@ -15,6 +15,7 @@ from amqp_worker._rabbitmq.extra_topology import (
     limit_queue,
     limit_queue_arguments,
     limit_queue_names,
+    limited_queues,
     token_queue,
     token_queue_arguments,
 )
@@ -44,6 +45,23 @@ def test_limit_queue_names_per_kind_of_limit() -> None:
     keyed = limit_queue_names(TOPOLOGY, "q", "h", limits(concurrency=3, limit_key="t"))
     assert len(keyed) == KEY_LANES
     assert keyed[0] == key_lane_queue(TOPOLOGY, "q", "h", 0) == "app.limit.q.h.k0"
+
+
+def test_limited_queues_lists_every_queue_a_limited_handler_may_have_declared() -> None:
+    limited = {"a": limits(rate="5/s"), "b": limits(concurrency=2)}
+    assert limited_queues(TOPOLOGY, iter(["q", "r"]), limited) == [
+        "app.limit.q.a",
+        "app.limit.r.a",
+        "app.tokens.a",
+        "app.tokens.a.leader",
+        "app.limit.q.b.0",
+        "app.limit.q.b.1",
+        "app.limit.r.b.0",
+        "app.limit.r.b.1",
+        "app.tokens.b",  # declared or not: a missing queue is skipped on delete
+        "app.tokens.b.leader",
+    ]
+    assert limited_queues(TOPOLOGY, ["q"], {}) == []
 
 
 def test_limit_queues_are_quorum_and_dead_letter_to_the_failed_jobs() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from amqp_worker._core.limits import KEY_LANES, Limits
@@ -47,6 +48,7 @@ __all__ = [
     "limit_queue",
     "limit_queue_arguments",
     "limit_queue_names",
+    "limited_queues",
     "partition_queue",
     "partition_queue_arguments",
     "token_queue",
@@ -112,6 +114,25 @@ def limit_queue_names(topology: Topology, queue: str, handler: str, limits: Limi
     if limits.key is not None:
         return [key_lane_queue(topology, queue, handler, i) for i in range(KEY_LANES)]
     return [limit_queue(topology, queue, handler, i) for i in range(limits.concurrency)]
+
+
+def limited_queues(
+    topology: Topology, queues: Iterable[str], limited: Mapping[str, Limits]
+) -> list[str]:
+    """Every queue the ``limited`` handlers may have declared for jobs from ``queues``.
+
+    Their limit queues, and (whether a handler has a rate or not) its token
+    and leader queues. Per-key rate windows are not listed: their names hold
+    the keys, and they expire on their own.
+    """
+    wanted = tuple(queues)
+    names: list[str] = []
+    for handler, limits in limited.items():
+        names += [
+            n for queue in wanted for n in limit_queue_names(topology, queue, handler, limits)
+        ]
+        names += [token_queue(topology, handler), leader_queue(topology, handler)]
+    return names
 
 
 def limit_queue_arguments(

@@ -2,11 +2,12 @@
 
 Everything goes, messages included: each job queue's work, due, failed-jobs,
 quarantine, partition and limit queues (and, for limited handlers, their
-token queues; per-key rate windows expire on their own), the delay queues, the schedule queues, the results
-and cancellations streams and the exchanges (group queues are named by group: a finished group
-deletes its own). A queue or exchange that does not exist is skipped. Shared parts
-(the delay topology, the exchanges) are deleted too, so run it only when no
-other worker of the same ``name`` uses the vhost.
+token queues; per-key rate windows expire on their own), the delay queues,
+the schedule queues, the results and cancellations streams and the exchanges
+(group queues are named by group: a finished group deletes its own). A
+queue or exchange that does not exist is skipped. Shared parts (the delay
+topology, the exchanges) are deleted too, so run it only when no other
+worker of the same ``name`` uses the vhost.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from amqp_worker._core.limits import Limits
 
 from .connect import dial
-from .extra_topology import leader_queue, limit_queue_names, partition_queue, token_queue
+from .extra_topology import limited_queues, partition_queue
 from .settings import AMQPSettings
 from .topology import Topology
 
@@ -45,9 +46,7 @@ async def delete_topology(
         for queue in wanted
         for index in range(settings.partitions)
     ]
-    for handler, limits in (limited or {}).items():
-        names += [n for q in wanted for n in limit_queue_names(topology, q, handler, limits)]
-        names += [token_queue(topology, handler), leader_queue(topology, handler)]
+    names += limited_queues(topology, wanted, limited or {})
     names += topology.delay_queues()
     names += [topology.schedule_queue, topology.schedule_status_queue, topology.results_stream]
     names.append(topology.cancels_stream)
