@@ -137,7 +137,9 @@ class RabbitResults:
         try:
             self._listen()
             if since is None or self._horizon is None or since - CLOCK_SKEW < self._horizon:
-                self._scan_from("first" if since is None else since - CLOCK_SKEW)
+                offset: datetime | str = "first" if since is None else since - CLOCK_SKEW
+                if not self._scanned_from(offset):
+                    self._scan_from(offset)
             return await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
         except TimeoutError:
             raise ResultTimeout(
@@ -175,7 +177,7 @@ class RabbitResults:
         """
         await listener.attached.wait()
         if self._waiters and self._listener is listener:
-            self._scan_from(listener.offset, again=True)
+            self._scan_from(listener.offset)
 
     def _arrived(self, key: str, body: bytes) -> None:
         self._recent[key] = body
@@ -187,16 +189,19 @@ class RabbitResults:
                 self._horizon = self._listener.last_seen
         self._resolve(key, body)
 
-    def _scan_from(self, offset: datetime | str, *, again: bool = False) -> None:
-        """Read the stream from ``offset`` unless a running scan started there or earlier.
+    def _scanned_from(self, offset: datetime | str) -> bool:
+        """True if a running scan started at ``offset`` or earlier ("first" is earliest)."""
+        return any(
+            isinstance(scan.offset, str) or (isinstance(offset, datetime) and scan.offset <= offset)
+            for scan in self._scans
+        )
+
+    def _scan_from(self, offset: datetime | str) -> None:
+        """Read the stream from ``offset`` on a scan that ends when nobody waits any more.
 
         What a scan reads is remembered with the listener's records, so a wait
-        that begins after its record passed still finds it. ``again``: even so.
+        that begins after its record passed still finds it.
         """
-        for scan in [] if again else self._scans:
-            start = scan.offset
-            if isinstance(start, str) or (isinstance(offset, datetime) and start <= offset):
-                return  # "first", or earlier: it covers this wait
         scan = StreamReader(self._broker, self._stream, offset, self._arrived)
         self._scans.append(scan)
         scan.start()
